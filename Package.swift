@@ -1,0 +1,44 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "Fulcrum",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Raft", targets: ["Raft"]),
+        .executable(name: "fulcrum-raft-sim", targets: ["RaftSimTool"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
+    ],
+    targets: [
+        // The consensus core: pure, deterministic, no I/O, no clock, no threads.
+        .target(name: "Raft", swiftSettings: strict),
+        // Deterministic cluster simulator, scenario harness and linearizability checker.
+        .target(name: "RaftTestKit", dependencies: ["Raft"], swiftSettings: strict),
+        // Runs the simulator from the command line: seeds, soak, replay, core benchmark.
+        .executableTarget(
+            name: "RaftSimTool",
+            dependencies: [
+                "Raft", "RaftTestKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RaftTests",
+            dependencies: [
+                "Raft", "RaftTestKit",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
+            swiftSettings: strict
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

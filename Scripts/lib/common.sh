@@ -1,0 +1,35 @@
+# Shared by the scripts in Scripts/: go to the project root, install system libraries.
+# shellcheck shell=bash
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 1
+
+# Installs the Debian packages Fulcrum builds against, when any is missing.
+install_system_dependencies() {
+    local missing=()
+    for package in libsqlite3-dev liblz4-dev "$@"; do
+        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "installing: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+}
+
+# Builds (debug, with tests) and fails on any compiler warning in the project's own code.
+build_without_warnings() {
+    local log
+    log=$(mktemp)
+    if ! swift build --build-tests "$@" 2>&1 | tee "$log"; then
+        rm -f "$log"
+        return 1
+    fi
+    if grep -E "^$PWD/(Sources|Tests)/.*warning:" "$log" >/dev/null; then
+        echo "error: the build has warnings in the project's own code:" >&2
+        grep -E "^$PWD/(Sources|Tests)/.*warning:" "$log" | sort -u >&2
+        rm -f "$log"
+        return 1
+    fi
+    rm -f "$log"
+}

@@ -1,0 +1,137 @@
+import Raft
+
+extension ClusterSimulation {
+    /// Once per tick: restarts, crashes, partitions, clock skew, membership changes, transfers.
+    func injectFaults() {
+        let faults = options.faults
+        for id in nodes.keys.sorted() {
+            if let restartAt = nodes[id]!.restartAt, restartAt <= step, !nodes[id]!.isRetired {
+                start(id)
+                trace("node \(id) restarts")
+            }
+        }
+        if let end = network.partitionEndsAt, end <= step {
+            network.healAll()
+            trace("partition heals")
+        }
+        let running = memberIDs.filter { nodes[$0]!.isUp }
+        let leader = running.first { nodes[$0]!.raft!.role == .leader }
+        if random.chance(faults.crashRate), !running.isEmpty {
+            let victim = leader.flatMap { random.chance(0.5) ? $0 : nil } ?? running[random.below(running.count)]
+            crash(victim, at: nil)
+        }
+        if !network.isPartitioned, random.chance(faults.partitionRate) {
+            partition(leader: leader)
+        }
+        if random.chance(faults.clockSkewRate), !running.isEmpty {
+            let id = running[random.below(running.count)]
+            nodes[id]!.tickPeriod = UInt64(3 + random.below(4))
+            trace("node \(id) clock now ticks every \(nodes[id]!.tickPeriod) steps")
+        }
+        if let leader, nodes[leader]!.isUp {
+            if random.chance(faults.membershipRate) { changeMembership(on: leader) }
+            if random.chance(faults.transferRate), nodes[leader]!.raft?.role == .leader { transferLeadership(from: leader) }
+        }
+    }
+
+    private func partition(leader: NodeID?) {
+        let members = memberIDs
+        guard members.count >= 2 else { return }
+        let duration = UInt64(15 + random.below(80)) * Self.stepsPerTick
+        let target = leader ?? members[random.below(members.count)]
+        switch random.below(4) {
+        case 0:
+            // A random minority on one side.
+            let size = 1 + random.below(max((members.count - 1) / 2, 1))
+            var shuffled = members
+            for position in stride(from: shuffled.count - 1, to: 0, by: -1) {
+                shuffled.swapAt(position, random.below(position + 1))
+            }
+            let minority = Array(shuffled.prefix(size))
+            network.isolate(minority, from: members.filter { !minority.contains($0) })
+            trace("partition: minority \(minority) cut off")
+        case 1:
+            network.isolate([target], from: members.filter { $0 != target })
+            trace("partition: node \(target) isolated")
+        case 2:
+            // Asymmetric: the node hears the others but cannot reach them.
+            for other in members where other != target { network.block(from: target, to: other) }
+            trace("partition: node \(target) cannot send (asymmetric)")
+        default:
+            for other in members where other != target { network.block(from: other, to: target) }
+            trace("partition: node \(target) cannot receive (asymmetric)")
+        }
+        network.partitionEndsAt = step + duration
+        report.partitions += 1
+    }
+
+    /// Proposes one membership change on the leader: add a learner, promote, remove (the leader
+    /// included), demote, or replace a voter through a joint configuration.
+    private func changeMembership(on leader: NodeID) {
+        guard let raft = nodes[leader]!.raft, !raft.confState.isJoint, raft.pendingConfIndex <= raft.appliedIndex else { return }
+        let conf = raft.confState
+        let voters = conf.voters
+        let learners = conf.learners
+        var choices: [ConfChange] = []
+        if let learner = learners.first {
+            choices.append(.addVoter(learner))
+            if voters.count >= 3 {
+                let outgoing = voters[random.below(voters.count)]
+                choices.append(ConfChange([.init(.addVoter, learner), .init(.removeNode, outgoing)]))
+            }
+        }
+        if voters.count < 7 && learners.count < 2 && nodes.count < 14 {
+            choices.append(.addLearner(nextNodeID))
+        }
+        if voters.count > 3 {
+            let victim = voters[random.below(voters.count)]
+            choices.append(.removeNode(victim))
+            choices.append(ConfChange([.init(.addLearner, victim)], transition: .jointImplicit))
+        }
+        guard !choices.isEmpty else { return }
+        let change = choices[random.below(choices.count)]
+        let addsNewNode = change.changes.contains { $0.node == nextNodeID }
+        if addsNewNode {
+            nodes[nextNodeID] = SimulatedNode(id: nextNodeID, disk: MemoryStorage(.joining))
+            start(nextNodeID)
+            nextNodeID += 1
+        }
+        do {
+            try nodes[leader]!.raft!.proposeConfChange(change)
+            try checker.checkConfChangeProposal(nodes[leader]!.raft!)
+            report.membershipChanges += 1
+            trace("leader \(leader) proposes \(change.changes.map { "\($0.operation)(\($0.node))" })")
+        } catch let violation as SimulationViolation {
+            report.violation = report.violation ?? violation
+        } catch {
+            // Refused (e.g. a change is pending): nothing happened.
+        }
+    }
+
+    private func transferLeadership(from leader: NodeID) {
+        let voters = nodes[leader]!.raft!.confState.voters.filter { $0 != leader && nodes[$0]?.isUp == true }
+        guard !voters.isEmpty else { return }
+        let target = voters[random.below(voters.count)]
+        if (try? nodes[leader]!.raft!.transferLeadership(to: target)) != nil {
+            report.transfers += 1
+            trace("leader \(leader) transfers to \(target)")
+        }
+    }
+
+    /// Once per tick: time out stale operations and start new ones.
+    func driveClients() throws(SimulationViolation) {
+        if let violation = report.violation { throw violation }
+        try clients.expireTimedOut(now: step, nodes: nodes)
+        guard random.chance(options.clientRate) else { return }
+        let running = nodes.keys.sorted().filter { nodes[$0]!.isUp }
+        guard !running.isEmpty else { return }
+        let leaders = running.filter { nodes[$0]!.raft!.role == .leader }
+        let node = !leaders.isEmpty && random.chance(0.75) ? leaders[random.below(leaders.count)] : running[random.below(running.count)]
+        let key = UInt8(random.below(options.keyCount))
+        if random.chance(options.readShare) {
+            clients.startRead(key: key, on: node, nodes: &nodes, now: step)
+        } else {
+            clients.startWrite(key: key, on: node, nodes: &nodes, now: step)
+        }
+    }
+}
