@@ -62,6 +62,8 @@ extension RaftNode {
     mutating func broadcastAppend() {
         for member in confState.allMembers where member != id {
             sendAppend(to: member)
+            // Pipelining: keep sending size-capped appends while the window allows.
+            while progress[member]?.state == .replicate && sendAppend(to: member, evenIfEmpty: false) {}
         }
     }
 

@@ -47,10 +47,10 @@ extension RaftNode {
             return true
         }
         if message.term < term {
-            if (settings.checkQuorum || settings.preVote) && (message.kind == .heartbeat || message.kind == .append) {
-                // A stale leader, cut off by a partition, learns our term and steps down. Without this,
-                // a node that raised its term alone could never rejoin when PreVote keeps it from
-                // winning an election.
+            if message.kind == .heartbeat || message.kind == .append || message.kind == .snapshot {
+                // §5.1: a stale request is rejected with the current term, so a leader cut off by a
+                // partition learns it and steps down. With PreVote this is also what lets a node that
+                // raised its term alone rejoin: it could never win an election to announce it.
                 send(Message(kind: .appendResponse, to: message.from))
             } else if message.kind == .preVote {
                 // Tell a stuck pre-candidate our term so it can catch up.

@@ -72,6 +72,9 @@ public struct RaftNode: Sendable {
     /// No configuration change may be proposed until the entry at this index is applied.
     public internal(set) var pendingConfIndex: LogIndex = 0
     var readOnly = ReadOnlyQueue()
+    /// A TimeoutNow arrived while a committed configuration change was unapplied: campaign as
+    /// soon as it is applied.
+    var campaignAfterApply = false
 
     var outbox: [Message] = []
     var readStates: [ReadState] = []
@@ -238,6 +241,7 @@ public struct RaftNode: Sendable {
         heartbeatElapsed = 0
         randomizedElectionTimeout = settings.electionTicks + Int(random.next() % UInt64(settings.electionTicks))
         transferee = .none
+        campaignAfterApply = false
         votes = [:]
         pendingConfIndex = 0
         readOnly = ReadOnlyQueue()
@@ -315,7 +319,10 @@ public struct RaftNode: Sendable {
     mutating func startElection(transfer: Bool) {
         guard role != .leader, isPromotable else { return }
         // A configuration change that is committed but not applied could change who votes.
-        if hasUnappliedConfChange() { return }
+        if hasUnappliedConfChange() {
+            if transfer { campaignAfterApply = true }
+            return
+        }
         if settings.preVote && !transfer {
             becomePreCandidate()
             requestVotes(kind: .preVote, term: term + 1, transfer: false)
@@ -353,7 +360,7 @@ public struct RaftNode: Sendable {
         }
     }
 
-    private func hasUnappliedConfChange() -> Bool {
+    func hasUnappliedConfChange() -> Bool {
         guard log.applied < log.committed else { return false }
         let from = max(log.applied + 1, log.firstIndex)
         guard from <= log.committed else { return false }

@@ -81,6 +81,10 @@ extension RaftNode {
             log.applied = entry.index
             if entry.kind == .confChange { applyConfChange(entry) }
         }
+        if campaignAfterApply && role == .follower && !hasUnappliedConfChange() {
+            campaignAfterApply = false
+            startElection(transfer: true)
+        }
         // Leave a joint configuration as soon as entering it is applied (auto-leave).
         if role == .leader && confState.isJoint && confState.autoLeave && pendingConfIndex <= log.applied {
             pendingConfIndex = appendAsLeader([(.confChange, ConfChange.leaveJoint.encoded())])
