@@ -19,18 +19,28 @@ struct Run: ParsableCommand {
     @Option(help: "First seed.") var from: UInt64 = 1
     @Option(help: "Number of seeds.") var seeds: UInt64 = 200
     @Flag(help: "Print one line per seed.") var verbose = false
+    @Flag(help: "Stop at the first failing seed (used to measure how fast a planted bug is found).")
+    var stopOnFailure = false
+    @Option(help: "Run only this fault profile (default: the mix the test suite uses).") var profile: String?
 
     func validate() throws {
         guard seeds > 0 else { throw ValidationError("--seeds must be at least 1") }
+        if let profile, !FaultProfile.all.contains(where: { $0.name == profile }) {
+            let names = FaultProfile.all.map(\.name).joined(separator: ", ")
+            throw ValidationError("unknown --profile '\(profile)'; profiles: \(names)")
+        }
     }
 
     func run() throws {
         let started = DispatchTime.now()
         var summary = SeedRunSummary()
         for seed in from..<(from + seeds) {
-            let report = ClusterSimulation(options: .mixed(seed: seed)).run()
+            var options = SimulationOptions.mixed(seed: seed)
+            if let profile { options.faults = FaultProfile.all.first { $0.name == profile }! }
+            let report = ClusterSimulation(options: options).run()
             if verbose || !report.passed { print(report) }
             summary.add(report)
+            if stopOnFailure && !report.passed { break }
         }
         printSummary(summary, seconds: elapsed(since: started))
         if !summary.failures.isEmpty { throw ExitCode(1) }

@@ -14,6 +14,12 @@ extension ClusterSimulation {
             network.healAll()
             trace("partition heals")
         }
+        for id in nodes.keys.sorted() {
+            if let crashAt = nodes[id]!.crashAt, crashAt <= step, nodes[id]!.isUp {
+                trace("node \(id) killed soon after its election")
+                crash(id, at: nil)
+            }
+        }
         let running = memberIDs.filter { nodes[$0]!.isUp }
         let leader = running.first { nodes[$0]!.raft!.role == .leader }
         if random.chance(faults.crashRate), !running.isEmpty {

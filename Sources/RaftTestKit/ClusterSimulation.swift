@@ -211,6 +211,14 @@ public final class ClusterSimulation {
                 report.elections += 1
                 let conf = node.raft!.confState
                 trace("node \(id) leads term \(node.raft!.term) (voters \(conf.voters) outgoing \(conf.votersOutgoing))")
+                if faultsActive && random.chance(options.faults.newLeaderCrashRate) {
+                    node.crashAt = step + 1 + UInt64(random.below(3 * Int(Self.stepsPerTick)))
+                } else if faultsActive && !network.isPartitioned && random.chance(options.faults.newLeaderIsolationRate) {
+                    network.isolate([id], from: memberIDs.filter { $0 != id })
+                    network.partitionEndsAt = step + UInt64(3 + random.below(12)) * Self.stepsPerTick
+                    report.partitions += 1
+                    trace("partition: new leader \(id) isolated")
+                }
             }
             if crashPoint == .beforePersist { return crash(id, at: .beforePersist) }
             if crashPoint == .tornWrite {
@@ -218,7 +226,11 @@ public final class ClusterSimulation {
                 nodes[id] = node
                 return crash(id, at: .tornWrite)
             }
-            let previousTerm = ready.entries.first.flatMap { node.disk.term(at: $0.index - 1) }
+            // The predecessor of the first new entry, as the disk will hold it once the batch's
+            // snapshot (persisted first) is installed.
+            var afterSnapshot = node.disk
+            if let snapshot = ready.snapshot { afterSnapshot.apply(snapshot: snapshot) }
+            let previousTerm = ready.entries.first.flatMap { afterSnapshot.term(at: $0.index - 1) }
             try checker.observePersisted(ready.entries, previousTerm: previousTerm, node: id)
             node.disk.persist(ready)
             nodes[id] = node

@@ -42,8 +42,11 @@ public enum CoreBenchmark {
                 }
             }
         }
+        // Apply the bootstrap configuration first: a node does not campaign over unapplied changes.
+        pump()
         nodes[0].campaign()
         pump()
+        precondition(nodes[0].role == .leader, "benchmark: node 1 did not win its election")
         let payload = [UInt8](repeating: 0xAB, count: entryBytes)
         let started = DispatchTime.now()
         var proposed = 0

@@ -111,7 +111,8 @@ struct SafetyChecker {
                 guard previousMatches && known.kind == print.kind && known.data == print.data else {
                     throw violation(
                         "log matching",
-                        "node \(node) holds a different entry \(entry.index)/\(entry.term) (or predecessor) than another node"
+                        "node \(node) holds a different entry \(entry.index)/\(entry.term) (or predecessor) than another node "
+                            + "(predecessor term \(print.previousTerm) vs \(known.previousTerm), same data: \(known.data == print.data))"
                     )
                 }
             } else {

@@ -9,6 +9,8 @@ struct SimulatedNode {
     var isRetired = false
     var incarnation: UInt64 = 0
     var restartAt: UInt64?
+    /// A crash scheduled for this step (a leader killed soon after its election).
+    var crashAt: UInt64?
     /// Steps between ticks; 4 is the nominal clock, other values model a skewed clock.
     var tickPeriod: UInt64 = ClusterSimulation.stepsPerTick
     /// Read points granted by the leader, waiting for the state machine to catch up.
@@ -40,6 +42,7 @@ struct SimulatedNode {
     mutating func crash(restartAt: UInt64) {
         raft = nil
         self.restartAt = restartAt
+        crashAt = nil
         pendingReads = []
     }
 

@@ -19,8 +19,15 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
     public var clockSkewRate: Double = 0
     public var membershipRate: Double = 0
     public var transferRate: Double = 0
+    /// Chance that a newly elected leader is killed within three ticks of its election.
+    public var newLeaderCrashRate: Double = 0
+    /// Chance that a newly elected leader is cut off for a few ticks right after its election,
+    /// keeping the entries it appends meanwhile to itself.
+    public var newLeaderIsolationRate: Double = 0
     /// Applied entries after which a node snapshots and compacts.
     public var compactionThreshold: Int = 1_000_000
+    /// Overrides the append size cap (bytes), so that entries travel in separate messages.
+    public var maxMessageBytes: Int?
 
     public init(name: String) { self.name = name }
 
@@ -72,6 +79,24 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
         return profile
     }
 
+    /// Short-lived leaders: crashes aimed at the leader, heavy loss and reordering, and one entry
+    /// per append, so a new leader's no-op often trails the older entries it re-replicates. This
+    /// is the ground on which Figure 8 of the paper (committing an old-term entry by counting
+    /// replicas) turns into lost writes.
+    public static var leaderChurn: FaultProfile {
+        var profile = FaultProfile(name: "leader-churn")
+        profile.dropRate = 0.15
+        profile.longDelayRate = 0.15
+        profile.longDelaySteps = 60
+        profile.crashRate = 0.02
+        profile.newLeaderCrashRate = 0.4
+        profile.newLeaderIsolationRate = 0.4
+        profile.partitionRate = 0.01
+        profile.compactionThreshold = 40
+        profile.maxMessageBytes = 1
+        return profile
+    }
+
     /// Everything at once.
     public static var chaos: FaultProfile {
         var profile = FaultProfile(name: "chaos")
@@ -88,7 +113,7 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
         return profile
     }
 
-    public static let all: [FaultProfile] = [.calm, .flakyNetwork, .partitions, .crashes, .membership, .chaos]
+    public static let all: [FaultProfile] = [.calm, .flakyNetwork, .partitions, .crashes, .membership, .leaderChurn, .chaos]
 }
 
 /// One simulation run: cluster size, how long faults last, the fault mix and the seed that
@@ -117,6 +142,7 @@ public struct SimulationOptions: Sendable, Hashable {
         settings.maxInflightMessages = 16
         settings.maxMessageBytes = 4096
         settings.snapshotTimeoutTicks = 30
+        if let bytes = faults.maxMessageBytes { settings.maxMessageBytes = bytes }
         self.settings = settings
     }
 
