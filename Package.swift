@@ -11,7 +11,9 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Raft", targets: ["Raft"]),
+        .library(name: "Balancer", targets: ["Balancer"]),
         .executable(name: "fulcrum-raft-sim", targets: ["RaftSimTool"]),
+        .executable(name: "fulcrum-balancer-bench", targets: ["BalancerBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -28,6 +30,22 @@ let package = Package(
             dependencies: [
                 "Raft", "RaftTestKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        // The balancer's domain: worker registry, replicated state machine, strategies, router.
+        .target(name: "Balancer", swiftSettings: strict),
+        // Times routing decisions per strategy and pool size.
+        .executableTarget(
+            name: "BalancerBench",
+            dependencies: ["Balancer", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "BalancerTests",
+            dependencies: [
+                "Balancer",
+                .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             swiftSettings: strict
         ),

@@ -1,0 +1,68 @@
+/// Turns a prompt into chained block hashes, the keys of the prefix-cache index.
+///
+/// The scheme (documented in `Docs/routing.md`, and used by the simulated engines so that a
+/// router that sees only text can be compared on the same workload):
+/// - token ids: consecutive blocks of `tokensPerBlock` ids; only full blocks are hashed, as
+///   engines cache only full blocks;
+/// - text: its UTF-8 bytes in blocks of `bytesPerTextBlock`, full blocks only;
+/// - block *i*'s hash mixes block *i − 1*'s hash with block *i*'s contents (the chain starts
+///   from the model name's hash), so one hash names the whole prefix up to it.
+public struct BlockHasher: Sendable, Hashable {
+    public var tokensPerBlock: Int
+    public var bytesPerTextBlock: Int
+
+    public init(tokensPerBlock: Int = 16, bytesPerTextBlock: Int = 64) {
+        precondition(tokensPerBlock > 0 && bytesPerTextBlock > 0, "block sizes must be positive")
+        self.tokensPerBlock = tokensPerBlock
+        self.bytesPerTextBlock = bytesPerTextBlock
+    }
+
+    public func blocks(tokens: [UInt32], model: String) -> [BlockHash] {
+        var result: [BlockHash] = []
+        result.reserveCapacity(tokens.count / tokensPerBlock)
+        var previous = Self.root(model)
+        var start = 0
+        while start + tokensPerBlock <= tokens.count {
+            var hasher = StableHasher(seed: previous)
+            for token in tokens[start..<(start + tokensPerBlock)] { hasher.combine(UInt64(token)) }
+            previous = hasher.finalized
+            result.append(previous)
+            start += tokensPerBlock
+        }
+        return result
+    }
+
+    public func blocks(text: String, model: String) -> [BlockHash] {
+        let bytes = Array(text.utf8)
+        var result: [BlockHash] = []
+        result.reserveCapacity(bytes.count / bytesPerTextBlock)
+        var previous = Self.root(model)
+        var start = 0
+        while start + bytesPerTextBlock <= bytes.count {
+            var hasher = StableHasher(seed: previous)
+            hasher.combine(bytes: bytes[start..<(start + bytesPerTextBlock)])
+            previous = hasher.finalized
+            result.append(previous)
+            start += bytesPerTextBlock
+        }
+        return result
+    }
+
+    /// Chains externally supplied per-block ids (e.g. a trace's `hash_ids`) so that equal ids at
+    /// different positions or after different prefixes name different blocks.
+    public func chain(blockIDs: [UInt64], model: String) -> [BlockHash] {
+        var previous = Self.root(model)
+        return blockIDs.map { id in
+            var hasher = StableHasher(seed: previous)
+            hasher.combine(id)
+            previous = hasher.finalized
+            return previous
+        }
+    }
+
+    static func root(_ model: String) -> UInt64 {
+        var hasher = StableHasher()
+        hasher.combine(bytes: model.utf8)
+        return hasher.finalized
+    }
+}

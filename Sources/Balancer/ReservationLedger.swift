@@ -1,0 +1,124 @@
+/// What one pick holds on a worker until the request ends.
+public struct Reservation: Sendable, Hashable {
+    public var token: UInt64
+    public var slot: Int32
+    public var workerID: String
+    public var role: WorkerRole
+    public var createdAt: Milliseconds
+    /// Prompt tokens this worker still has to prefill for the request.
+    public var prefillTokens: Int
+    /// KV blocks the request will occupy (prompt and expected output).
+    public var kvBlocks: Int
+    public var tier: ResourceTier
+}
+
+/// In-flight reservations, local to the master (never replicated): rebuilt within one request
+/// lifetime after a failover. Each worker's reservations stay ordered by creation time, so the
+/// load that arrived after the engine's last report is a binary search away.
+public struct ReservationLedger: Sendable, Hashable {
+    /// Per slot (the index), oldest first.
+    private var bySlot: [[Reservation]] = []
+    /// token → the slots it holds.
+    private var slotsByToken: [UInt64: [Int32]] = [:]
+    /// Tokens by creation, for expiry.
+    private var expiryQueue: [(token: UInt64, createdAt: Milliseconds)] = []
+    private var expiryHead = 0
+
+    public init() {}
+
+    public var requestCount: Int { slotsByToken.count }
+    public var reservationCount: Int { bySlot.reduce(0) { $0 + $1.count } }
+
+    public func reservations(token: UInt64) -> [Reservation] {
+        Set(slotsByToken[token] ?? []).sorted().flatMap { slot in bySlot[Int(slot)].filter { $0.token == token } }
+    }
+
+    public func inFlight(slot: Int32) -> Int { Int(slot) < bySlot.count ? bySlot[Int(slot)].count : 0 }
+
+    mutating func add(_ reservation: Reservation) {
+        let slot = Int(reservation.slot)
+        if slot >= bySlot.count { bySlot.append(contentsOf: repeatElement([], count: slot - bySlot.count + 1)) }
+        // Creation times come from one clock and only grow; insert in order all the same.
+        let position = bySlot[slot].lastIndex { $0.createdAt <= reservation.createdAt }.map { $0 + 1 } ?? 0
+        bySlot[slot].insert(reservation, at: position)
+        if slotsByToken[reservation.token] == nil {
+            expiryQueue.append((reservation.token, reservation.createdAt))
+        }
+        slotsByToken[reservation.token, default: []].append(reservation.slot)
+    }
+
+    /// Releases every pick of a request; returns what was released (empty for an unknown token).
+    @discardableResult
+    public mutating func release(token: UInt64) -> [Reservation] {
+        guard let slots = slotsByToken.removeValue(forKey: token) else { return [] }
+        var released: [Reservation] = []
+        for slot in Set(slots).sorted() {
+            released += bySlot[Int(slot)].filter { $0.token == token }
+            bySlot[Int(slot)].removeAll { $0.token == token }
+        }
+        return released
+    }
+
+    /// Drops requests reserved at or before `cutoff` that were never released.
+    public mutating func expire(createdAtOrBefore cutoff: Milliseconds) -> Int {
+        var expired = 0
+        while expiryHead < expiryQueue.count, expiryQueue[expiryHead].createdAt <= cutoff {
+            if !release(token: expiryQueue[expiryHead].token).isEmpty { expired += 1 }
+            expiryHead += 1
+        }
+        if expiryHead > 1024 && expiryHead * 2 > expiryQueue.count {
+            expiryQueue.removeFirst(expiryHead)
+            expiryHead = 0
+        }
+        return expired
+    }
+
+    /// Drops reservations on slots whose worker changed (left, or its slot was reused).
+    mutating func dropStale(isCurrent: (Int32, String) -> Bool) {
+        for slot in bySlot.indices {
+            guard let first = bySlot[slot].first, !isCurrent(Int32(slot), first.workerID) else { continue }
+            for token in Set(bySlot[slot].map(\.token)).sorted() { release(token: token) }
+        }
+    }
+
+    /// Load that reached `slot` after `time`: requests, prompt tokens to prefill, KV blocks.
+    func since(_ time: Milliseconds, slot: Int32) -> (requests: Int, prefillTokens: Int, kvBlocks: Int) {
+        guard Int(slot) < bySlot.count, !bySlot[Int(slot)].isEmpty else { return (0, 0, 0) }
+        let list = bySlot[Int(slot)]
+        var low = 0
+        var high = list.count
+        while low < high {
+            let middle = (low + high) / 2
+            if list[middle].createdAt <= time { low = middle + 1 } else { high = middle }
+        }
+        var tokens = 0
+        var blocks = 0
+        for index in low..<list.count {
+            tokens += list[index].prefillTokens
+            blocks += list[index].kvBlocks
+        }
+        return (list.count - low, tokens, blocks)
+    }
+
+    /// Resources all reservations on `slot` hold.
+    func reservedResources(slot: Int32) -> ResourceTier {
+        var total = ResourceTier()
+        guard Int(slot) < bySlot.count else { return total }
+        for reservation in bySlot[Int(slot)] {
+            total.vCPUs += reservation.tier.vCPUs
+            total.memoryBytes += reservation.tier.memoryBytes
+            total.diskBytes += reservation.tier.diskBytes
+            total.gpus += reservation.tier.gpus
+            total.gpuMemoryBytes += reservation.tier.gpuMemoryBytes
+        }
+        return total
+    }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.bySlot.filter { !$0.isEmpty } == rhs.bySlot.filter { !$0.isEmpty } && lhs.slotsByToken.mapValues { $0.sorted() } == rhs.slotsByToken.mapValues { $0.sorted() }
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(bySlot.filter { !$0.isEmpty })
+    }
+}

@@ -1,0 +1,108 @@
+/// The prompt as the caller knows it.
+public enum Prompt: Sendable, Hashable {
+    /// Chained block hashes computed by the caller (see ``BlockHasher``).
+    case blocks([BlockHash])
+    case tokens([UInt32])
+    case text(String)
+    case none
+}
+
+/// One request to place.
+public struct RoutingRequest: Sendable, Hashable {
+    public var model: String
+    /// Unique per request; also decides the A/B arm, deterministically.
+    public var requestID: String
+    public var sessionKey: String?
+    public var prompt: Prompt
+    /// Prompt length in tokens (derived from `prompt` when 0 and tokens or text are given).
+    public var promptTokens: Int
+    /// Tokens each prompt block stands for, when `prompt` is `.blocks`.
+    public var tokensPerBlock: Int
+    public var expectedOutputTokens: Int
+    /// Roles to pick, in any order; empty lets the pools decide (PDFUSION when the model has
+    /// it, else PREFILL then DECODE, else DECODE).
+    public var roles: [WorkerRole]
+    /// Resource tier name (see the configuration's tiers).
+    public var tier: String?
+    /// Higher is more important; used in tie-breaks only for now.
+    public var priority: Int
+    /// Where the request comes from, for distance-aware placement.
+    public var location: GeoLocation?
+
+    public init(
+        model: String, requestID: String, sessionKey: String? = nil, prompt: Prompt = .none,
+        promptTokens: Int = 0, tokensPerBlock: Int = 16, expectedOutputTokens: Int = 0,
+        roles: [WorkerRole] = [], tier: String? = nil, priority: Int = 0, location: GeoLocation? = nil
+    ) {
+        self.model = model
+        self.requestID = requestID
+        self.sessionKey = sessionKey
+        self.prompt = prompt
+        self.promptTokens = promptTokens
+        self.tokensPerBlock = tokensPerBlock
+        self.expectedOutputTokens = expectedOutputTokens
+        self.roles = roles
+        self.tier = tier
+        self.priority = priority
+        self.location = location
+    }
+
+    /// Prompts longer than this many blocks are refused (1M tokens at 16 per block).
+    public static let maxBlocks = 65_536
+}
+
+/// Why a worker was chosen.
+public enum RoutingReason: String, Sendable, Hashable {
+    case random
+    case roundRobin = "round_robin"
+    case leastLoad = "least_load"
+    case powerOfTwo = "power_of_two"
+    /// Cache-aware: the longest prefix match won.
+    case cacheHit = "hit"
+    /// Cache-aware: no useful match; least load.
+    case cacheMiss = "miss"
+    /// Cache-aware: load too uneven, least load instead of the match.
+    case imbalanceFallback = "imbalance_fallback"
+    case shortestTTFT = "shortest_ttft"
+    case kvHeadroom = "kv_headroom"
+    /// Every decode worker was above the KV watermark; the least full was taken.
+    case kvPressureFallback = "kv_pressure_fallback"
+    case consistentHash = "consistent_hash"
+    /// Consistent hashing skipped the key's own worker because it was over its load bound.
+    case boundedLoadSpill = "bounded_load_spill"
+    case resourceFit = "resource_fit"
+    /// The session's binding was used.
+    case sticky
+    /// The session had a binding on another tier, and that worker serves this one too.
+    case stickyAffinity = "sticky_affinity"
+    /// The session's worker was unusable (or there was none): the fallback picked and rebound.
+    case stickyFallback = "sticky_fallback"
+}
+
+/// One pick of a decision.
+public struct RoutingTarget: Sendable, Hashable {
+    public var role: WorkerRole
+    public var workerID: String
+    public var address: String
+    public var group: String
+    public var strategy: StrategyKind
+    public var reason: RoutingReason
+    /// Leading prompt blocks the worker is believed to hold.
+    public var matchedBlocks: Int
+    /// The cost model's estimate for this worker, when a prefilling role.
+    public var estimatedTTFTMilliseconds: Double?
+}
+
+/// The answer to ``RoutingRequest``: one target per role, in execution order.
+public struct RoutingDecision: Sendable, Hashable {
+    public var requestID: String
+    public var model: String
+    public var targets: [RoutingTarget]
+    /// The A/B arm drawn, when the model's policy has a split.
+    public var arm: String?
+    /// Estimated time to first token on the prefilling target.
+    public var estimatedTTFTMilliseconds: Double
+    /// Hands the reservations back (``Router/release(token:)``).
+    public var releaseToken: UInt64
+    public var promptBlocks: Int
+}
