@@ -18,32 +18,27 @@ public struct BlockHasher: Sendable, Hashable {
     }
 
     public func blocks(tokens: [UInt32], model: String) -> [BlockHash] {
-        var result: [BlockHash] = []
-        result.reserveCapacity(tokens.count / tokensPerBlock)
-        var previous = Self.root(model)
-        var start = 0
-        while start + tokensPerBlock <= tokens.count {
-            var hasher = StableHasher(seed: previous)
-            for token in tokens[start..<(start + tokensPerBlock)] { hasher.combine(UInt64(token)) }
-            previous = hasher.finalized
-            result.append(previous)
-            start += tokensPerBlock
-        }
-        return result
+        Self.chain(tokens, blockSize: tokensPerBlock, model: model) { hasher, token in hasher.combine(UInt64(token)) }
     }
 
     public func blocks(text: String, model: String) -> [BlockHash] {
-        let bytes = Array(text.utf8)
+        Self.chain(Array(text.utf8), blockSize: bytesPerTextBlock, model: model) { hasher, byte in hasher.combine(byte: byte) }
+    }
+
+    /// Hashes each full block of `items` together with the previous block's hash.
+    private static func chain<Item>(
+        _ items: [Item], blockSize: Int, model: String, combine: (inout StableHasher, Item) -> Void
+    ) -> [BlockHash] {
         var result: [BlockHash] = []
-        result.reserveCapacity(bytes.count / bytesPerTextBlock)
-        var previous = Self.root(model)
+        result.reserveCapacity(items.count / blockSize)
+        var previous = root(model)
         var start = 0
-        while start + bytesPerTextBlock <= bytes.count {
+        while start + blockSize <= items.count {
             var hasher = StableHasher(seed: previous)
-            hasher.combine(bytes: bytes[start..<(start + bytesPerTextBlock)])
+            for item in items[start..<(start + blockSize)] { combine(&hasher, item) }
             previous = hasher.finalized
             result.append(previous)
-            start += bytesPerTextBlock
+            start += blockSize
         }
         return result
     }

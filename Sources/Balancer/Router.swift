@@ -7,7 +7,7 @@
 /// worker now caches, new session bindings) are queued and handed out by
 /// ``takePendingCommand()`` for the node to propose, coalesced.
 public struct Router: Sendable {
-    var random: RouterRandom
+    var random: SeededGenerator
     public private(set) var ledger = ReservationLedger()
     public let hasher: BlockHasher
 
@@ -44,7 +44,7 @@ public struct Router: Sendable {
     }
 
     public init(seed: UInt64 = 0x5EED, hasher: BlockHasher = BlockHasher()) {
-        random = RouterRandom(seed: seed)
+        random = SeededGenerator(seed: seed)
         self.hasher = hasher
     }
 
@@ -291,24 +291,4 @@ public struct Router: Sendable {
         case .none: return 0
         }
     }
-}
-
-/// A small seeded generator (SplitMix64): decisions are reproducible for a given seed.
-struct RouterRandom: Sendable {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
-
-    /// Uniform in [0, 1).
-    mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }

@@ -52,7 +52,7 @@ struct BalancerBench: ParsableCommand {
     }
 
     func measure(strategy: StrategyKind, poolSize: Int) -> [Double] {
-        var random = SplitMix(seed: UInt64(poolSize) &* 31 &+ UInt64(strategy.rawValue))
+        var random = SeededGenerator(seed: UInt64(poolSize) &* 31 &+ UInt64(strategy.rawValue))
         var state = BalancerState()
         let tier = ResourceTier(vCPUs: 2, memoryBytes: 4 << 30, gpus: 1, gpuMemoryBytes: 10 << 30)
         var setup: [BalancerCommand] = [
@@ -111,20 +111,6 @@ struct BalancerBench: ParsableCommand {
         }
         return micros.sorted()
     }
-}
-
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
-    mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }
 
 func format(_ value: Double) -> String {

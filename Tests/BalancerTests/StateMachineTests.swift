@@ -4,17 +4,12 @@ import Testing
 
 /// A seeded generator of plausible command logs, for replay and snapshot tests.
 struct CommandLogGenerator {
-    var state: UInt64
+    var random: SeededGenerator
 
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    init(state seed: UInt64) { random = SeededGenerator(seed: seed) }
 
-    mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
+    mutating func next() -> UInt64 { random.next() }
+    mutating func below(_ bound: Int) -> Int { random.below(bound) }
 
     mutating func command() -> BalancerCommand {
         let id = "w\(below(12))"
