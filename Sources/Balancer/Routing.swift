@@ -24,7 +24,8 @@ public struct RoutingRequest: Sendable, Hashable {
     public var roles: [WorkerRole]
     /// Resource tier name (see the configuration's tiers).
     public var tier: String?
-    /// Higher is more important; used in tie-breaks only for now.
+    /// Higher is more important. Carried for the serving layer's admission and queueing;
+    /// placement itself does not use it.
     public var priority: Int
     /// Where the request comes from, for distance-aware placement.
     public var location: GeoLocation?
