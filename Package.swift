@@ -33,8 +33,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Compact binary encoding (varints, length-prefixed bytes) and a stable hash, shared by
+        // everything that writes replicated or persisted bytes.
+        .target(name: "WireCoding", swiftSettings: strict),
         // The balancer's domain: worker registry, replicated state machine, strategies, router.
-        .target(name: "Balancer", swiftSettings: strict),
+        .target(name: "Balancer", dependencies: ["WireCoding"], swiftSettings: strict),
         // Times routing decisions per strategy and pool size.
         .executableTarget(
             name: "BalancerBench",
@@ -44,7 +47,7 @@ let package = Package(
         .testTarget(
             name: "BalancerTests",
             dependencies: [
-                "Balancer",
+                "Balancer", "WireCoding",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             swiftSettings: strict

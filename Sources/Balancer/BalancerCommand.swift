@@ -1,3 +1,5 @@
+public import WireCoding
+
 /// A session's binding to a worker, kept per (session, model, tier).
 public struct StickyKey: Sendable, Hashable, Comparable {
     public var session: String

@@ -1,3 +1,5 @@
+public import WireCoding
+
 extension BalancerState {
     /// The snapshot format this build writes and reads.
     public static let snapshotVersion: UInt8 = 1

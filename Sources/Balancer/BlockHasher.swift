@@ -1,3 +1,5 @@
+import WireCoding
+
 /// Turns a prompt into chained block hashes, the keys of the prefix-cache index.
 ///
 /// The scheme (documented in `Docs/routing.md`, and used by the simulated engines so that a

@@ -1,3 +1,5 @@
+import WireCoding
+
 /// A consistent-hash ring over a pool's workers, with virtual nodes. Built from worker ids, so
 /// every node of the cluster builds the same ring for the same pool.
 struct HashRing: Sendable {

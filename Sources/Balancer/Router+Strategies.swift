@@ -1,3 +1,5 @@
+import WireCoding
+
 /// Everything a strategy needs to know about the request being placed.
 struct PickContext {
     let request: RoutingRequest

@@ -1,3 +1,5 @@
+import WireCoding
+
 /// Makes routing decisions on the master. Reads the replicated ``BalancerState`` and keeps what
 /// is local and per request: reservations, round-robin cursors, recency of picks, KV-pressure
 /// hysteresis, and an overlay of the prefixes and sticky bindings it decided since they were last

@@ -1,4 +1,5 @@
 import Balancer
+import WireCoding
 import PropertyBased
 import Testing
 
