@@ -12,12 +12,14 @@ let package = Package(
     products: [
         .library(name: "Raft", targets: ["Raft"]),
         .library(name: "Balancer", targets: ["Balancer"]),
+        .library(name: "RaftStorage", targets: ["RaftStorage"]),
         .executable(name: "fulcrum-raft-sim", targets: ["RaftSimTool"]),
         .executable(name: "fulcrum-balancer-bench", targets: ["BalancerBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.0.0"),
     ],
     targets: [
         // The consensus core: pure, deterministic, no I/O, no clock, no threads.
@@ -31,6 +33,21 @@ let package = Package(
                 "Raft", "RaftTestKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            swiftSettings: strict
+        ),
+        // The system liblz4, for snapshot compression.
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        // Raft log, hard state and snapshots in one SQLite database per node (GRDB, system SQLite).
+        .target(
+            name: "RaftStorage",
+            dependencies: ["Raft", "WireCoding", "CLZ4", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict
+        ),
+        // A child process for the crash-safety tests: appends and snapshots until killed.
+        .executableTarget(name: "StorageTorture", dependencies: ["Raft", "RaftStorage"], swiftSettings: strict),
+        .testTarget(
+            name: "RaftStorageTests",
+            dependencies: ["Raft", "RaftStorage", "StorageTorture", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
         ),
         // Compact binary encoding (varints, length-prefixed bytes) and a stable hash, shared by

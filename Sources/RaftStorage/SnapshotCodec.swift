@@ -1,0 +1,63 @@
+import Raft
+import WireCoding
+
+/// How a snapshot's parts are stored: the configuration as a small binary record, the data
+/// LZ4-compressed behind a header that names its format, size and checksum.
+enum SnapshotCodec {
+    static let formatVersion: UInt8 = 1
+
+    static func encode(_ conf: ConfState) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.write(UInt8(1))
+        writer.write(conf.voters)
+        writer.write(conf.votersOutgoing)
+        writer.write(conf.learners)
+        writer.write(conf.learnersNext)
+        writer.write(conf.autoLeave)
+        return writer.bytes
+    }
+
+    static func decodeConf(_ bytes: [UInt8]) throws(DecodingError) -> ConfState {
+        var reader = ByteReader(bytes)
+        let version = try reader.readByte()
+        guard version == 1 else { throw DecodingError("configuration record version \(version)") }
+        let conf = ConfState(
+            voters: try reader.readUInt64Array(), votersOutgoing: try reader.readUInt64Array(),
+            learners: try reader.readUInt64Array(), learnersNext: try reader.readUInt64Array(),
+            autoLeave: try reader.readBool()
+        )
+        try reader.expectEnd()
+        return conf
+    }
+
+    /// `[format][raw size][checksum of raw data][LZ4 block]`.
+    static func compress(_ data: [UInt8]) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.write(formatVersion)
+        writer.write(UInt64(data.count))
+        writer.write(checksum(data))
+        var bytes = writer.bytes
+        bytes += LZ4.compress(data)
+        return bytes
+    }
+
+    static func decompress(_ stored: [UInt8]) throws(DecodingError) -> [UInt8] {
+        var reader = ByteReader(stored)
+        let format = try reader.readByte()
+        guard format == formatVersion else { throw DecodingError("snapshot format \(format) is not \(formatVersion)") }
+        let size = try reader.readUInt64()
+        let expected = try reader.readUInt64()
+        guard size <= UInt64(Int32.max) else { throw DecodingError("snapshot size \(size) is implausible") }
+        guard let data = LZ4.decompress(Array(stored[reader.offset...]), size: Int(size)) else {
+            throw DecodingError("LZ4 block does not decompress to \(size) bytes")
+        }
+        guard checksum(data) == expected else { throw DecodingError("snapshot checksum mismatch") }
+        return data
+    }
+
+    static func checksum(_ data: [UInt8]) -> UInt64 {
+        var hasher = StableHasher()
+        hasher.combine(bytes: data)
+        return hasher.finalized
+    }
+}
