@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.0.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
     ],
     targets: [
         // The consensus core: pure, deterministic, no I/O, no clock, no threads.
@@ -41,6 +43,27 @@ let package = Package(
         .target(
             name: "RaftStorage",
             dependencies: ["Raft", "WireCoding", "CLZ4", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict
+        ),
+        // Peer messages over TCP (SwiftNIO): versioned, checksummed frames, batching, reconnects.
+        .target(
+            name: "RaftTransport",
+            dependencies: [
+                "Raft", "WireCoding",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RaftTransportTests",
+            dependencies: [
+                "Raft", "RaftTransport", "WireCoding",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         // A child process for the crash-safety tests: appends and snapshots until killed.

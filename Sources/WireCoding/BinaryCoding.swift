@@ -34,6 +34,12 @@ public struct ByteWriter: Sendable {
         bytes.append(contentsOf: utf8)
     }
 
+    /// Bytes with a length prefix.
+    public mutating func write(bytes: [UInt8]) {
+        write(UInt64(bytes.count))
+        self.bytes.append(contentsOf: bytes)
+    }
+
     public mutating func write(_ values: [UInt64]) {
         write(UInt64(values.count))
         for value in values { write(value) }
@@ -129,6 +135,13 @@ public struct ByteReader: Sendable {
             throw DecodingError("invalid UTF-8 in a string ending at byte \(offset)")
         }
         return string
+    }
+
+    /// Bytes written by ``ByteWriter/write(bytes:)``.
+    public mutating func readBytes() throws(DecodingError) -> [UInt8] {
+        let count = try readCount()
+        defer { offset += count }
+        return Array(bytes[offset..<(offset + count)])
     }
 
     public mutating func readUInt64Array() throws(DecodingError) -> [UInt64] {

@@ -1,0 +1,173 @@
+public import Raft
+public import WireCoding
+
+/// Encodes Raft messages and the connection handshake into frame payloads.
+public enum MessageCodec {
+    public struct Hello: Sendable, Hashable {
+        public var clusterID: String
+        public var from: NodeID
+
+        public init(clusterID: String, from: NodeID) {
+            self.clusterID = clusterID
+            self.from = from
+        }
+    }
+
+    public static func encode(_ hello: Hello) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.write(hello.clusterID)
+        writer.write(hello.from)
+        return writer.bytes
+    }
+
+    public static func decodeHello(_ bytes: [UInt8]) throws(DecodingError) -> Hello {
+        var reader = ByteReader(bytes)
+        let hello = Hello(clusterID: try reader.readString(), from: try reader.readUInt64())
+        try reader.expectEnd()
+        return hello
+    }
+
+    public static func encode(_ messages: [Message]) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.write(messages) { writer, message in encode(message, into: &writer) }
+        return writer.bytes
+    }
+
+    public static func decodeMessages(_ bytes: [UInt8]) throws(DecodingError) -> [Message] {
+        var reader = ByteReader(bytes)
+        let messages = try reader.readArray(minimumBytes: 12) { reader throws(DecodingError) in try decodeMessage(&reader) }
+        try reader.expectEnd()
+        return messages
+    }
+
+    static func encode(_ message: Message, into writer: inout ByteWriter) {
+        writer.write(message.kind.rawValue)
+        writer.write(message.from)
+        writer.write(message.to)
+        writer.write(message.term)
+        writer.write(message.logTerm)
+        writer.write(message.index)
+        writer.write(message.commit)
+        writer.write(message.reject)
+        writer.write(message.rejectHint)
+        writer.write(bytes: message.context)
+        writer.write(message.entries) { writer, entry in
+            writer.write(entry.term)
+            writer.write(entry.index)
+            writer.write(entry.kind.rawValue)
+            writer.write(bytes: entry.data)
+        }
+        writer.write(optional: message.snapshot) { writer, snapshot in
+            writer.write(snapshot.metadata.index)
+            writer.write(snapshot.metadata.term)
+            let conf = snapshot.metadata.confState
+            writer.write(conf.voters)
+            writer.write(conf.votersOutgoing)
+            writer.write(conf.learners)
+            writer.write(conf.learnersNext)
+            writer.write(conf.autoLeave)
+            writer.write(bytes: snapshot.data)
+        }
+    }
+
+    static func decodeMessage(_ reader: inout ByteReader) throws(DecodingError) -> Message {
+        let rawKind = try reader.readByte()
+        guard let kind = MessageKind(rawValue: rawKind) else { throw DecodingError("unknown message kind \(rawKind)") }
+        var message = Message(kind: kind)
+        message.from = try reader.readUInt64()
+        message.to = try reader.readUInt64()
+        message.term = try reader.readUInt64()
+        message.logTerm = try reader.readUInt64()
+        message.index = try reader.readUInt64()
+        message.commit = try reader.readUInt64()
+        message.reject = try reader.readBool()
+        message.rejectHint = try reader.readUInt64()
+        message.context = try reader.readBytes()
+        message.entries = try reader.readArray(minimumBytes: 4) { reader throws(DecodingError) in
+            let term = try reader.readUInt64()
+            let index = try reader.readUInt64()
+            let rawEntryKind = try reader.readByte()
+            guard let entryKind = EntryKind(rawValue: rawEntryKind) else {
+                throw DecodingError("unknown entry kind \(rawEntryKind)")
+            }
+            return Entry(term: term, index: index, kind: entryKind, data: try reader.readBytes())
+        }
+        message.snapshot = try reader.readOptional { reader throws(DecodingError) in
+            let index = try reader.readUInt64()
+            let term = try reader.readUInt64()
+            let conf = ConfState(
+                voters: try reader.readUInt64Array(), votersOutgoing: try reader.readUInt64Array(),
+                learners: try reader.readUInt64Array(), learnersNext: try reader.readUInt64Array(),
+                autoLeave: try reader.readBool()
+            )
+            return Snapshot(metadata: SnapshotMetadata(index: index, term: term, confState: conf), data: try reader.readBytes())
+        }
+        return message
+    }
+
+    // MARK: Chunks
+
+    /// Splits a payload too large for one frame into chunk payloads.
+    public static func chunks(of payload: [UInt8], transfer: UInt64, chunkBytes: Int) -> [[UInt8]] {
+        let count = (payload.count + chunkBytes - 1) / chunkBytes
+        return (0..<count).map { position in
+            var writer = ByteWriter()
+            writer.write(transfer)
+            writer.write(UInt64(position))
+            writer.write(UInt64(count))
+            let start = position * chunkBytes
+            writer.write(bytes: Array(payload[start..<min(start + chunkBytes, payload.count)]))
+            return writer.bytes
+        }
+    }
+}
+
+/// Puts chunked payloads back together, within a bound on what one connection may buffer.
+public struct ChunkAssembler: Sendable {
+    public let maxAssembledBytes: Int
+    private var transfer: UInt64?
+    private var expectedCount = 0
+    private var parts: [UInt8] = []
+    private var received = 0
+
+    public init(maxAssembledBytes: Int) { self.maxAssembledBytes = maxAssembledBytes }
+
+    /// Adds one chunk; returns the whole payload when it is complete. Chunks of one transfer
+    /// arrive in order on one connection; anything else is an error.
+    public mutating func add(_ chunk: [UInt8]) throws(TransportError) -> [UInt8]? {
+        var reader = ByteReader(chunk)
+        let id: UInt64
+        let position: UInt64
+        let count: UInt64
+        let bytes: [UInt8]
+        do {
+            id = try reader.readUInt64()
+            position = try reader.readUInt64()
+            count = try reader.readUInt64()
+            bytes = try reader.readBytes()
+            try reader.expectEnd()
+        } catch {
+            throw TransportError(.malformedPayload, "chunk: \(error.message)")
+        }
+        if position == 0 {
+            transfer = id
+            expectedCount = Int(clamping: count)
+            parts = []
+            received = 0
+        }
+        guard transfer == id, position == UInt64(received), count == UInt64(expectedCount), count > 0 else {
+            throw TransportError(.unexpectedFrame, "chunk \(position)/\(count) of transfer \(id) out of order")
+        }
+        guard parts.count + bytes.count <= maxAssembledBytes else {
+            throw TransportError(.frameTooLarge, "chunked transfer exceeds \(maxAssembledBytes) bytes")
+        }
+        parts += bytes
+        received += 1
+        guard received == expectedCount else { return nil }
+        defer {
+            transfer = nil
+            parts = []
+        }
+        return parts
+    }
+}

@@ -1,0 +1,327 @@
+public import Logging
+public import NIOCore
+public import NIOPosix
+public import Raft
+import Synchronization
+import WireCoding
+
+/// Where a peer listens.
+public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port` (IPv6 hosts in brackets).
+    public init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (1...65535).contains(port)
+        else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        self.init(host: host, port: port)
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// Raft messages between peers over TCP: one outbound connection per peer, batched (everything
+/// queued while a write is in flight goes out in the next frame), reconnected with exponential
+/// backoff; inbound connections start with a handshake naming the cluster and the sender.
+/// Malformed input closes that connection and is logged; it never affects the node.
+public final class RaftTransport: Sendable {
+    public struct Settings: Sendable {
+        /// Largest frame payload accepted or sent; larger batches travel in chunks.
+        public var maxFramePayloadBytes = 8 << 20
+        /// Largest batch (e.g. a snapshot) reassembled from chunks.
+        public var maxAssembledBytes = 1 << 30
+        /// Messages waiting for one peer before the oldest are dropped (Raft retries).
+        public var maxQueuedMessagesPerPeer = 8192
+        public var reconnectInitialDelay = Duration.milliseconds(20)
+        public var reconnectMaxDelay = Duration.seconds(1)
+        public var connectTimeout = Duration.seconds(1)
+
+        public init() {}
+    }
+
+    public let nodeID: NodeID
+    public let clusterID: String
+    public let settings: Settings
+    private let listenAddress: PeerAddress
+    private let logger: Logger
+    private let group: any EventLoopGroup
+
+    /// Messages from peers, in arrival order per connection.
+    public let incoming: AsyncStream<Message>
+    private let incomingContinuation: AsyncStream<Message>.Continuation
+
+    private struct PeerQueue {
+        var address: PeerAddress
+        var messages: [Message] = []
+        var dropped = 0
+        var wake: AsyncStream<Void>.Continuation
+        var signals: AsyncStream<Void>
+        var writerStarted = false
+    }
+
+    private struct State {
+        var peers: [NodeID: PeerQueue] = [:]
+        var newPeers: AsyncStream<NodeID>.Continuation?
+        var boundPort: Int?
+    }
+
+    private let state = Mutex(State())
+    private let transferCounter = Atomic<UInt64>(1)
+
+    public init(
+        nodeID: NodeID, clusterID: String, listen: PeerAddress, peers: [NodeID: PeerAddress] = [:],
+        settings: Settings = Settings(), logger: Logger = Logger(label: "fulcrum.transport"),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
+        self.nodeID = nodeID
+        self.clusterID = clusterID
+        self.settings = settings
+        self.listenAddress = listen
+        var logger = logger
+        logger[metadataKey: "node"] = "\(nodeID)"
+        self.logger = logger
+        self.group = group
+        (incoming, incomingContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(65_536))
+        setPeers(peers)
+    }
+
+    /// The port the listener is bound to, once ``run()`` has bound it.
+    public var boundPort: Int? { state.withLock { $0.boundPort } }
+
+    /// Replaces the peer list (membership changed). New peers get a connection when first
+    /// messaged; removed peers' queues are dropped and their writers stop.
+    public func setPeers(_ peers: [NodeID: PeerAddress]) {
+        state.withLock { state in
+            for id in state.peers.keys where peers[id] == nil {
+                state.peers[id]!.wake.finish()
+                state.peers[id] = nil
+            }
+            for (id, address) in peers where id != nodeID {
+                if state.peers[id] != nil {
+                    state.peers[id]!.address = address
+                } else {
+                    let (signals, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+                    state.peers[id] = PeerQueue(address: address, wake: wake, signals: signals)
+                }
+            }
+        }
+    }
+
+    /// Queues messages for their peers; returns at once. Messages to unknown peers are dropped
+    /// (Raft retries what matters).
+    public func send(_ messages: [Message]) {
+        guard !messages.isEmpty else { return }
+        let limit = settings.maxQueuedMessagesPerPeer
+        state.withLock { state in
+            for message in messages {
+                guard var queue = state.peers[message.to] else { continue }
+                state.peers[message.to] = nil
+                queue.messages.append(message)
+                if queue.messages.count > limit {
+                    queue.dropped += queue.messages.count - limit
+                    queue.messages.removeFirst(queue.messages.count - limit)
+                }
+                if !queue.writerStarted, let newPeers = state.newPeers {
+                    queue.writerStarted = true
+                    newPeers.yield(message.to)
+                }
+                queue.wake.yield()
+                state.peers[message.to] = queue
+            }
+        }
+    }
+
+    /// Listens and keeps peer connections until the task is cancelled.
+    public func run() async throws {
+        let (newPeers, newPeersContinuation) = AsyncStream<NodeID>.makeStream()
+        let pending: [NodeID] = state.withLock { state in
+            state.newPeers = newPeersContinuation
+            var started: [NodeID] = []
+            for id in state.peers.keys where !state.peers[id]!.messages.isEmpty {
+                state.peers[id]!.writerStarted = true
+                started.append(id)
+            }
+            return started
+        }
+        for id in pending { newPeersContinuation.yield(id) }
+        defer {
+            newPeersContinuation.finish()
+            incomingContinuation.finish()
+        }
+        let server = try await bind()
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await self.serve(server) }
+            group.addTask {
+                await withDiscardingTaskGroup { writers in
+                    for await peer in newPeers {
+                        writers.addTask { await self.writeLoop(to: peer) }
+                    }
+                }
+            }
+            // Stop everything on cancellation: the streams above end with it.
+            try await withTaskCancellationHandler {
+                try await Task.sleep(for: .seconds(86_400 * 365))
+            } onCancel: {
+                newPeersContinuation.finish()
+                self.state.withLock { state in
+                    for queue in state.peers.values { queue.wake.finish() }
+                }
+                server.channel.close(promise: nil)
+            }
+        }
+    }
+
+    // MARK: Inbound
+
+    private func bind() async throws -> NIOAsyncChannel<NIOAsyncChannel<Frame, Frame>, Never> {
+        let maxPayload = settings.maxFramePayloadBytes
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: listenAddress.host, port: listenAddress.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try Self.configure(channel, maxPayload: maxPayload)
+                }
+            }
+        let port = server.channel.localAddress?.port
+        state.withLock { $0.boundPort = port }
+        logger.info("listening for peers", metadata: ["address": "\(listenAddress.host):\(port ?? 0)"])
+        return server
+    }
+
+    static func configure(_ channel: any Channel, maxPayload: Int) throws -> NIOAsyncChannel<Frame, Frame> {
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxPayloadBytes: maxPayload)))
+        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+        return try NIOAsyncChannel<Frame, Frame>(wrappingChannelSynchronously: channel)
+    }
+
+    private func serve(_ server: NIOAsyncChannel<NIOAsyncChannel<Frame, Frame>, Never>) async throws {
+        try await server.executeThenClose { connections in
+            try await withThrowingDiscardingTaskGroup { group in
+                for try await connection in connections {
+                    group.addTask {
+                        let remote = connection.channel.remoteAddress.map { "\($0)" } ?? "?"
+                        do {
+                            try await self.receive(on: connection)
+                        } catch {
+                            // One bad peer connection closes; the node carries on.
+                            self.logger.warning("closed peer connection", metadata: ["remote": "\(remote)", "error": "\(error)"])
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    private func receive(on connection: NIOAsyncChannel<Frame, Frame>) async throws {
+        try await connection.executeThenClose { inbound, _ in
+            var sender: NodeID?
+            var assembler = ChunkAssembler(maxAssembledBytes: settings.maxAssembledBytes)
+            for try await frame in inbound {
+                guard let from = sender else {
+                    guard frame.kind == .hello else {
+                        throw TransportError(.unexpectedFrame, "expected a hello frame first, got \(frame.kind)")
+                    }
+                    let hello: MessageCodec.Hello
+                    do throws(DecodingError) { hello = try MessageCodec.decodeHello(frame.payload) } catch {
+                        throw TransportError(.malformedPayload, "hello: \(error.message)")
+                    }
+                    guard hello.clusterID == clusterID else {
+                        throw TransportError(.foreignCluster, "peer \(hello.from) is in cluster '\(hello.clusterID)', not '\(clusterID)'")
+                    }
+                    sender = hello.from
+                    continue
+                }
+                let payload: [UInt8]
+                switch frame.kind {
+                case .hello:
+                    throw TransportError(.unexpectedFrame, "second hello from \(from)")
+                case .messages:
+                    payload = frame.payload
+                case .chunk:
+                    guard let whole = try assembler.add(frame.payload) else { continue }
+                    payload = whole
+                }
+                let messages: [Message]
+                do throws(DecodingError) { messages = try MessageCodec.decodeMessages(payload) } catch {
+                    throw TransportError(.malformedPayload, "messages from \(from): \(error.message)")
+                }
+                for message in messages {
+                    // A transfer request names the transferee in `from`; everything else must come
+                    // from the peer that said hello.
+                    guard message.from == from || message.kind == .transferLeader else {
+                        throw TransportError(.spoofedSender, "peer \(from) sent a message from \(message.from)")
+                    }
+                    guard message.to == nodeID else { continue }
+                    incomingContinuation.yield(message)
+                }
+            }
+        }
+    }
+
+    // MARK: Outbound
+
+    private func writeLoop(to peer: NodeID) async {
+        var delay = settings.reconnectInitialDelay
+        var logger = self.logger
+        logger[metadataKey: "peer"] = "\(peer)"
+        while !Task.isCancelled {
+            guard let (address, signals) = state.withLock({ state in state.peers[peer].map { ($0.address, $0.signals) } }) else {
+                return
+            }
+            do {
+                let channel = try await connect(to: address)
+                delay = settings.reconnectInitialDelay
+                logger.debug("connected", metadata: ["address": "\(address)"])
+                let finished = try await channel.executeThenClose { _, outbound in
+                    try await outbound.write(Frame(kind: .hello, payload: MessageCodec.encode(.init(clusterID: clusterID, from: nodeID))))
+                    for await _ in signals {
+                        let batch = state.withLock { state -> [Message] in
+                            guard state.peers[peer] != nil else { return [] }
+                            defer { state.peers[peer]!.messages = [] }
+                            return state.peers[peer]!.messages
+                        }
+                        guard !batch.isEmpty else { continue }
+                        for frame in frames(for: batch) { try await outbound.write(frame) }
+                    }
+                    return true
+                }
+                if finished { return }
+            } catch {
+                logger.debug("peer unreachable, retrying", metadata: ["address": "\(address)", "error": "\(error)", "retry_in": "\(delay)"])
+                do { try await Task.sleep(for: delay) } catch { return }
+                delay = min(delay * 2, settings.reconnectMaxDelay)
+            }
+        }
+    }
+
+    private func connect(to address: PeerAddress) async throws -> NIOAsyncChannel<Frame, Frame> {
+        let maxPayload = settings.maxFramePayloadBytes
+        return try await ClientBootstrap(group: group)
+            .connectTimeout(.milliseconds(Int64(settings.connectTimeout.components.seconds * 1000)
+                + settings.connectTimeout.components.attoseconds / 1_000_000_000_000_000))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connect(host: address.host, port: address.port) { channel in
+                channel.eventLoop.makeCompletedFuture { try Self.configure(channel, maxPayload: maxPayload) }
+            }
+    }
+
+    /// One frame for the batch, or chunks when it is larger than a frame may be.
+    func frames(for batch: [Message]) -> [Frame] {
+        let payload = MessageCodec.encode(batch)
+        guard payload.count > settings.maxFramePayloadBytes else { return [Frame(kind: .messages, payload: payload)] }
+        let transfer = transferCounter.wrappingAdd(1, ordering: .relaxed).oldValue
+        // Leave room for the chunk's own header inside the frame cap.
+        let chunkBytes = settings.maxFramePayloadBytes - 64
+        return MessageCodec.chunks(of: payload, transfer: transfer, chunkBytes: chunkBytes).map { Frame(kind: .chunk, payload: $0) }
+    }
+}
