@@ -66,6 +66,19 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The node runtime: drives Raft with a clock, storage and transport.
+        .target(
+            name: "Cluster",
+            dependencies: [
+                "Raft", "RaftStorage", "RaftTransport", "WireCoding", .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ClusterTests",
+            dependencies: ["Cluster", "Raft", "RaftTransport", "WireCoding"],
+            swiftSettings: strict
+        ),
         // A child process for the crash-safety tests: appends and snapshots until killed.
         .executableTarget(name: "StorageTorture", dependencies: ["Raft", "RaftStorage"], swiftSettings: strict),
         .testTarget(

@@ -6,10 +6,14 @@ public enum MessageCodec {
     public struct Hello: Sendable, Hashable {
         public var clusterID: String
         public var from: NodeID
+        /// Where the sender listens for peers, so a new member can answer a leader it has not
+        /// learned about from the log yet.
+        public var address: String
 
-        public init(clusterID: String, from: NodeID) {
+        public init(clusterID: String, from: NodeID, address: String = "") {
             self.clusterID = clusterID
             self.from = from
+            self.address = address
         }
     }
 
@@ -17,12 +21,13 @@ public enum MessageCodec {
         var writer = ByteWriter()
         writer.write(hello.clusterID)
         writer.write(hello.from)
+        writer.write(hello.address)
         return writer.bytes
     }
 
     public static func decodeHello(_ bytes: [UInt8]) throws(DecodingError) -> Hello {
         var reader = ByteReader(bytes)
-        let hello = Hello(clusterID: try reader.readString(), from: try reader.readUInt64())
+        let hello = Hello(clusterID: try reader.readString(), from: try reader.readUInt64(), address: try reader.readString())
         try reader.expectEnd()
         return hello
     }

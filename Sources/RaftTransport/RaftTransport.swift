@@ -52,6 +52,8 @@ public final class RaftTransport: Sendable {
     public let clusterID: String
     public let settings: Settings
     private let listenAddress: PeerAddress
+    /// What this node tells peers to dial back (its listen address unless set).
+    private let advertisedAddress: PeerAddress?
     private let logger: Logger
     private let group: any EventLoopGroup
 
@@ -78,14 +80,15 @@ public final class RaftTransport: Sendable {
     private let transferCounter = Atomic<UInt64>(1)
 
     public init(
-        nodeID: NodeID, clusterID: String, listen: PeerAddress, peers: [NodeID: PeerAddress] = [:],
-        settings: Settings = Settings(), logger: Logger = Logger(label: "fulcrum.transport"),
+        nodeID: NodeID, clusterID: String, listen: PeerAddress, advertise: PeerAddress? = nil,
+        peers: [NodeID: PeerAddress] = [:], settings: Settings = Settings(), logger: Logger = Logger(label: "fulcrum.transport"),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
         self.nodeID = nodeID
         self.clusterID = clusterID
         self.settings = settings
         self.listenAddress = listen
+        self.advertisedAddress = advertise
         var logger = logger
         logger[metadataKey: "node"] = "\(nodeID)"
         self.logger = logger
@@ -212,6 +215,8 @@ public final class RaftTransport: Sendable {
                         let remote = connection.channel.remoteAddress.map { "\($0)" } ?? "?"
                         do {
                             try await self.receive(on: connection)
+                        } catch is CancellationError {
+                            // Shutting down.
                         } catch {
                             // One bad peer connection closes; the node carries on.
                             self.logger.warning("closed peer connection", metadata: ["remote": "\(remote)", "error": "\(error)"])
@@ -239,6 +244,7 @@ public final class RaftTransport: Sendable {
                         throw TransportError(.foreignCluster, "peer \(hello.from) is in cluster '\(hello.clusterID)', not '\(clusterID)'")
                     }
                     sender = hello.from
+                    if let address = PeerAddress(hello.address) { learn(hello.from, at: address) }
                     continue
                 }
                 let payload: [UInt8]
@@ -268,6 +274,17 @@ public final class RaftTransport: Sendable {
         }
     }
 
+    /// Remembers where a peer that dialled in listens, unless its address is already known.
+    private func learn(_ peer: NodeID, at address: PeerAddress) {
+        guard peer != nodeID else { return }
+        state.withLock { state in
+            guard state.peers[peer] == nil else { return }
+            let (signals, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+            state.peers[peer] = PeerQueue(address: address, wake: wake, signals: signals)
+        }
+        logger.debug("learned a peer's address from its hello", metadata: ["peer": "\(peer)", "address": "\(address)"])
+    }
+
     // MARK: Outbound
 
     private func writeLoop(to peer: NodeID) async {
@@ -283,7 +300,9 @@ public final class RaftTransport: Sendable {
                 delay = settings.reconnectInitialDelay
                 logger.debug("connected", metadata: ["address": "\(address)"])
                 let finished = try await channel.executeThenClose { _, outbound in
-                    try await outbound.write(Frame(kind: .hello, payload: MessageCodec.encode(.init(clusterID: clusterID, from: nodeID))))
+                    let advertised = advertisedAddress ?? PeerAddress(host: listenAddress.host, port: boundPort ?? listenAddress.port)
+                    let hello = MessageCodec.Hello(clusterID: clusterID, from: nodeID, address: advertised.description)
+                    try await outbound.write(Frame(kind: .hello, payload: MessageCodec.encode(hello)))
                     for await _ in signals {
                         let batch = state.withLock { state -> [Message] in
                             guard state.peers[peer] != nil else { return [] }

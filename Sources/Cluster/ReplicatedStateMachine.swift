@@ -1,0 +1,12 @@
+public import Raft
+
+/// The application state the cluster replicates. Every node applies the same commands in the
+/// same order; `apply` MUST be deterministic (no clocks, no randomness, no I/O).
+public protocol ReplicatedStateMachine: Sendable {
+    /// Applies a committed command and returns the result handed to its proposer.
+    mutating func apply(_ command: [UInt8], at index: LogIndex) -> [UInt8]
+    /// The whole state, for a snapshot.
+    func snapshot() -> [UInt8]
+    /// Replaces the state with a snapshot's.
+    mutating func restore(from snapshot: [UInt8]) throws
+}
