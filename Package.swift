@@ -15,6 +15,8 @@ let package = Package(
         .library(name: "RaftStorage", targets: ["RaftStorage"]),
         .executable(name: "fulcrum-raft-sim", targets: ["RaftSimTool"]),
         .executable(name: "fulcrum-balancer-bench", targets: ["BalancerBench"]),
+        .executable(name: "fulcrum", targets: ["FulcrumNode"]),
+        .executable(name: "fulcrumctl", targets: ["FulcrumCtl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -22,6 +24,10 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.0.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.24.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.0"),
     ],
     targets: [
         // The consensus core: pure, deterministic, no I/O, no clock, no threads.
@@ -77,6 +83,38 @@ let package = Package(
         .testTarget(
             name: "ClusterTests",
             dependencies: ["Cluster", "Raft", "RaftTransport", "WireCoding"],
+            swiftSettings: strict
+        ),
+        // HTTP APIs (Hummingbird), node configuration, the balancer as the cluster's state machine.
+        .target(
+            name: "Server",
+            dependencies: [
+                "Balancer", "Cluster", "Raft", "RaftTransport", "WireCoding",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
+        // `fulcrum`: the node daemon.
+        .executableTarget(
+            name: "FulcrumNode",
+            dependencies: [
+                "Server", "Cluster",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // `fulcrumctl`: membership, leadership and snapshots from the command line.
+        .executableTarget(
+            name: "FulcrumCtl",
+            dependencies: [
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             swiftSettings: strict
         ),
         // A child process for the crash-safety tests: appends and snapshots until killed.

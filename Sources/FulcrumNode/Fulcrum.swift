@@ -1,0 +1,85 @@
+import ArgumentParser
+import Cluster
+import Foundation
+import Hummingbird
+import Logging
+import Server
+import ServiceLifecycle
+
+@main
+struct Fulcrum: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fulcrum",
+        abstract: "Fulcrum: a Raft-replicated load balancer for LLM inference fleets.",
+        subcommands: [Serve.self]
+    )
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a cluster node.",
+        discussion: """
+            Settings come from the YAML file, then from FULCRUM_<KEY> environment variables \
+            (e.g. FULCRUM_NODE_ID), then from flags. Keys: \
+            \(NodeConfiguration.keys.sorted().joined(separator: ", ")).
+            """
+    )
+
+    @Option(help: "YAML configuration file.") var config: String?
+    @Option(help: "Cluster id; nodes of other clusters are refused.") var clusterID: String?
+    @Option(help: "This node's id (required for founding members).") var nodeID: String?
+    @Option(help: "Directory for the Raft database.") var dataDir: String?
+    @Option(help: "host:port for peer traffic.") var peerListen: String?
+    @Option(help: "host:port peers should dial, when not peer-listen.") var peerAdvertise: String?
+    @Option(help: "host:port for the HTTP API.") var httpListen: String?
+    @Option(help: "Founding members: id=host:port,id=host:port,…") var bootstrap: String?
+    @Option(help: "Raft tick in milliseconds.") var tickMs: String?
+    @Option(help: "fsync policy: full (default) or normal.") var durability: String?
+
+    func run() async throws {
+        var configuration = NodeConfiguration()
+        do {
+            if let config {
+                let text = try String(contentsOfFile: config, encoding: .utf8)
+                configuration = try NodeConfiguration.load(yaml: text, source: config)
+            }
+            let environment = ProcessInfo.processInfo.environment
+            for key in NodeConfiguration.keys.sorted() {
+                if let value = environment["FULCRUM_" + key.uppercased()] {
+                    try configuration.set(key, value: value, source: "FULCRUM_" + key.uppercased())
+                }
+            }
+            let flags: [(String, String?)] = [
+                ("cluster_id", clusterID), ("node_id", nodeID), ("data_dir", dataDir), ("peer_listen", peerListen),
+                ("peer_advertise", peerAdvertise), ("http_listen", httpListen), ("bootstrap", bootstrap),
+                ("tick_ms", tickMs), ("durability", durability),
+            ]
+            for (key, value) in flags {
+                if let value { try configuration.set(key, value: value, source: "--" + key.replacingOccurrences(of: "_", with: "-")) }
+            }
+            try configuration.validate()
+        } catch let error as ConfigurationError {
+            throw ValidationError(error.description)
+        }
+
+        var logger = Logger(label: "fulcrum")
+        logger.logLevel = .info
+        let node = try ClusterNode(settings: configuration.nodeSettings, machine: BalancerMachine(), logger: logger)
+        let router = Hummingbird.Router(context: FulcrumRequestContext.self)
+        AdminAPI(node: node).addRoutes(to: router)
+        let http = Application(
+            router: router,
+            configuration: .init(address: .hostname(configuration.httpListen.host, port: configuration.httpListen.port)),
+            logger: logger
+        )
+        logger.info("node \(node.id) of cluster \(configuration.clusterID): peers on \(configuration.peerListen), HTTP on \(configuration.httpListen)")
+        let services = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: NodeService(node: node)), .init(service: http)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await services.run()
+    }
+}

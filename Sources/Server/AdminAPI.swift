@@ -1,0 +1,229 @@
+import Balancer
+public import Cluster
+public import Foundation
+public import Hummingbird
+import Raft
+import RaftTransport
+import WireCoding
+
+/// Request context of Fulcrum's HTTP APIs: JSON in and out, snake_case keys.
+public struct FulcrumRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+
+    public init(source: Source) { coreContext = .init(source: source) }
+
+    public var requestDecoder: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return decoder
+    }
+
+    public var responseEncoder: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+
+    public var maxUploadSize: Int { 1 << 20 }
+}
+
+/// An API error rendered as `{"error": {"code", "message", …}}` with a fitting status.
+public struct APIError: Error, HTTPResponseError, Sendable {
+    public let status: HTTPResponse.Status
+    public let code: String
+    public let message: String
+    public let field: String?
+    public let leaderID: UInt64?
+    public let leaderPeerAddress: String?
+
+    init(
+        _ status: HTTPResponse.Status, code: String, _ message: String, field: String? = nil,
+        leaderID: UInt64? = nil, leaderPeerAddress: String? = nil
+    ) {
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.leaderID = leaderID
+        self.leaderPeerAddress = leaderPeerAddress
+    }
+
+    static func badRequest(field: String, _ message: String) -> APIError {
+        APIError(.badRequest, code: "invalid_request", "\(field): \(message)", field: field)
+    }
+
+    init(_ error: ClusterError) {
+        let status: HTTPResponse.Status = switch error.code {
+        case .notLeader: .misdirectedRequest
+        case .timeout: .gatewayTimeout
+        case .dropped: .conflict
+        case .rejected: .badRequest
+        case .stopped: .serviceUnavailable
+        }
+        self.init(
+            status, code: error.code.rawValue, error.message, leaderID: error.leader,
+            leaderPeerAddress: error.leaderAddress?.description
+        )
+    }
+
+    struct Body: Encodable {
+        struct Detail: Encodable {
+            var code: String
+            var message: String
+            var field: String?
+            var leaderId: UInt64?
+            var leaderPeerAddress: String?
+        }
+
+        var error: Detail
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        let body = Body(error: .init(code: code, message: message, field: field, leaderId: leaderID, leaderPeerAddress: leaderPeerAddress))
+        var response = try context.responseEncoder.encode(body, from: request, context: context)
+        response.status = status
+        return response
+    }
+}
+
+extension NodeStatus: ResponseEncodable {}
+
+/// Cluster administration over HTTP: status, membership, leadership, snapshots, and the worker
+/// registry's replicated commands. Operations that need the leader answer 421 on a follower,
+/// naming the leader; `fulcrumctl` follows that to the leader's endpoint.
+public struct AdminAPI: Sendable {
+    let node: ClusterNode<BalancerMachine>
+
+    public init(node: ClusterNode<BalancerMachine>) { self.node = node }
+
+    struct Ok: ResponseEncodable { var status = "ok" }
+    struct AddMember: Decodable { var id: UInt64?; var address: String? }
+    struct Transfer: Decodable { var to: UInt64? }
+    struct LeaderAnswer: ResponseEncodable { var leader: UInt64 }
+    struct SnapshotAnswer: ResponseEncodable { var index: UInt64 }
+    struct CommandAnswer: ResponseEncodable { var result: String }
+    struct RegisterWorker: Decodable {
+        var id: String?
+        var model: String?
+        var role: String?
+        var address: String?
+        var group: String?
+    }
+    struct WorkerView: Codable, ResponseEncodable {
+        var id: String
+        var model: String
+        var role: String
+        var address: String
+        var group: String
+        var health: String
+        var draining: Bool
+    }
+    struct WorkerList: ResponseEncodable { var workers: [WorkerView] }
+
+    public func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
+        router.get("healthz") { _, _ in Ok() }
+        router.get("readyz") { _, _ -> Ok in
+            let status = await node.status()
+            guard status.leader != nil else {
+                throw APIError(.serviceUnavailable, code: "no_leader", "no leader is known")
+            }
+            return Ok()
+        }
+        let admin = router.group("admin")
+        admin.get("cluster") { _, _ in await node.status() }
+        admin.get("members") { _, _ in await node.status() }
+        admin.post("members") { request, context -> NodeStatus in
+            let body = try await request.decode(as: AddMember.self, context: context)
+            guard let id = body.id, id > 0 else { throw APIError.badRequest(field: "id", "a positive node id is required") }
+            guard let text = body.address, let address = PeerAddress(text) else {
+                throw APIError.badRequest(field: "address", "host:port of the new node's peer listener is required")
+            }
+            try await cluster { try await node.addLearner(id, address: address) }
+            return await node.status()
+        }
+        admin.post("members/:id/promote") { _, context -> NodeStatus in
+            let id = try memberID(context)
+            try await cluster { try await node.promote(id) }
+            return await node.status()
+        }
+        admin.delete("members/:id") { _, context -> NodeStatus in
+            let id = try memberID(context)
+            try await cluster { try await node.remove(id) }
+            return await node.status()
+        }
+        admin.post("leader/transfer") { request, context -> LeaderAnswer in
+            let body = try await decodeOptional(Transfer.self, request, context) ?? Transfer()
+            let leader = try await cluster { try await node.transferLeadership(to: body.to) }
+            return LeaderAnswer(leader: leader)
+        }
+        admin.post("snapshot") { _, _ -> SnapshotAnswer in
+            SnapshotAnswer(index: try await cluster { try await node.snapshotNow() })
+        }
+        admin.get("workers") { request, _ -> WorkerList in
+            if request.uri.queryParameters.get("consistent") == "true" {
+                try await cluster { try await node.readBarrier() }
+            }
+            let workers = await node.machine.state.workers
+            return WorkerList(workers: workers.map {
+                WorkerView(
+                    id: $0.id, model: $0.model, role: $0.role.name, address: $0.address, group: $0.group,
+                    health: $0.health.description, draining: $0.draining
+                )
+            })
+        }
+        admin.post("workers") { request, context -> CommandAnswer in
+            let body = try await request.decode(as: RegisterWorker.self, context: context)
+            guard let id = body.id, !id.isEmpty else { throw APIError.badRequest(field: "id", "a worker id is required") }
+            guard let model = body.model, !model.isEmpty else { throw APIError.badRequest(field: "model", "a model name is required") }
+            guard let roleName = body.role, let role = WorkerRole(name: roleName) else {
+                throw APIError.badRequest(field: "role", "one of VIT, PREFILL, DECODE, PDFUSION")
+            }
+            guard let address = body.address, PeerAddress(address) != nil else {
+                throw APIError.badRequest(field: "address", "host:port of the worker is required")
+            }
+            let worker = Worker(id: id, model: model, role: role, address: address, group: body.group ?? "")
+            return CommandAnswer(result: try await propose(.registerWorker(worker)))
+        }
+        admin.delete("workers/:id") { _, context -> CommandAnswer in
+            guard let id = context.parameters.get("id"), !id.isEmpty else { throw APIError.badRequest(field: "id", "missing") }
+            return CommandAnswer(result: try await propose(.deregisterWorker(id: id)))
+        }
+    }
+
+    private func propose(_ command: BalancerCommand) async throws -> String {
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        let envelope = CommandEnvelope(issuedAt: now, command: command)
+        let result = try await cluster { try await node.propose(envelope.encoded()) }
+        return String(decoding: result, as: UTF8.self)
+    }
+
+    private func memberID(_ context: FulcrumRequestContext) throws -> UInt64 {
+        guard let id = context.parameters.get("id", as: UInt64.self), id > 0 else {
+            throw APIError.badRequest(field: "id", "member id must be a positive integer")
+        }
+        return id
+    }
+
+    private func decodeOptional<Value: Decodable>(
+        _ type: Value.Type, _ request: Request, _ context: FulcrumRequestContext
+    ) async throws -> Value? {
+        var request = request
+        let body = try await request.collectBody(upTo: context.maxUploadSize)
+        guard body.readableBytes > 0 else { return nil }
+        do {
+            return try context.requestDecoder.decode(type, from: Data(body.readableBytesView))
+        } catch {
+            throw APIError.badRequest(field: "body", "not valid JSON for this request: \(error)")
+        }
+    }
+
+    /// Runs a cluster operation, turning its errors into API errors.
+    private func cluster<Value: Sendable>(_ body: () async throws -> Value) async throws -> Value {
+        do {
+            return try await body()
+        } catch let error as ClusterError {
+            throw APIError(error)
+        }
+    }
+}
