@@ -22,6 +22,8 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     private var logger: Logger
     /// Peer addresses, replicated through the log so every member can dial every other.
     private var addresses: [NodeID: PeerAddress]
+    /// The part of `addresses` that came through the log (or a snapshot of it).
+    private var replicatedAddresses: [NodeID: PeerAddress] = [:]
     private var proposals: [LogIndex: (term: Term, continuation: CheckedContinuation<[UInt8], any Error>)] = [:]
     private var reads: [UInt64: CheckedContinuation<LogIndex, any Error>] = [:]
     private var appliedWaiters: [(id: UInt64, index: LogIndex, continuation: CheckedContinuation<Void, any Error>)] = []
@@ -58,15 +60,18 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         logger[metadataKey: "node"] = "\(id)"
         self.logger = logger
         var machine = machine
+        var replicatedBook: [NodeID: PeerAddress] = [:]
         var addresses = settings.bootstrap
         addresses[id] = settings.advertised
         if persisted.snapshot.metadata.index > 0 {
             let (book, state) = try Self.decodeSnapshot(persisted.snapshot.data)
             try machine.restore(from: state)
             addresses.merge(book) { _, replicated in replicated }
+            replicatedBook = book
         }
         self.machine = machine
         self.addresses = addresses
+        self.replicatedAddresses = replicatedBook
         self.transport = RaftTransport(
             nodeID: id, clusterID: settings.clusterID, listen: settings.peerListen, advertise: settings.peerAdvertise,
             settings: settings.transport, logger: logger
@@ -151,13 +156,16 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
             let ready = raft.ready()
             try storage.persist(ready)
             transport.send(ready.messages)
+            var becameLeader = false
             if let soft = ready.softState {
                 logger.info("role changed", metadata: ["role": "\(soft.role)", "leader": "\(soft.leader)", "term": "\(raft.term)"])
+                becameLeader = soft.role == .leader
             }
             if let snapshot = ready.snapshot {
                 let (book, state) = try Self.decodeSnapshot(snapshot.data)
                 try machine.restore(from: state)
                 addresses.merge(book) { _, replicated in replicated }
+                replicatedAddresses = book
                 appliedSinceSnapshot = 0
             }
             for entry in ready.committedEntries { apply(entry) }
@@ -167,6 +175,19 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
             if raft.confState != membersBefore || ready.snapshot != nil { refreshPeers() }
             wakeAppliedWaiters()
             if appliedSinceSnapshot >= settings.snapshotEntries { try takeSnapshot() }
+            if becameLeader { publishMissingAddresses() }
+        }
+    }
+
+    /// A new leader writes into the log the addresses of members the log does not hold yet
+    /// (founders start with theirs from configuration), so members added later can reach them.
+    private func publishMissingAddresses() {
+        for member in raft.confState.allMembers {
+            guard let address = addresses[member], replicatedAddresses[member] != address else { continue }
+            var writer = ByteWriter()
+            writer.write(member)
+            writer.write(address.description)
+            _ = try? raft.propose([Tag.memberAddress.rawValue] + writer.bytes)
         }
     }
 
@@ -181,6 +202,7 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
                 var reader = ByteReader(payload)
                 if let member = try? reader.readUInt64(), let text = try? reader.readString(), let address = PeerAddress(text) {
                     addresses[member] = address
+                    replicatedAddresses[member] = address
                     refreshPeers()
                 }
             case nil:
@@ -199,11 +221,14 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
 
     private func refreshPeers() {
         let members = Set(raft.confState.allMembers)
-        transport.setPeers(addresses.filter { members.contains($0.key) || $0.key == id })
+        transport.setPeers(
+            addresses.filter { members.contains($0.key) || $0.key == id },
+            keeping: members.filter { addresses[$0] == nil }
+        )
     }
 
     private func takeSnapshot() throws {
-        let data = Self.encodeSnapshot(addresses: addresses, state: machine.snapshot())
+        let data = Self.encodeSnapshot(addresses: replicatedAddresses, state: machine.snapshot())
         let snapshot = try raft.takeSnapshot(data: data)
         try storage.compact(to: snapshot)
         appliedSinceSnapshot = 0

@@ -101,10 +101,11 @@ public final class RaftTransport: Sendable {
     public var boundPort: Int? { state.withLock { $0.boundPort } }
 
     /// Replaces the peer list (membership changed). New peers get a connection when first
-    /// messaged; removed peers' queues are dropped and their writers stop.
-    public func setPeers(_ peers: [NodeID: PeerAddress]) {
+    /// messaged; removed peers' queues are dropped and their writers stop, except those in
+    /// `keeping` (members whose address only the transport knows, from their hello).
+    public func setPeers(_ peers: [NodeID: PeerAddress], keeping: Set<NodeID> = []) {
         state.withLock { state in
-            for id in state.peers.keys where peers[id] == nil {
+            for id in state.peers.keys where peers[id] == nil && !keeping.contains(id) {
                 state.peers[id]!.wake.finish()
                 state.peers[id] = nil
             }

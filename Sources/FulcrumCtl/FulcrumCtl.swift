@@ -1,0 +1,244 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+@main
+struct FulcrumCtl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fulcrumctl",
+        abstract: "Administer a Fulcrum cluster: status, membership, leadership, snapshots.",
+        discussion: "Endpoints come from --endpoints or FULCRUM_ENDPOINTS (comma-separated HTTP URLs of the nodes).",
+        subcommands: [Status.self, Member.self, Leader.self, SnapshotCommand.self]
+    )
+}
+
+/// Options every command takes.
+struct Connection: ParsableArguments {
+    @Option(name: .long, help: "Comma-separated node URLs, e.g. http://127.0.0.1:8101 (default: $FULCRUM_ENDPOINTS).")
+    var endpoints: String?
+
+    @Option(name: [.customShort("o"), .long], help: "Output format: table or json.")
+    var output: OutputFormat = .table
+
+    enum OutputFormat: String, ExpressibleByArgument { case table, json }
+
+    func urls() throws -> [String] {
+        let text = endpoints ?? ProcessInfo.processInfo.environment["FULCRUM_ENDPOINTS"] ?? ""
+        let urls = text.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !urls.isEmpty else { throw ValidationError("no endpoints: pass --endpoints or set FULCRUM_ENDPOINTS") }
+        for url in urls where !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
+            throw ValidationError("endpoint '\(url)' must start with http:// or https://")
+        }
+        return urls.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+    }
+}
+
+struct CommandFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Talks to the admin API, following a follower's "not the leader" answer to the leader.
+struct AdminClient {
+    let endpoints: [String]
+
+    /// A node that is down must not hold the command up: one quick connection attempt per
+    /// endpoint, then the next endpoint.
+    static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout.connect = .seconds(1)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
+    struct Answer {
+        var status: Int
+        var json: [String: Any]
+    }
+
+    func call(_ method: HTTPMethod, _ path: String, body: [String: Any]? = nil, needsLeader: Bool) async throws -> [String: Any] {
+        var lastError = "no endpoint answered"
+        for endpoint in endpoints {
+            let answer: Answer
+            do {
+                answer = try await send(method, endpoint + path, body: body)
+            } catch {
+                lastError = "\(endpoint): \(error)"
+                continue
+            }
+            if answer.status == 421, needsLeader, let detail = answer.json["error"] as? [String: Any] {
+                guard let leader = (detail["leader_id"] as? NSNumber)?.uint64Value else {
+                    lastError = "\(endpoint): \(detail["message"] ?? "no leader is known")"
+                    continue
+                }
+                guard let leaderEndpoint = await endpointOfNode(leader) else {
+                    throw CommandFailure(
+                        "node \(leader) leads (peer address \(detail["leader_peer_address"] ?? "?")), "
+                            + "but none of the endpoints is that node; add its HTTP URL to --endpoints"
+                    )
+                }
+                return try check(try await send(method, leaderEndpoint + path, body: body), at: leaderEndpoint)
+            }
+            return try check(answer, at: endpoint)
+        }
+        throw CommandFailure(lastError)
+    }
+
+    private func check(_ answer: Answer, at endpoint: String) throws -> [String: Any] {
+        guard (200..<300).contains(answer.status) else {
+            let detail = answer.json["error"] as? [String: Any]
+            throw CommandFailure("\(endpoint): HTTP \(answer.status): \(detail?["message"] ?? answer.json)")
+        }
+        return answer.json
+    }
+
+    private func endpointOfNode(_ id: UInt64) async -> String? {
+        for endpoint in endpoints {
+            if let answer = try? await send(.GET, endpoint + "/admin/cluster", body: nil),
+                (answer.json["id"] as? NSNumber)?.uint64Value == id
+            {
+                return endpoint
+            }
+        }
+        return nil
+    }
+
+    private func send(_ method: HTTPMethod, _ url: String, body: [String: Any]?) async throws -> Answer {
+        var request = HTTPClientRequest(url: url)
+        request.method = method
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
+        }
+        let response = try await Self.http.execute(request, timeout: .seconds(15))
+        let bytes = try await response.body.collect(upTo: 4 << 20)
+        let json = (try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))) as? [String: Any] ?? [:]
+        return Answer(status: Int(response.status.code), json: json)
+    }
+}
+
+func printJSON(_ object: [String: Any]) throws {
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+    print(String(decoding: data, as: UTF8.self))
+}
+
+func printStatus(_ status: [String: Any], format: Connection.OutputFormat) throws {
+    guard format == .table else { return try printJSON(status) }
+    func field(_ key: String) -> String { status[key].map { "\($0)" } ?? "-" }
+    print("node \(field("id")) of cluster \(field("cluster_id")): \(field("role")), term \(field("term")), leader \(field("leader"))")
+    print("log: first \(field("first_index")), last \(field("last_index")), commit \(field("commit_index")), applied \(field("applied_index"))")
+    printMembers(status)
+}
+
+func printMembers(_ status: [String: Any]) {
+    let members = (status["members"] as? [[String: Any]]) ?? []
+    let leader = (status["leader"] as? NSNumber)?.uint64Value
+    let rows = members.map { member -> [String] in
+        let id = (member["id"] as? NSNumber)?.uint64Value ?? 0
+        return [
+            "\(id)", "\(member["address"] ?? "")", (member["voter"] as? Bool) == true ? "voter" : "learner",
+            id == leader ? "leader" : "", member["match"].map { "\($0)" } ?? "-",
+        ]
+    }
+    let header = ["ID", "PEER ADDRESS", "KIND", "ROLE", "MATCH"]
+    var widths = header.map(\.count)
+    for row in rows { for (column, cell) in row.enumerated() { widths[column] = max(widths[column], cell.count) } }
+    for row in [header] + rows {
+        print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+    }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the cluster as the first reachable node sees it.")
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        let status = try await AdminClient(endpoints: connection.urls()).call(.GET, "/admin/cluster", needsLeader: false)
+        try printStatus(status, format: connection.output)
+    }
+}
+
+struct Member: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List, add (as learner), promote or remove members.",
+        subcommands: [List.self, Add.self, Promote.self, Remove.self]
+    )
+
+    struct List: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        func run() async throws {
+            let status = try await AdminClient(endpoints: connection.urls()).call(.GET, "/admin/members", needsLeader: false)
+            if connection.output == .json { try printJSON(status) } else { printMembers(status) }
+        }
+    }
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add a node as a learner (it receives the log but does not vote).")
+        @OptionGroup var connection: Connection
+        @Option(help: "The new node's id.") var id: UInt64
+        @Option(help: "The new node's peer address, host:port.") var address: String
+
+        func validate() throws {
+            guard id > 0 else { throw ValidationError("--id must be positive") }
+            guard address.contains(":") else { throw ValidationError("--address must be host:port") }
+        }
+
+        func run() async throws {
+            let status = try await AdminClient(endpoints: connection.urls())
+                .call(.POST, "/admin/members", body: ["id": id, "address": address], needsLeader: true)
+            try printStatus(status, format: connection.output)
+        }
+    }
+
+    struct Promote: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Make a caught-up learner a voter.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "The learner's id.") var id: UInt64
+
+        func run() async throws {
+            let status = try await AdminClient(endpoints: connection.urls())
+                .call(.POST, "/admin/members/\(id)/promote", needsLeader: true)
+            try printStatus(status, format: connection.output)
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove a member (voter or learner).")
+        @OptionGroup var connection: Connection
+        @Argument(help: "The member's id.") var id: UInt64
+
+        func run() async throws {
+            let status = try await AdminClient(endpoints: connection.urls()).call(.DELETE, "/admin/members/\(id)", needsLeader: true)
+            try printStatus(status, format: connection.output)
+        }
+    }
+}
+
+struct Leader: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Leadership.", subcommands: [Transfer.self])
+
+    struct Transfer: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Hand leadership to a node (default: the most caught-up voter).")
+        @OptionGroup var connection: Connection
+        @Option(help: "The voter to hand leadership to.") var to: UInt64?
+
+        func run() async throws {
+            let body: [String: Any] = to.map { ["to": $0] } ?? [:]
+            let answer = try await AdminClient(endpoints: connection.urls())
+                .call(.POST, "/admin/leader/transfer", body: body, needsLeader: true)
+            if connection.output == .json { try printJSON(answer) } else { print("leader: node \(answer["leader"] ?? "?")") }
+        }
+    }
+}
+
+struct SnapshotCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "snapshot", abstract: "Force a snapshot (log compaction) on a node.")
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        let answer = try await AdminClient(endpoints: connection.urls()).call(.POST, "/admin/snapshot", needsLeader: false)
+        if connection.output == .json { try printJSON(answer) } else { print("snapshot at index \(answer["index"] ?? "?")") }
+    }
+}

@@ -1,0 +1,187 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real `fulcrum` processes on 127.0.0.1, driven over HTTP and through `fulcrumctl`.
+final class ProcessCluster: @unchecked Sendable {
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-it-\(UUID().uuidString)").path
+    let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    var peerPorts: [UInt64: Int] = [:]
+    var httpPorts: [UInt64: Int] = [:]
+    var processes: [UInt64: Process] = [:]
+    let founders: [UInt64]
+    var environment: [String: String] = [:]
+
+    init(founders count: Int, snapshotEntries: Int = 10_000) throws {
+        founders = (1...UInt64(count)).map { $0 }
+        environment["FULCRUM_SNAPSHOT_ENTRIES"] = String(snapshotEntries)
+        environment["FULCRUM_DURABILITY"] = "full"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        for id in founders { try reservePorts(id) }
+        for id in founders { try start(id) }
+    }
+
+    var bootstrap: String { founders.map { "\($0)=127.0.0.1:\(peerPorts[$0]!)" }.joined(separator: ",") }
+    var endpoints: [String] { httpPorts.keys.sorted().map { "http://127.0.0.1:\(httpPorts[$0]!)" } }
+    func endpoint(_ id: UInt64) -> String { "http://127.0.0.1:\(httpPorts[id]!)" }
+
+    func reservePorts(_ id: UInt64) throws {
+        let ports = freePorts(2)
+        peerPorts[id] = ports[0]
+        httpPorts[id] = ports[1]
+    }
+
+    /// Starts node `id`; founders bootstrap, others start empty and wait to be added.
+    func start(_ id: UInt64) throws {
+        let process = Process()
+        process.executableURL = binaries.appendingPathComponent("fulcrum")
+        var arguments = [
+            "serve", "--cluster-id", "it", "--node-id", String(id), "--data-dir", "\(root)/node-\(id)",
+            "--peer-listen", "127.0.0.1:\(peerPorts[id]!)", "--http-listen", "127.0.0.1:\(httpPorts[id]!)",
+        ]
+        if founders.contains(id) { arguments += ["--bootstrap", bootstrap] }
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        let log = FileHandle(forWritingAtPath: "\(root)/node-\(id).log") ?? {
+            _ = FileManager.default.createFile(atPath: "\(root)/node-\(id).log", contents: nil)
+            return FileHandle(forWritingAtPath: "\(root)/node-\(id).log")!
+        }()
+        log.seekToEndOfFile()
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        processes[id] = process
+    }
+
+    func kill9(_ id: UInt64) {
+        guard let process = processes.removeValue(forKey: id) else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    func terminate(_ id: UInt64) {
+        guard let process = processes.removeValue(forKey: id) else { return }
+        process.terminate()
+        process.waitUntilExit()
+    }
+
+    func stopAll() {
+        for id in Array(processes.keys) { kill9(id) }
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    // MARK: HTTP
+
+    /// Fails fast on a node that is down instead of retrying the connection until the deadline.
+    static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout.connect = .seconds(1)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
+    func request(_ method: HTTPMethod, _ url: String, json: String? = nil) async throws -> (status: Int, body: [String: Any]) {
+        var request = HTTPClientRequest(url: url)
+        request.method = method
+        if let json {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(string: json))
+        }
+        let response = try await Self.http.execute(request, timeout: .seconds(10))
+        let bytes = try await response.body.collect(upTo: 4 << 20)
+        let body = (try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))) as? [String: Any] ?? [:]
+        return (Int(response.status.code), body)
+    }
+
+    func status(_ id: UInt64) async -> [String: Any]? {
+        try? await request(.GET, endpoint(id) + "/admin/cluster").body
+    }
+
+    /// Waits until every running node names the same leader, and that leader runs.
+    func leader(timeout: Double = 15) async throws -> UInt64 {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            var leaders = Set<UInt64>()
+            var complete = true
+            for id in processes.keys {
+                guard let status = await status(id), let leader = (status["leader"] as? NSNumber)?.uint64Value else {
+                    complete = false
+                    break
+                }
+                leaders.insert(leader)
+            }
+            if complete, leaders.count == 1, let leader = leaders.first, processes[leader] != nil { return leader }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw IntegrationError("no agreed leader within \(timeout) s; logs in \(root)")
+    }
+
+    /// Registers a worker through `via`, following a 421 to the leader. Returns true when the
+    /// cluster acknowledged it (committed and applied).
+    func register(_ worker: String, via id: UInt64) async throws -> Bool {
+        let json = #"{"id":"\#(worker)","model":"m","role":"PDFUSION","address":"127.0.0.1:9000"}"#
+        var answer = try await request(.POST, endpoint(id) + "/admin/workers", json: json)
+        if answer.status == 421, let detail = answer.body["error"] as? [String: Any],
+            let leader = (detail["leader_id"] as? NSNumber)?.uint64Value, httpPorts[leader] != nil
+        {
+            answer = try await request(.POST, endpoint(leader) + "/admin/workers", json: json)
+        }
+        return answer.status == 200 && answer.body["result"] as? String == "applied"
+    }
+
+    /// Worker ids a node holds after a linearizable read (on the leader) or as applied.
+    func workers(on id: UInt64, consistent: Bool) async throws -> [String] {
+        let answer = try await request(.GET, endpoint(id) + "/admin/workers" + (consistent ? "?consistent=true" : ""))
+        return ((answer.body["workers"] as? [[String: Any]]) ?? []).compactMap { $0["id"] as? String }
+    }
+
+    /// Runs `fulcrumctl` with this cluster's endpoints; returns its exit status and output.
+    func ctl(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = binaries.appendingPathComponent("fulcrumctl")
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["FULCRUM_ENDPOINTS"] = endpoints.joined(separator: ",")
+        process.environment = environment
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}
+
+struct IntegrationError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Free TCP ports on 127.0.0.1 (bound, read back, released).
+func freePorts(_ count: Int) -> [Int] {
+    var sockets: [Int32] = []
+    var ports: [Int] = []
+    for _ in 0..<count {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        _ = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        ports.append(Int(UInt16(bigEndian: address.sin_port)))
+        sockets.append(fd)
+    }
+    for fd in sockets { close(fd) }
+    return ports
+}
