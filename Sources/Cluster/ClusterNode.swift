@@ -30,6 +30,7 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     private var nextWaiterID: UInt64 = 1
     private var nextReadID: UInt64 = 1
     private var appliedSinceSnapshot = 0
+    private var flushScheduled = false
     private var failure: ClusterError?
 
     /// Entry payloads start with a tag: application commands, or the runtime's own records.
@@ -297,8 +298,21 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         defer { timer.cancel() }
         return try await withCheckedThrowingContinuation { continuation in
             proposals[index] = (term, continuation)
-            do { try processReady() } catch { fail(error) }
+            scheduleFlush()
         }
+    }
+
+    /// Carries out the pending `Ready` soon rather than now, so that proposals arriving together
+    /// share one fsync and one append per follower (group commit).
+    private func scheduleFlush() {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        Task { self.flush() }
+    }
+
+    private func flush() {
+        flushScheduled = false
+        do { try processReady() } catch { fail(error) }
     }
 
     private func expireProposal(index: LogIndex, term: Term) {
