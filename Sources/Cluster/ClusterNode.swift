@@ -73,7 +73,7 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         self.machine = machine
         self.addresses = addresses
         self.replicatedAddresses = replicatedBook
-        self.transport = RaftTransport(
+        self.transport = try RaftTransport(
             nodeID: id, clusterID: settings.clusterID, listen: settings.peerListen, advertise: settings.peerAdvertise,
             settings: settings.transport, logger: logger
         )

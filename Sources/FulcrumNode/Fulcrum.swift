@@ -35,6 +35,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Founding members: id=host:port,id=host:port,…") var bootstrap: String?
     @Option(help: "Raft tick in milliseconds.") var tickMs: String?
     @Option(help: "fsync policy: full (default) or normal.") var durability: String?
+    @Option(help: "PEM certificate chain for mutual TLS between peers.") var tlsCert: String?
+    @Option(help: "PEM private key for mutual TLS between peers.") var tlsKey: String?
+    @Option(help: "PEM CA that signs every member's certificate.") var tlsCa: String?
 
     func run() async throws {
         var configuration = NodeConfiguration()
@@ -52,7 +55,7 @@ struct Serve: AsyncParsableCommand {
             let flags: [(String, String?)] = [
                 ("cluster_id", clusterID), ("node_id", nodeID), ("data_dir", dataDir), ("peer_listen", peerListen),
                 ("peer_advertise", peerAdvertise), ("http_listen", httpListen), ("bootstrap", bootstrap),
-                ("tick_ms", tickMs), ("durability", durability),
+                ("tick_ms", tickMs), ("durability", durability), ("tls_cert", tlsCert), ("tls_key", tlsKey), ("tls_ca", tlsCa),
             ]
             for (key, value) in flags {
                 if let value { try configuration.set(key, value: value, source: "--" + key.replacingOccurrences(of: "_", with: "-")) }

@@ -1,6 +1,7 @@
 public import Logging
 public import NIOCore
 public import NIOPosix
+import NIOSSL
 public import Raft
 import Synchronization
 import WireCoding
@@ -44,9 +45,33 @@ public final class RaftTransport: Sendable {
         public var reconnectInitialDelay = Duration.milliseconds(20)
         public var reconnectMaxDelay = Duration.seconds(1)
         public var connectTimeout = Duration.seconds(1)
+        /// Mutual TLS between peers: both sides present a certificate signed by `trustRoots`.
+        public var tls: TLSFiles?
 
         public init() {}
     }
+
+    /// PEM files for mutual TLS.
+    public struct TLSFiles: Sendable, Hashable {
+        public var certificateChain: String
+        public var privateKey: String
+        /// The CA that signs every member's certificate.
+        public var trustRoots: String
+
+        public init(certificateChain: String, privateKey: String, trustRoots: String) {
+            self.certificateChain = certificateChain
+            self.privateKey = privateKey
+            self.trustRoots = trustRoots
+        }
+    }
+
+    /// Server and client TLS contexts, when mutual TLS is on.
+    private struct TLSContexts: Sendable {
+        let server: NIOSSLContext
+        let client: NIOSSLContext
+    }
+
+    private let tls: TLSContexts?
 
     public let nodeID: NodeID
     public let clusterID: String
@@ -83,7 +108,7 @@ public final class RaftTransport: Sendable {
         nodeID: NodeID, clusterID: String, listen: PeerAddress, advertise: PeerAddress? = nil,
         peers: [NodeID: PeerAddress] = [:], settings: Settings = Settings(), logger: Logger = Logger(label: "fulcrum.transport"),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
-    ) {
+    ) throws {
         self.nodeID = nodeID
         self.clusterID = clusterID
         self.settings = settings
@@ -93,6 +118,7 @@ public final class RaftTransport: Sendable {
         logger[metadataKey: "node"] = "\(nodeID)"
         self.logger = logger
         self.group = group
+        self.tls = try Self.makeTLS(settings.tls)
         (incoming, incomingContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(65_536))
         setPeers(peers)
     }
@@ -184,16 +210,36 @@ public final class RaftTransport: Sendable {
         }
     }
 
+    private static func makeTLS(_ files: TLSFiles?) throws -> TLSContexts? {
+        guard let files else { return nil }
+        let chain = try NIOSSLCertificate.fromPEMFile(files.certificateChain).map { NIOSSLCertificateSource.certificate($0) }
+        let key = NIOSSLPrivateKeySource.privateKey(try NIOSSLPrivateKey(file: files.privateKey, format: .pem))
+        var server = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: key)
+        server.trustRoots = .file(files.trustRoots)
+        // Require and verify the dialling peer's certificate; peers are known by id, not hostname.
+        server.certificateVerification = .noHostnameVerification
+        server.minimumTLSVersion = .tlsv12
+        var client = TLSConfiguration.makeClientConfiguration()
+        client.certificateChain = chain
+        client.privateKey = key
+        client.trustRoots = .file(files.trustRoots)
+        client.certificateVerification = .noHostnameVerification
+        client.minimumTLSVersion = .tlsv12
+        return TLSContexts(server: try NIOSSLContext(configuration: server), client: try NIOSSLContext(configuration: client))
+    }
+
     // MARK: Inbound
 
     private func bind() async throws -> NIOAsyncChannel<NIOAsyncChannel<Frame, Frame>, Never> {
         let maxPayload = settings.maxFramePayloadBytes
+        let tls = self.tls?.server
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: listenAddress.host, port: listenAddress.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try Self.configure(channel, maxPayload: maxPayload)
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
+                    return try Self.configure(channel, maxPayload: maxPayload)
                 }
             }
         let port = server.channel.localAddress?.port
@@ -326,12 +372,18 @@ public final class RaftTransport: Sendable {
 
     private func connect(to address: PeerAddress) async throws -> NIOAsyncChannel<Frame, Frame> {
         let maxPayload = settings.maxFramePayloadBytes
+        let tls = self.tls?.client
         return try await ClientBootstrap(group: group)
             .connectTimeout(.milliseconds(Int64(settings.connectTimeout.components.seconds * 1000)
                 + settings.connectTimeout.components.attoseconds / 1_000_000_000_000_000))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connect(host: address.host, port: address.port) { channel in
-                channel.eventLoop.makeCompletedFuture { try Self.configure(channel, maxPayload: maxPayload) }
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil))
+                    }
+                    return try Self.configure(channel, maxPayload: maxPayload)
+                }
             }
     }
 

@@ -20,12 +20,16 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var heartbeatTicks = 2
     public var snapshotEntries = 10_000
     public var durability = "full"
+    /// Mutual TLS between peers: this node's certificate chain, its key, and the cluster's CA.
+    public var tlsCertificate: String?
+    public var tlsKey: String?
+    public var tlsCA: String?
 
     public init() {}
 
     public static let keys: Set<String> = [
         "cluster_id", "node_id", "data_dir", "peer_listen", "peer_advertise", "http_listen", "bootstrap",
-        "tick_ms", "election_ticks", "heartbeat_ticks", "snapshot_entries", "durability",
+        "tick_ms", "election_ticks", "heartbeat_ticks", "snapshot_entries", "durability", "tls_cert", "tls_key", "tls_ca",
     ]
 
     /// Reads a YAML file of the keys above.
@@ -66,6 +70,9 @@ public struct NodeConfiguration: Sendable, Equatable {
         case "data_dir": dataDirectory = try string()
         case "peer_listen": peerListen = try address()
         case "peer_advertise": peerAdvertise = try address()
+        case "tls_cert": tlsCertificate = try string()
+        case "tls_key": tlsKey = try string()
+        case "tls_ca": tlsCA = try string()
         case "http_listen": httpListen = try address()
         case "tick_ms": tickMilliseconds = try integer(1...10_000)
         case "election_ticks": electionTicks = try integer(2...10_000)
@@ -114,6 +121,10 @@ public struct NodeConfiguration: Sendable, Equatable {
                 throw ConfigurationError(source: "configuration", key: "bootstrap", "does not list this node (\(nodeID))")
             }
         }
+        let tlsKeys = [tlsCertificate, tlsKey, tlsCA].filter { $0 != nil }.count
+        guard tlsKeys == 0 || tlsKeys == 3 else {
+            throw ConfigurationError(source: "configuration", key: "tls_cert", "tls_cert, tls_key and tls_ca go together")
+        }
         guard heartbeatTicks < electionTicks else {
             throw ConfigurationError(source: "configuration", key: "heartbeat_ticks", "must be below election_ticks (\(electionTicks))")
         }
@@ -129,6 +140,9 @@ public struct NodeConfiguration: Sendable, Equatable {
         settings.raft.heartbeatTicks = heartbeatTicks
         settings.snapshotEntries = snapshotEntries
         settings.durability = durability == "normal" ? .normal : .full
+        if let tlsCertificate, let tlsKey, let tlsCA {
+            settings.transport.tls = .init(certificateChain: tlsCertificate, privateKey: tlsKey, trustRoots: tlsCA)
+        }
         return settings
     }
 }

@@ -40,8 +40,8 @@ import Testing
     func messagesCrossInBatchesAndLargeSnapshotsInChunks() async throws {
         var settings = RaftTransport.Settings()
         settings.maxFramePayloadBytes = 64 << 10
-        let a = RaftTransport(nodeID: 1, clusterID: "c", listen: PeerAddress(host: "127.0.0.1", port: 0), settings: settings)
-        let b = RaftTransport(nodeID: 2, clusterID: "c", listen: PeerAddress(host: "127.0.0.1", port: 0), settings: settings)
+        let a = try RaftTransport(nodeID: 1, clusterID: "c", listen: PeerAddress(host: "127.0.0.1", port: 0), settings: settings)
+        let b = try RaftTransport(nodeID: 2, clusterID: "c", listen: PeerAddress(host: "127.0.0.1", port: 0), settings: settings)
         try await withThrowingTaskGroup(of: Void.self) { group in
             _ = try await Self.start(a, in: &group)
             let portB = try await Self.start(b, in: &group)
@@ -63,9 +63,9 @@ import Testing
 
     @Test(.timeLimit(.minutes(1)))
     func garbageAndForeignPeersAreCutOffWhileTheNodeCarriesOn() async throws {
-        let b = RaftTransport(nodeID: 2, clusterID: "c", listen: PeerAddress(host: "127.0.0.1", port: 0))
-        let stranger = RaftTransport(nodeID: 1, clusterID: "other", listen: PeerAddress(host: "127.0.0.1", port: 0))
-        let friend = RaftTransport(nodeID: 3, clusterID: "c", listen: PeerAddress(host: "127.0.0.1", port: 0))
+        let b = try RaftTransport(nodeID: 2, clusterID: "c", listen: PeerAddress(host: "127.0.0.1", port: 0))
+        let stranger = try RaftTransport(nodeID: 1, clusterID: "other", listen: PeerAddress(host: "127.0.0.1", port: 0))
+        let friend = try RaftTransport(nodeID: 3, clusterID: "c", listen: PeerAddress(host: "127.0.0.1", port: 0))
         try await withThrowingTaskGroup(of: Void.self) { group in
             let portB = try await Self.start(b, in: &group)
             _ = try await Self.start(stranger, in: &group)
@@ -92,7 +92,7 @@ import Testing
 
     @Test(.timeLimit(.minutes(1)))
     func aPeerThatComesBackIsReconnected() async throws {
-        let a = RaftTransport(nodeID: 1, clusterID: "c", listen: PeerAddress(host: "127.0.0.1", port: 0))
+        let a = try RaftTransport(nodeID: 1, clusterID: "c", listen: PeerAddress(host: "127.0.0.1", port: 0))
         try await withThrowingTaskGroup(of: Void.self) { group in
             _ = try await Self.start(a, in: &group)
             // Find a free port, then let nothing listen on it for a while.
@@ -102,7 +102,7 @@ import Testing
             a.setPeers([2: PeerAddress(host: "127.0.0.1", port: port)])
             a.send([Message(kind: .heartbeat, from: 1, to: 2, term: 1, commit: 1)])
             try await Task.sleep(for: .milliseconds(200))
-            let b = RaftTransport(nodeID: 2, clusterID: "c", listen: PeerAddress(host: "127.0.0.1", port: port))
+            let b = try RaftTransport(nodeID: 2, clusterID: "c", listen: PeerAddress(host: "127.0.0.1", port: port))
             _ = try await Self.start(b, in: &group)
             // Keep sending as Raft would (heartbeats) until one arrives.
             let sender = Task {
