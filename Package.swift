@@ -98,6 +98,15 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .testTarget(
+            name: "ServerTests",
+            dependencies: [
+                "Server", "Cluster", "Raft", "RaftTransport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: strict
+        ),
         // `fulcrum`: the node daemon.
         .executableTarget(
             name: "FulcrumNode",

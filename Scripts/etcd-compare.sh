@@ -14,7 +14,11 @@ install_system_dependencies etcd-server wrk
 swift build -c release --product fulcrum
 work=$(mktemp -d)
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() {
+    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
 trap cleanup EXIT
 
 # Fulcrum: peers on 17101-17103, HTTP on 18101-18103.

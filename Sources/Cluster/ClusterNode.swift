@@ -102,8 +102,8 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.transport.run() }
             group.addTask {
-                for await message in self.transport.incoming {
-                    try await self.step(message)
+                for await batch in self.transport.incoming {
+                    try await self.step(batch)
                 }
             }
             group.addTask {
@@ -135,8 +135,8 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         try processReady()
     }
 
-    private func step(_ message: Message) throws {
-        raft.step(message)
+    private func step(_ messages: [Message]) throws {
+        for message in messages { raft.step(message) }
         try processReady()
     }
 
@@ -155,7 +155,11 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     private func processReady() throws {
         while raft.hasReady {
             let ready = raft.ready()
-            try storage.persist(ready)
+            // A batch that only moves the commit index need not be durable (a restarted node
+            // relearns it); skipping it saves an fsync per acknowledgement on the leader.
+            if ready.mustSync || !ready.entries.isEmpty || ready.snapshot != nil {
+                try storage.persist(ready)
+            }
             transport.send(ready.messages)
             var becameLeader = false
             if let soft = ready.softState {

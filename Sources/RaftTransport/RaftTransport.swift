@@ -82,9 +82,10 @@ public final class RaftTransport: Sendable {
     private let logger: Logger
     private let group: any EventLoopGroup
 
-    /// Messages from peers, in arrival order per connection.
-    public let incoming: AsyncStream<Message>
-    private let incomingContinuation: AsyncStream<Message>.Continuation
+    /// Messages from peers, one batch per frame, in arrival order per connection. A node steps a
+    /// whole batch before it persists and sends, so a batch costs one fsync.
+    public let incoming: AsyncStream<[Message]>
+    private let incomingContinuation: AsyncStream<[Message]>.Continuation
 
     private struct PeerQueue {
         var address: PeerAddress
@@ -119,7 +120,7 @@ public final class RaftTransport: Sendable {
         self.logger = logger
         self.group = group
         self.tls = try Self.makeTLS(settings.tls)
-        (incoming, incomingContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(65_536))
+        (incoming, incomingContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(16_384))
         setPeers(peers)
     }
 
@@ -314,9 +315,9 @@ public final class RaftTransport: Sendable {
                     guard message.from == from || message.kind == .transferLeader else {
                         throw TransportError(.spoofedSender, "peer \(from) sent a message from \(message.from)")
                     }
-                    guard message.to == nodeID else { continue }
-                    incomingContinuation.yield(message)
                 }
+                let mine = messages.filter { $0.to == nodeID }
+                if !mine.isEmpty { incomingContinuation.yield(mine) }
             }
         }
     }

@@ -20,9 +20,9 @@ import Testing
         try await withThrowingTaskGroup(of: [Message].self) { group in
             group.addTask {
                 var received: [Message] = []
-                for await message in transport.incoming {
-                    received.append(message)
-                    if received.count == count { break }
+                for await batch in transport.incoming {
+                    received += batch
+                    if received.count >= count { break }
                 }
                 return received
             }
