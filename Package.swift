@@ -84,7 +84,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterTests",
-            dependencies: ["Cluster", "Raft", "RaftTransport", "WireCoding"],
+            dependencies: ["Cluster", "Raft", "RaftTransport", "WireCoding", "NetworkTestSupport"],
             swiftSettings: strict
         ),
         // HTTP APIs (Hummingbird), node configuration, the balancer as the cluster's state machine.
@@ -134,13 +134,15 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "FulcrumNode", "FulcrumCtl",
+                "FulcrumNode", "FulcrumCtl", "NetworkTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
+        // Helpers for tests that open sockets (free loopback ports).
+        .target(name: "NetworkTestSupport", swiftSettings: strict),
         // A child process for the crash-safety tests: appends and snapshots until killed.
         .executableTarget(name: "StorageTorture", dependencies: ["Raft", "RaftStorage"], swiftSettings: strict),
         .testTarget(
