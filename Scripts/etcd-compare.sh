@@ -10,7 +10,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
 duration="${1:-10}"
-install_system_dependencies etcd-server wrk
+install_system_dependencies etcd-server wrk curl
 swift build -c release --product fulcrum
 work=$(mktemp -d)
 pids=()
