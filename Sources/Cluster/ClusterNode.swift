@@ -155,12 +155,15 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     private func processReady() throws {
         while raft.hasReady {
             let ready = raft.ready()
+            // A leader's appends leave while it writes them (its own entries count only once
+            // durable); everything else is persisted first.
+            if ready.mayGoBeforePersist { transport.send(ready.messages) }
             // A batch that only moves the commit index need not be durable (a restarted node
             // relearns it); skipping it saves an fsync per acknowledgement on the leader.
             if ready.mustSync || !ready.entries.isEmpty || ready.snapshot != nil {
                 try storage.persist(ready)
             }
-            transport.send(ready.messages)
+            if !ready.mayGoBeforePersist { transport.send(ready.messages) }
             var becameLeader = false
             if let soft = ready.softState {
                 logger.info("role changed", metadata: ["role": "\(soft.role)", "leader": "\(soft.leader)", "term": "\(raft.term)"])

@@ -10,9 +10,8 @@ extension RaftNode {
             entries.append(Entry(term: term, index: index, kind: kind, data: data))
         }
         log.append(entries)
-        _ = progress[id]?.acknowledge(index)
-        // A single voter commits on its own.
-        maybeCommit()
+        // The leader counts its own entries only once they are durable (``advance(_:)``), so
+        // the runtime may send them to followers while it writes them (thesis §10.2.1).
         needsBroadcast = true
         return index
     }

@@ -256,7 +256,8 @@ public struct RaftNode: Sendable {
                 maxInflight: settings.maxInflightMessages, maxInflightBytes: settings.maxInflightBytes
             )
             if member == id {
-                entry.match = log.lastIndex
+                // Only what is durable counts towards a commit.
+                entry.match = min(log.lastIndex, log.stableIndex)
                 entry.recentActive = true
             }
             fresh[member] = entry

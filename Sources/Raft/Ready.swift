@@ -21,6 +21,11 @@ public struct Ready: Sendable {
     /// Whether step 1 needs an fsync: new entries or a new term/vote must be durable before any
     /// message leaves; a new commit index alone need not.
     public var mustSync: Bool
+    /// The batch is a leader's with no new term, vote or snapshot: its messages may be sent
+    /// *before* its entries are persisted (thesis §10.2.1), overlapping the leader's fsync with
+    /// the followers'. The leader counts its own entries towards a commit only once
+    /// ``RaftNode/advance(_:)`` reports them durable. Otherwise persist first, then send.
+    public var mayGoBeforePersist: Bool
 
     public var isEmpty: Bool {
         softState == nil && hardState == nil && entries.isEmpty && snapshot == nil
@@ -55,7 +60,10 @@ extension RaftNode {
             messages: outbox,
             readStates: readStates,
             mustSync: hard.term != previousHardState.term || hard.vote != previousHardState.vote
-                || log.stableIndex < log.lastIndex || log.pendingSnapshot != nil
+                || log.stableIndex < log.lastIndex || log.pendingSnapshot != nil,
+            mayGoBeforePersist: role == .leader && soft.role == previousSoftState.role
+                && hard.term == previousHardState.term && hard.vote == previousHardState.vote
+                && log.pendingSnapshot == nil
         )
         previousSoftState = soft
         previousHardState = hard
@@ -76,6 +84,11 @@ extension RaftNode {
         }
         if let last = ready.entries.last, log.term(at: last.index) == last.term {
             log.stableIndex = max(log.stableIndex, min(last.index, log.lastIndex))
+        }
+        // A leader's own entries count once durable; a commit moved this way reaches followers
+        // with the next appends.
+        if role == .leader, progress[id]?.acknowledge(log.stableIndex) == true, maybeCommit() {
+            needsBroadcast = true
         }
         for entry in ready.committedEntries {
             log.applied = entry.index

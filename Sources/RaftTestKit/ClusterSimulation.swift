@@ -220,6 +220,10 @@ public final class ClusterSimulation {
                     trace("partition: new leader \(id) isolated")
                 }
             }
+            // A leader's batch may go out before it is written (thesis §10.2.1), as the runtime
+            // does: a crash before persisting then loses entries followers already received.
+            let sentEarly = ready.mayGoBeforePersist
+            if sentEarly { try send(ready.messages) }
             if crashPoint == .beforePersist { return crash(id, at: .beforePersist) }
             if crashPoint == .tornWrite {
                 node.persistTorn(ready, random: &random)
@@ -235,7 +239,7 @@ public final class ClusterSimulation {
             node.disk.persist(ready)
             nodes[id] = node
             if crashPoint == .afterPersist { return crash(id, at: .afterPersist) }
-            try send(ready.messages)
+            if !sentEarly { try send(ready.messages) }
             if crashPoint == .afterSend { return crash(id, at: .afterSend) }
             try checker.observeCommit(node.raft!, from: previousCommit)
             try apply(ready, on: id)

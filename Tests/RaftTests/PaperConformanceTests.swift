@@ -72,12 +72,16 @@ import Testing
         #expect(requests.allSatisfy { $0.term == term + 1 && $0.index == raft.lastIndex && $0.logTerm == raft.lastTerm })
     }
 
-    @Test("§5.2 a single voter elects itself at once")
+    @Test("§5.2 a single voter elects itself at once, and commits alone once its entry is durable")
     func singleNodeElectsItself() {
         var raft = node(1, voters: [1])
         raft.campaign()
         #expect(raft.role == .leader)
+        _ = raft.drain()
         _ = try? raft.propose([7])
+        let persisting = raft.drain()
+        #expect(persisting.entries.last?.data == [7])
+        #expect(persisting.committedEntries.last?.data != [7], "not committed before it is persisted")
         let ready = raft.drain()
         #expect(ready.committedEntries.last?.data == [7], "a single voter commits alone")
     }
