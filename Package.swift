@@ -44,19 +44,21 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The binary form of Raft's own types (configurations) shared by storage and transport.
+        .target(name: "RaftCoding", dependencies: ["Raft", "WireCoding"], swiftSettings: strict),
         // The system liblz4, for snapshot compression.
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         // Raft log, hard state and snapshots in one SQLite database per node (GRDB, system SQLite).
         .target(
             name: "RaftStorage",
-            dependencies: ["Raft", "WireCoding", "CLZ4", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["Raft", "RaftCoding", "WireCoding", "CLZ4", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
         ),
         // Peer messages over TCP (SwiftNIO): versioned, checksummed frames, batching, reconnects.
         .target(
             name: "RaftTransport",
             dependencies: [
-                "Raft", "WireCoding",
+                "Raft", "RaftCoding", "WireCoding",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -388,8 +388,7 @@ extension Router {
             return Double(candidate.load) <= limit ? candidate : nil
         }
         let expires = context.now + settings.stickyTTLMilliseconds
-        if let candidate = usable(binding(for: key, state: context.state)) {
-            let current = binding(for: key, state: context.state)!
+        if let current = binding(for: key, state: context.state), let candidate = usable(current) {
             // Refresh the binding once half its lifetime is gone.
             let refresh = current.expiresAt < context.now + settings.stickyTTLMilliseconds / 2
             return Pick(

@@ -74,6 +74,7 @@ public struct Router: Sendable {
             tier: tier, policy: policy
         )
         var targets: [RoutingTarget] = []
+        var pickedSlots: [Int32] = []
         var firstGroup: String?
         var prefillTTFT: Double?
         var effects: [Effect] = []
@@ -107,13 +108,14 @@ public struct Router: Sendable {
                 effects.append(.prefix(slot: pick.slot, workerID: worker.id, blocks: blocks))
             }
             if let binding = pick.binding { effects.append(.sticky(binding)) }
+            pickedSlots.append(pick.slot)
             targets.append(RoutingTarget(
                 role: role, workerID: worker.id, address: worker.address, group: worker.group,
                 strategy: strategy, reason: pick.reason, matchedBlocks: pick.matchedBlocks,
                 estimatedTTFTMilliseconds: estimate
             ))
         }
-        for target in targets { notePicked(slot: state.slotByID[target.workerID]!) }
+        for slot in pickedSlots { notePicked(slot: slot) }
         for effect in effects { record(effect) }
         if let arm { armCounts[request.model, default: [:]][arm.name, default: 0] += 1 }
         return RoutingDecision(

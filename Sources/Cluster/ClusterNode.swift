@@ -65,10 +65,7 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         var addresses = settings.bootstrap
         addresses[id] = settings.advertised
         if persisted.snapshot.metadata.index > 0 {
-            let (book, state) = try Self.decodeSnapshot(persisted.snapshot.data)
-            try machine.restore(from: state)
-            addresses.merge(book) { _, replicated in replicated }
-            replicatedBook = book
+            replicatedBook = try Self.restore(persisted.snapshot, into: &machine, addresses: &addresses)
         }
         self.machine = machine
         self.addresses = addresses
@@ -170,10 +167,7 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
                 becameLeader = soft.role == .leader
             }
             if let snapshot = ready.snapshot {
-                let (book, state) = try Self.decodeSnapshot(snapshot.data)
-                try machine.restore(from: state)
-                addresses.merge(book) { _, replicated in replicated }
-                replicatedAddresses = book
+                replicatedAddresses = try Self.restore(snapshot, into: &machine, addresses: &addresses)
                 appliedSinceSnapshot = 0
             }
             for entry in ready.committedEntries { apply(entry) }
@@ -241,6 +235,16 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         try storage.compact(to: snapshot)
         appliedSinceSnapshot = 0
         logger.debug("snapshot taken", metadata: ["index": "\(snapshot.metadata.index)", "bytes": "\(data.count)"])
+    }
+
+    /// Restores the state machine and the address book from a snapshot; returns the book.
+    private static func restore(
+        _ snapshot: Snapshot, into machine: inout Machine, addresses: inout [NodeID: PeerAddress]
+    ) throws -> [NodeID: PeerAddress] {
+        let (book, state) = try decodeSnapshot(snapshot.data)
+        try machine.restore(from: state)
+        addresses.merge(book) { _, replicated in replicated }
+        return book
     }
 
     static func encodeSnapshot(addresses: [NodeID: PeerAddress], state: [UInt8]) -> [UInt8] {

@@ -1,4 +1,5 @@
 import Raft
+import RaftCoding
 import WireCoding
 
 /// How a snapshot's parts are stored: the configuration as a small binary record, the data
@@ -9,11 +10,7 @@ enum SnapshotCodec {
     static func encode(_ conf: ConfState) -> [UInt8] {
         var writer = ByteWriter()
         writer.write(UInt8(1))
-        writer.write(conf.voters)
-        writer.write(conf.votersOutgoing)
-        writer.write(conf.learners)
-        writer.write(conf.learnersNext)
-        writer.write(conf.autoLeave)
+        writer.write(conf)
         return writer.bytes
     }
 
@@ -21,11 +18,7 @@ enum SnapshotCodec {
         var reader = ByteReader(bytes)
         let version = try reader.readByte()
         guard version == 1 else { throw DecodingError("configuration record version \(version)") }
-        let conf = ConfState(
-            voters: try reader.readUInt64Array(), votersOutgoing: try reader.readUInt64Array(),
-            learners: try reader.readUInt64Array(), learnersNext: try reader.readUInt64Array(),
-            autoLeave: try reader.readBool()
-        )
+        let conf = try reader.readConfState()
         try reader.expectEnd()
         return conf
     }

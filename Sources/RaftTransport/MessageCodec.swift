@@ -1,4 +1,5 @@
 public import Raft
+import RaftCoding
 public import WireCoding
 
 /// Encodes Raft messages and the connection handshake into frame payloads.
@@ -65,12 +66,7 @@ public enum MessageCodec {
         writer.write(optional: message.snapshot) { writer, snapshot in
             writer.write(snapshot.metadata.index)
             writer.write(snapshot.metadata.term)
-            let conf = snapshot.metadata.confState
-            writer.write(conf.voters)
-            writer.write(conf.votersOutgoing)
-            writer.write(conf.learners)
-            writer.write(conf.learnersNext)
-            writer.write(conf.autoLeave)
+            writer.write(snapshot.metadata.confState)
             writer.write(bytes: snapshot.data)
         }
     }
@@ -100,11 +96,7 @@ public enum MessageCodec {
         message.snapshot = try reader.readOptional { reader throws(DecodingError) in
             let index = try reader.readUInt64()
             let term = try reader.readUInt64()
-            let conf = ConfState(
-                voters: try reader.readUInt64Array(), votersOutgoing: try reader.readUInt64Array(),
-                learners: try reader.readUInt64Array(), learnersNext: try reader.readUInt64Array(),
-                autoLeave: try reader.readBool()
-            )
+            let conf = try reader.readConfState()
             return Snapshot(metadata: SnapshotMetadata(index: index, term: term, confState: conf), data: try reader.readBytes())
         }
         return message

@@ -94,6 +94,11 @@ public final class RaftTransport: Sendable {
         var wake: AsyncStream<Void>.Continuation
         var signals: AsyncStream<Void>
         var writerStarted = false
+
+        init(address: PeerAddress) {
+            self.address = address
+            (signals, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        }
     }
 
     private struct State {
@@ -140,8 +145,7 @@ public final class RaftTransport: Sendable {
                 if state.peers[id] != nil {
                     state.peers[id]!.address = address
                 } else {
-                    let (signals, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-                    state.peers[id] = PeerQueue(address: address, wake: wake, signals: signals)
+                    state.peers[id] = PeerQueue(address: address)
                 }
             }
         }
@@ -327,8 +331,7 @@ public final class RaftTransport: Sendable {
         guard peer != nodeID else { return }
         state.withLock { state in
             guard state.peers[peer] == nil else { return }
-            let (signals, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-            state.peers[peer] = PeerQueue(address: address, wake: wake, signals: signals)
+            state.peers[peer] = PeerQueue(address: address)
         }
         logger.debug("learned a peer's address from its hello", metadata: ["peer": "\(peer)", "address": "\(address)"])
     }

@@ -25,11 +25,10 @@ struct StorageTorture {
         let database = try RaftDatabase(path: path, clusterID: "torture")
         let state = try database.load()
         var last = state.snapshot.metadata.index + UInt64(state.entries.count)
-        var random = seed
+        var random = SplitMix64(seed: seed)
         var batches = 0
         while true {
-            random = random &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            let count = 1 + Int((random >> 33) % 32)
+            let count = 1 + Int(random.next() % 32)
             let entries = (1...count).map { offset in
                 Entry(term: 1, index: last + UInt64(offset), data: TortureData.entry(last + UInt64(offset)))
             }

@@ -83,7 +83,7 @@ func sampleMessages() -> [Message] {
     }
 
     @Test func randomGarbageNeverCrashesTheDecoder() throws {
-        var random = SplitMix(state: 1)
+        var random = SplitMix64(seed: 1)
         for _ in 0..<2_000 {
             let channel = try channel()
             var buffer = ByteBuffer()
@@ -132,15 +132,5 @@ func sampleMessages() -> [Message] {
         #expect(throws: TransportError.self) { for chunk in chunks { _ = try small.add(chunk) } }
         var garbage = ChunkAssembler(maxAssembledBytes: 1 << 20)
         #expect(throws: TransportError.self) { try garbage.add([1, 2, 3]) }
-    }
-}
-
-struct SplitMix {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        return z ^ (z >> 27)
     }
 }
