@@ -63,6 +63,9 @@ public enum BalancerCommand: Sendable, Hashable {
     case setDefaultPolicy(ModelPolicy)
     case setSettings(RoutingSettings)
     case setTier(name: String, tier: ResourceTier?)
+    /// Where a cluster node serves its HTTP API (nil removes it), so followers can reach the
+    /// leader's and clients can be told where the master is.
+    case setNodeEndpoint(node: UInt64, url: String?)
     /// Several commands in one log entry (the coalesced flush of status changes).
     case batch([BalancerCommand])
 }
@@ -106,7 +109,7 @@ extension BalancerCommand {
     private enum Tag: UInt8 {
         case registerWorker = 1, deregisterWorker, setDraining, setHealth, setCircuit, reportLoads
         case reportResources, recordPrefixes, evictPrefixes, bindSticky, unbindSticky, setPolicy
-        case setDefaultPolicy, setSettings, setTier, batch
+        case setDefaultPolicy, setSettings, setTier, batch, setNodeEndpoint
     }
 
     /// Batches nest at most this deep, so hostile input cannot exhaust the stack.
@@ -169,6 +172,10 @@ extension BalancerCommand {
             writer.write(Tag.setTier.rawValue)
             writer.write(name)
             writer.write(optional: tier) { $1.encode(to: &$0) }
+        case .setNodeEndpoint(let node, let url):
+            writer.write(Tag.setNodeEndpoint.rawValue)
+            writer.write(node)
+            writer.write(optional: url) { $0.write($1) }
         case .batch(let commands):
             writer.write(Tag.batch.rawValue)
             writer.write(commands) { $1.encode(to: &$0) }
@@ -215,6 +222,9 @@ extension BalancerCommand {
         case .setTier:
             let name = try reader.readString()
             self = .setTier(name: name, tier: try reader.readOptional { reader throws(DecodingError) in try ResourceTier(from: &reader) })
+        case .setNodeEndpoint:
+            let node = try reader.readUInt64()
+            self = .setNodeEndpoint(node: node, url: try reader.readOptional { reader throws(DecodingError) in try reader.readString() })
         case .batch:
             guard depth < Self.maxBatchDepth else { throw DecodingError("batches nested deeper than \(Self.maxBatchDepth)") }
             self = .batch(try reader.readArray { reader throws(DecodingError) in try BalancerCommand(from: &reader, depth: depth + 1) })

@@ -2,7 +2,8 @@ public import WireCoding
 
 extension BalancerState {
     /// The snapshot format this build writes and reads.
-    public static let snapshotVersion: UInt8 = 1
+    /// Version 2 added the nodes' HTTP endpoints; version 1 snapshots are still read.
+    public static let snapshotVersion: UInt8 = 2
 
     /// The whole state in a canonical encoding: two replicas in the same state produce the same
     /// bytes, and restoring them gives a state that snapshots to the same bytes again.
@@ -30,6 +31,10 @@ extension BalancerState {
             writer.write(name)
             config.tiers[name]!.encode(to: &writer)
         }
+        writer.write(nodeEndpoints.keys.sorted()) { writer, node in
+            writer.write(node)
+            writer.write(nodeEndpoints[node]!)
+        }
         return writer.bytes
     }
 
@@ -45,8 +50,8 @@ extension BalancerState {
         self.init()
         var reader = ByteReader(bytes)
         let version = try reader.readByte()
-        guard version == Self.snapshotVersion else {
-            throw DecodingError("snapshot version \(version) is not supported (this build reads \(Self.snapshotVersion))")
+        guard version >= 1 && version <= Self.snapshotVersion else {
+            throw DecodingError("snapshot version \(version) is not supported (this build reads 1...\(Self.snapshotVersion))")
         }
         appliedCommands = try reader.readUInt64()
         registryVersion = try reader.readUInt64()
@@ -93,6 +98,13 @@ extension BalancerState {
             (try reader.readString(), try ResourceTier(from: &reader))
         }) {
             config.tiers[name] = tier
+        }
+        if version >= 2 {
+            for (node, url) in try reader.readArray(minimumBytes: 2, { reader throws(DecodingError) in
+                (try reader.readUInt64(), try reader.readString())
+            }) {
+                nodeEndpoints[node] = url
+            }
         }
         try reader.expectEnd()
     }

@@ -15,6 +15,8 @@ public struct BalancerState: Sendable {
     var prefixIndex = PrefixIndex()
     public internal(set) var stickyBindings: [StickyKey: StickyBinding] = [:]
     public internal(set) var config = BalancerConfig()
+    /// HTTP endpoint of each cluster node that announced one (base URL, e.g. http://10.0.0.1:8100).
+    public internal(set) var nodeEndpoints: [UInt64: String] = [:]
     /// Commands applied so far (a batch counts once).
     public internal(set) var appliedCommands: UInt64 = 0
     /// Bumped whenever a worker joins or leaves, so routers can drop slot-keyed caches.
@@ -117,6 +119,9 @@ public struct BalancerState: Sendable {
             return .applied
         case .setDefaultPolicy(let policy):
             config.defaultPolicy = policy
+            return .applied
+        case .setNodeEndpoint(let node, let url):
+            nodeEndpoints[node] = url
             return .applied
         case .setSettings(let settings):
             let lowered = settings.prefixBlocksPerWorker < config.settings.prefixBlocksPerWorker

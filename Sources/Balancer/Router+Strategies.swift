@@ -51,9 +51,14 @@ extension Router {
         var draining = 0
         var full = 0
         var outOfGroup = 0
+        let excluded = context.request.excludedWorkers
         for slot in pool {
             if let group, state.workersBySlot[Int(slot)]!.group != group {
                 outOfGroup += 1
+                continue
+            }
+            if !excluded.isEmpty && excluded.contains(state.workersBySlot[Int(slot)]!.id) {
+                unhealthy += 1
                 continue
             }
             let worker = state.statusBySlot[Int(slot)]

@@ -29,6 +29,8 @@ public struct RoutingRequest: Sendable, Hashable {
     public var priority: Int
     /// Where the request comes from, for distance-aware placement.
     public var location: GeoLocation?
+    /// Workers not to pick (a retry after a failed connection excludes the worker that failed).
+    public var excludedWorkers: Set<String> = []
 
     public init(
         model: String, requestID: String, sessionKey: String? = nil, prompt: Prompt = .none,

@@ -26,6 +26,20 @@ import Testing
         #expect(three.targets.map(\.role) == [.vit, .prefill, .decode])
     }
 
+    @Test func aRetryNeverPicksAnExcludedWorker() throws {
+        let state = makeState(Self.disaggregated)
+        var router = Router()
+        for index in 0..<20 {
+            var request = makeRequest("r\(index)", roles: [.prefill, .decode])
+            request.excludedWorkers = ["p-1", "d-2"]
+            let decision = try router.route(request, state: state, now: 10)
+            #expect(decision.targets.map(\.workerID) == ["p-2", "d-1"])
+        }
+        var none = makeRequest("x", roles: [.prefill])
+        none.excludedWorkers = ["p-1", "p-2"]
+        expectError(.allUnhealthy) { _ = try router.route(none, state: state, now: 10) }
+    }
+
     @Test func withoutRolesThePoolsDecide() throws {
         var router = Router()
         let fused = try router.route(makeRequest(), state: makeState(Self.disaggregated), now: 10)
