@@ -124,6 +124,23 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         fail(CancellationError())
     }
 
+    /// Runs `body` with the state machine on the node's executor, without a copy. For the
+    /// machine's local, non-replicated parts (a router's reservations, say): `body` must leave
+    /// alone everything `apply` replicates, or replicas diverge.
+    public func withMachine<Result: Sendable, Failure: Error>(
+        _ body: (inout Machine, Leadership) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        try body(&machine, leadership())
+    }
+
+    /// Who leads, as this node knows it; cheaper than ``status()``.
+    public func leadership() -> Leadership {
+        Leadership(
+            isLeader: raft.role == .leader, leader: raft.leader == .none ? nil : raft.leader, term: raft.term,
+            appliedIndex: raft.appliedIndex, commitIndex: raft.commitIndex
+        )
+    }
+
     /// The peer port the transport is bound to (useful with port 0).
     public nonisolated var boundPeerPort: Int? { transport.boundPort }
 
@@ -507,6 +524,15 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
 }
 
 /// A node's view of the cluster, for the admin API and `fulcrumctl status`.
+/// This node's view of the leadership, for the serving layer's per-request checks.
+public struct Leadership: Sendable, Hashable {
+    public var isLeader: Bool
+    public var leader: NodeID?
+    public var term: Term
+    public var appliedIndex: LogIndex
+    public var commitIndex: LogIndex
+}
+
 public struct NodeStatus: Sendable, Hashable, Codable {
     public struct Member: Sendable, Hashable, Codable {
         public var id: UInt64

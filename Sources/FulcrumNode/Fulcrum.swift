@@ -11,7 +11,7 @@ struct Fulcrum: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fulcrum",
         abstract: "Fulcrum: a Raft-replicated load balancer for LLM inference fleets.",
-        subcommands: [Serve.self]
+        subcommands: [Serve.self, Agent.self]
     )
 }
 
@@ -38,9 +38,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PEM certificate chain for mutual TLS between peers.") var tlsCert: String?
     @Option(help: "PEM private key for mutual TLS between peers.") var tlsKey: String?
     @Option(help: "PEM CA that signs every member's certificate.") var tlsCa: String?
+    @Option(help: "Base URL of this node's HTTP API as others reach it.") var httpAdvertise: String?
+    @Option(help: "Route on a follower's state when no leader is reachable (true/false).") var failOpen: String?
 
     func run() async throws {
         var configuration = NodeConfiguration()
+        var security = SecuritySettings()
         do {
             if let config {
                 let text = try String(contentsOfFile: config, encoding: .utf8)
@@ -56,29 +59,26 @@ struct Serve: AsyncParsableCommand {
                 ("cluster_id", clusterID), ("node_id", nodeID), ("data_dir", dataDir), ("peer_listen", peerListen),
                 ("peer_advertise", peerAdvertise), ("http_listen", httpListen), ("bootstrap", bootstrap),
                 ("tick_ms", tickMs), ("durability", durability), ("tls_cert", tlsCert), ("tls_key", tlsKey), ("tls_ca", tlsCa),
+                ("http_advertise", httpAdvertise), ("fail_open", failOpen),
             ]
             for (key, value) in flags {
                 if let value { try configuration.set(key, value: value, source: "--" + key.replacingOccurrences(of: "_", with: "-")) }
             }
             try configuration.validate()
+            security = try configuration.securitySettings()
         } catch let error as ConfigurationError {
             throw ValidationError(error.description)
         }
 
         var logger = Logger(label: "fulcrum")
-        logger.logLevel = .info
+        logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
         let node = try ClusterNode(settings: configuration.nodeSettings, machine: BalancerMachine(), logger: logger)
-        let router = Hummingbird.Router(context: FulcrumRequestContext.self)
-        AdminAPI(node: node).addRoutes(to: router)
-        let http = Application(
-            router: router,
-            configuration: .init(address: .hostname(configuration.httpListen.host, port: configuration.httpListen.port)),
-            logger: logger
-        )
-        logger.info("node \(node.id) of cluster \(configuration.clusterID): peers on \(configuration.peerListen), HTTP on \(configuration.httpListen)")
+        let server = FulcrumServer(node: node, serving: configuration.servingSettings, security: security, logger: logger)
+        let http = try server.httpService(host: configuration.httpListen.host, port: configuration.httpListen.port)
+        logger.info("node \(node.id) of cluster \(configuration.clusterID): peers on \(configuration.peerListen), HTTP on \(configuration.httpListen) (\(server.serving.advertisedURL))")
         let services = ServiceGroup(
             configuration: .init(
-                services: [.init(service: NodeService(node: node)), .init(service: http)],
+                services: [.init(service: NodeService(node: node)), .init(service: server.syncService), .init(service: http)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )

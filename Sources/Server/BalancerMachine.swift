@@ -4,10 +4,26 @@ public import Raft
 
 /// The balancer's replicated state as the cluster's state machine: every committed entry is a
 /// ``CommandEnvelope``; the result says whether it applied or why it was ignored.
+///
+/// Beside the replicated `state` it carries this node's ``Router``: reservations, cursors and
+/// the overlay of decisions not yet in the log. The router is local and never replicated; the
+/// serving layer reaches it through ``ClusterNode/withMachine(_:)`` so a decision reads the
+/// state in place, without copying it.
 public struct BalancerMachine: ReplicatedStateMachine {
     public private(set) var state = BalancerState()
+    /// Local routing state (see above). Reset when a snapshot replaces the state.
+    public var router = Router(seed: UInt64.random(in: 1...UInt64.max))
+    /// Changes whenever the router is replaced, so release tokens of an earlier router are
+    /// recognised as stale rather than releasing someone else's reservation.
+    public private(set) var routerEpoch = UInt32.random(in: 1...UInt32.max)
 
     public init() {}
+
+    /// Starts routing afresh (a node that becomes leader does, as reservations are local).
+    public mutating func resetRouter() {
+        router = Router(seed: UInt64.random(in: 1...UInt64.max))
+        routerEpoch = routerEpoch &+ 1
+    }
 
     public mutating func apply(_ command: [UInt8], at index: LogIndex) -> [UInt8] {
         guard let envelope = try? CommandEnvelope(decoding: command) else {
@@ -24,5 +40,11 @@ public struct BalancerMachine: ReplicatedStateMachine {
 
     public mutating func restore(from snapshot: [UInt8]) throws {
         state = try BalancerState(snapshot: snapshot)
+        resetRouter()
+    }
+
+    /// Places a request on this node's view of the state.
+    public mutating func route(_ request: RoutingRequest, now: Milliseconds) throws(BalancerError) -> RoutingDecision {
+        try router.route(request, state: state, now: now)
     }
 }

@@ -24,12 +24,24 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var tlsCertificate: String?
     public var tlsKey: String?
     public var tlsCA: String?
+    /// Base URL of this node's HTTP API for other nodes and clients; from `http_listen` when unset.
+    public var httpAdvertise: String?
+    public var serving = ServingSettings()
+    public var security = SecuritySettings()
+    /// File of API keys, one per line: `KEY scope[,scope…]` (`#` starts a comment).
+    public var apiKeyFile: String?
+    public var logLevel = "info"
 
     public init() {}
 
     public static let keys: Set<String> = [
         "cluster_id", "node_id", "data_dir", "peer_listen", "peer_advertise", "http_listen", "bootstrap",
         "tick_ms", "election_ticks", "heartbeat_ticks", "snapshot_entries", "durability", "tls_cert", "tls_key", "tls_ca",
+        "http_advertise", "fail_open", "status_interval_ms", "status_timeout_ms", "flush_interval_ms", "healthy_successes",
+        "unhealthy_failures", "circuit_failures", "circuit_open_ms", "forward_timeout_ms", "upstream_connect_timeout_ms",
+        "upstream_retries", "upstream_timeout_ms", "default_model", "api_keys", "api_key_file", "allow_cidrs", "rate_limit_rps",
+        "rate_limit_burst", "max_body_bytes", "header_timeout_ms", "idle_timeout_ms", "http_tls_cert", "http_tls_key",
+        "cors_origins", "log_level",
     ]
 
     /// Reads a YAML file of the keys above.
@@ -64,6 +76,30 @@ public struct NodeConfiguration: Sendable, Equatable {
             guard let text = value as? String, !text.isEmpty else { throw fail("expected a non-empty string") }
             return text
         }
+        func boolean() throws -> Bool {
+            if let flag = value as? Bool { return flag }
+            switch (value as? String)?.lowercased() {
+            case "true", "yes", "1": return true
+            case "false", "no", "0": return false
+            default: throw fail("expected true or false, got \(value)")
+            }
+        }
+        func number(_ range: ClosedRange<Double>) throws -> Double {
+            let parsed = (value as? Double) ?? (value as? Int).map(Double.init) ?? (value as? String).flatMap { Double($0) }
+            guard let parsed, range.contains(parsed) else { throw fail("expected a number in \(range), got \(value)") }
+            return parsed
+        }
+        /// A YAML list, or a comma-separated string from a flag or the environment.
+        func list() throws -> [String] {
+            if let items = value as? [Any] {
+                return try items.map { item in
+                    guard let text = item as? String, !text.isEmpty else { throw fail("expected a list of strings, got \(item)") }
+                    return text
+                }
+            }
+            guard let text = value as? String else { throw fail("expected a list or a comma-separated string") }
+            return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
         switch key {
         case "cluster_id": clusterID = try string()
         case "node_id": nodeID = NodeID(try integer(1...Int.max))
@@ -78,6 +114,47 @@ public struct NodeConfiguration: Sendable, Equatable {
         case "election_ticks": electionTicks = try integer(2...10_000)
         case "heartbeat_ticks": heartbeatTicks = try integer(1...10_000)
         case "snapshot_entries": snapshotEntries = try integer(1...100_000_000)
+        case "http_advertise":
+            let text = try string()
+            guard text.hasPrefix("http://") || text.hasPrefix("https://"), URL(string: text)?.host != nil else {
+                throw fail("expected a base URL such as http://10.0.0.1:8100, got \(text)")
+            }
+            httpAdvertise = text.hasSuffix("/") ? String(text.dropLast()) : text
+        case "fail_open": serving.failOpen = try boolean()
+        case "status_interval_ms": serving.statusIntervalMilliseconds = try integer(5...600_000)
+        case "status_timeout_ms": serving.statusTimeoutMilliseconds = try integer(1...600_000)
+        case "flush_interval_ms": serving.flushIntervalMilliseconds = try integer(5...600_000)
+        case "healthy_successes": serving.healthySuccesses = try integer(1...1_000)
+        case "unhealthy_failures": serving.unhealthyFailures = try integer(1...1_000)
+        case "circuit_failures": serving.circuitFailures = try integer(1...1_000)
+        case "circuit_open_ms": serving.circuitOpenMilliseconds = try integer(1...3_600_000)
+        case "forward_timeout_ms": serving.forwardTimeoutMilliseconds = try integer(1...600_000)
+        case "upstream_connect_timeout_ms": serving.upstreamConnectTimeoutMilliseconds = try integer(1...600_000)
+        case "upstream_retries": serving.upstreamRetries = try integer(0...10)
+        case "upstream_timeout_ms": serving.upstreamTimeoutMilliseconds = try integer(1...86_400_000)
+        case "default_model": serving.defaultModel = try string()
+        case "api_keys":
+            security.apiKeys = try apiKeys(value, fail: fail)
+        case "api_key_file": apiKeyFile = try string()
+        case "allow_cidrs":
+            security.allowedNetworks = try list().map { text in
+                guard let network = CIDR(text) else { throw fail("'\(text)' is not an address or network such as 10.0.0.0/8") }
+                return network
+            }
+        case "rate_limit_rps": security.rateLimitPerSecond = try number(0...1_000_000)
+        case "rate_limit_burst": security.rateLimitBurst = try integer(0...10_000_000)
+        case "max_body_bytes": security.maxBodyBytes = try integer(1_024...(64 << 20))
+        case "header_timeout_ms": security.headerTimeoutMilliseconds = try integer(100...600_000)
+        case "idle_timeout_ms": security.idleTimeoutMilliseconds = try integer(100...86_400_000)
+        case "http_tls_cert": security.tlsCertificate = try string()
+        case "http_tls_key": security.tlsKey = try string()
+        case "cors_origins": security.corsOrigins = try list()
+        case "log_level":
+            let text = try string()
+            guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(text) else {
+                throw fail("expected trace, debug, info, notice, warning, error or critical, got \(text)")
+            }
+            logLevel = text
         case "durability":
             let text = try string()
             guard text == "full" || text == "normal" else { throw fail("expected full or normal, got \(text)") }
@@ -125,8 +202,76 @@ public struct NodeConfiguration: Sendable, Equatable {
         guard tlsKeys == 0 || tlsKeys == 3 else {
             throw ConfigurationError(source: "configuration", key: "tls_cert", "tls_cert, tls_key and tls_ca go together")
         }
+        guard (security.tlsCertificate == nil) == (security.tlsKey == nil) else {
+            throw ConfigurationError(source: "configuration", key: "http_tls_cert", "http_tls_cert and http_tls_key go together")
+        }
+        guard serving.statusTimeoutMilliseconds <= max(serving.statusIntervalMilliseconds * 20, 1_000) else {
+            throw ConfigurationError(source: "configuration", key: "status_timeout_ms", "must not exceed 20 status intervals (or 1 s)")
+        }
         guard heartbeatTicks < electionTicks else {
             throw ConfigurationError(source: "configuration", key: "heartbeat_ticks", "must be below election_ticks (\(electionTicks))")
+        }
+    }
+
+    /// Serving settings with the advertised URL filled in.
+    public var servingSettings: ServingSettings {
+        var settings = serving
+        let scheme = security.tlsCertificate == nil ? "http" : "https"
+        let host = httpListen.host == "0.0.0.0" || httpListen.host == "::" ? "127.0.0.1" : httpListen.host
+        settings.advertisedURL = httpAdvertise ?? "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(httpListen.port)"
+        return settings
+    }
+
+    /// Security settings with the keys of `api_key_file` added.
+    public func securitySettings() throws -> SecuritySettings {
+        var settings = security
+        if let apiKeyFile {
+            let text: String
+            do {
+                text = try String(contentsOfFile: apiKeyFile, encoding: .utf8)
+            } catch {
+                throw ConfigurationError(source: apiKeyFile, key: "api_key_file", "cannot be read: \(error.localizedDescription)")
+            }
+            for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let content = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false)[0].trimmingCharacters(in: .whitespaces)
+                guard !content.isEmpty else { continue }
+                let parts = content.split(separator: " ", omittingEmptySubsequences: true)
+                let fail = { ConfigurationError(source: "\(apiKeyFile):\(number + 1)", key: "api_key_file", $0) }
+                guard parts.count == 2 else { throw fail("expected KEY scope[,scope…]") }
+                settings.apiKeys.append(.init(key: String(parts[0]), scopes: try Self.scopes(String(parts[1]), fail: fail)))
+            }
+        }
+        return settings
+    }
+
+    static func scopes(_ text: String, fail: (String) -> ConfigurationError) throws -> Set<SecuritySettings.Scope> {
+        var scopes = Set<SecuritySettings.Scope>()
+        for name in text.split(whereSeparator: { $0 == "," || $0 == "+" }) {
+            guard let scope = SecuritySettings.Scope(rawValue: String(name)) else {
+                throw fail("unknown scope '\(name)'; one of \(SecuritySettings.Scope.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            scopes.insert(scope)
+        }
+        guard !scopes.isEmpty else { throw fail("a key needs at least one scope") }
+        return scopes
+    }
+
+    /// `api_keys`: a YAML list of `{key, scopes}`, or `KEY:scope+scope,KEY:scope` from a flag.
+    private func apiKeys(_ value: Any, fail: (String) -> ConfigurationError) throws -> [SecuritySettings.APIKey] {
+        if let items = value as? [Any] {
+            return try items.enumerated().map { index, item in
+                guard let map = item as? [String: Any], let key = map["key"] as? String, key.count >= 16 else {
+                    throw fail("item \(index): expected {key: <at least 16 characters>, scopes: [...]}")
+                }
+                let scopeText = (map["scopes"] as? [Any])?.compactMap { $0 as? String }.joined(separator: ",") ?? (map["scopes"] as? String) ?? ""
+                return .init(key: key, scopes: try Self.scopes(scopeText, fail: fail))
+            }
+        }
+        guard let text = value as? String else { throw fail("expected a list of {key, scopes}") }
+        return try text.split(separator: ",").map { item in
+            let parts = item.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2, parts[0].count >= 16 else { throw fail("expected KEY:scope[+scope] with keys of at least 16 characters") }
+            return .init(key: String(parts[0]), scopes: try Self.scopes(String(parts[1]), fail: fail))
         }
     }
 

@@ -1,6 +1,6 @@
 import Balancer
 public import Cluster
-public import Foundation
+import Foundation
 public import Hummingbird
 import Raft
 import RaftTransport
@@ -16,19 +16,15 @@ public struct AdminAPI: Sendable {
 
     public init(node: ClusterNode<BalancerMachine>) { self.node = node }
 
+    /// A node is ready when it knows a leader and has applied all but this many committed entries.
+    static let maxReadyLag: UInt64 = 1_000
+
     struct Ok: ResponseEncodable { var status = "ok" }
     struct AddMember: Decodable { var id: UInt64?; var address: String? }
     struct Transfer: Decodable { var to: UInt64? }
     struct LeaderAnswer: ResponseEncodable { var leader: UInt64 }
     struct SnapshotAnswer: ResponseEncodable { var index: UInt64 }
     struct CommandAnswer: ResponseEncodable { var result: String }
-    struct RegisterWorker: Decodable {
-        var id: String?
-        var model: String?
-        var role: String?
-        var address: String?
-        var group: String?
-    }
     struct WorkerView: Codable, ResponseEncodable {
         var id: String
         var model: String
@@ -43,9 +39,11 @@ public struct AdminAPI: Sendable {
     public func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
         router.get("healthz") { _, _ in Ok() }
         router.get("readyz") { _, _ -> Ok in
-            let status = await node.status()
-            guard status.leader != nil else {
-                throw APIError(.serviceUnavailable, code: "no_leader", "no leader is known")
+            let leadership = await node.leadership()
+            guard leadership.leader != nil else { throw APIError.noLeader() }
+            let lag = leadership.commitIndex - min(leadership.commitIndex, leadership.appliedIndex)
+            guard lag <= Self.maxReadyLag else {
+                throw APIError(.serviceUnavailable, code: "catching_up", "\(lag) committed entries not applied yet", retryAfter: 1)
             }
             return Ok()
         }
@@ -92,16 +90,8 @@ public struct AdminAPI: Sendable {
             })
         }
         admin.post("workers") { request, context -> CommandAnswer in
-            let body = try await request.decode(as: RegisterWorker.self, context: context)
-            guard let id = body.id, !id.isEmpty else { throw APIError.badRequest(field: "id", "a worker id is required") }
-            guard let model = body.model, !model.isEmpty else { throw APIError.badRequest(field: "model", "a model name is required") }
-            guard let roleName = body.role, let role = WorkerRole(name: roleName) else {
-                throw APIError.badRequest(field: "role", "one of VIT, PREFILL, DECODE, PDFUSION")
-            }
-            guard let address = body.address, PeerAddress(address) != nil else {
-                throw APIError.badRequest(field: "address", "host:port of the worker is required")
-            }
-            let worker = Worker(id: id, model: model, role: role, address: address, group: body.group ?? "")
+            var request = request
+            let worker = try await request.decodeJSON(WorkerAPI.Registration.self, context: context).worker()
             return CommandAnswer(result: try await propose(.registerWorker(worker)))
         }
         admin.delete("workers/:id") { _, context -> CommandAnswer in
@@ -111,10 +101,7 @@ public struct AdminAPI: Sendable {
     }
 
     private func propose(_ command: BalancerCommand) async throws -> String {
-        let now = UInt64(Date().timeIntervalSince1970 * 1000)
-        let envelope = CommandEnvelope(issuedAt: now, command: command)
-        let result = try await cluster { try await node.propose(envelope.encoded()) }
-        return String(decoding: result, as: UTF8.self)
+        try await node.proposeCommand(command, metrics: nil)
     }
 
     private func memberID(_ context: FulcrumRequestContext) throws -> UInt64 {

@@ -1,11 +1,19 @@
 public import Foundation
 public import Hummingbird
+public import NIOCore
 
-/// Request context of Fulcrum's HTTP APIs: JSON in and out, snake_case keys.
-public struct FulcrumRequestContext: RequestContext {
+/// Request context of Fulcrum's HTTP APIs: JSON in and out, snake_case keys, the client's
+/// address, and the API key it presented (set by ``AccessMiddleware``).
+public struct FulcrumRequestContext: RequestContext, RemoteAddressRequestContext {
     public var coreContext: CoreRequestContextStorage
+    public let remoteAddress: SocketAddress?
+    /// The API key the client authenticated with, when keys are configured.
+    public var apiKey: String?
 
-    public init(source: Source) { coreContext = .init(source: source) }
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
 
     public var requestDecoder: JSONDecoder {
         let decoder = JSONDecoder()
@@ -20,5 +28,12 @@ public struct FulcrumRequestContext: RequestContext {
         return encoder
     }
 
-    public var maxUploadSize: Int { 1 << 20 }
+    /// A hard ceiling; the configured `max_body_bytes` (``AccessMiddleware``) is usually lower.
+    public var maxUploadSize: Int { 64 << 20 }
+
+    /// Who is calling, for rate limits: the API key when one was presented, else the address.
+    var clientIdentity: String {
+        if let apiKey { return "key:" + apiKey }
+        return "ip:" + (remoteAddress?.ipAddress ?? "unknown")
+    }
 }

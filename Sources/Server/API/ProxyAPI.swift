@@ -1,0 +1,311 @@
+import AsyncHTTPClient
+import Balancer
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// OpenAI-compatible `/v1/chat/completions` and `/v1/completions`: route, then proxy to the
+/// chosen worker, streaming the answer chunk by chunk as it arrives. PREFILL → DECODE pools get
+/// the two-step worker protocol of `Docs/api.md`. A failed connection is retried on another
+/// worker before the first byte; never after. Reservations are released, with the outcome,
+/// when the stream ends or the client goes away.
+struct ProxyAPI: Sendable {
+    let routing: RoutingService
+    let client: HTTPClient
+    let settings: ServingSettings
+    let metrics: ServerMetrics
+    let logger: Logger
+
+    static let maxMessages = 4_096
+
+    func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
+        router.post("v1/chat/completions") { request, context in try await proxy(request, context: context, path: "/v1/chat/completions") }
+        router.post("v1/completions") { request, context in try await proxy(request, context: context, path: "/v1/completions") }
+    }
+
+    /// What the proxy reads of a completion request; the body itself is forwarded untouched.
+    struct Completion {
+        var model: String
+        var prompt: Prompt
+        var stream: Bool
+        var maxTokens: Int?
+        var user: String?
+        var object: [String: Any]
+    }
+
+    enum Prompt {
+        case text(String)
+        case tokens([UInt32])
+        case blocks([UInt64])
+    }
+
+    static func parse(_ data: Data, chat: Bool) throws -> Completion {
+        let json: Any
+        do {
+            json = try JSONSerialization.jsonObject(with: data)
+        } catch {
+            throw APIError.badRequest(field: "body", "not valid JSON (or not UTF-8)")
+        }
+        guard let object = json as? [String: Any] else { throw APIError.badRequest(field: "body", "expected a JSON object") }
+        guard let modelValue = object["model"] else { throw APIError.badRequest(field: "model", "is required") }
+        guard let model = modelValue as? String, !model.isEmpty else { throw APIError.badRequest(field: "model", "expected a non-empty string") }
+        var stream = false
+        if let value = object["stream"], !(value is NSNull) {
+            guard isJSONBoolean(value), let flag = value as? Bool else { throw APIError.badRequest(field: "stream", "expected a boolean") }
+            stream = flag
+        }
+        var maxTokens: Int?
+        for key in ["max_tokens", "max_completion_tokens"] {
+            guard let value = object[key], !(value is NSNull) else { continue }
+            guard let number = value as? NSNumber, !isJSONBoolean(value), number.doubleValue == number.doubleValue.rounded() else {
+                throw APIError.badRequest(field: key, "expected an integer")
+            }
+            guard number.int64Value >= 0 && number.int64Value <= 10_000_000 else {
+                throw APIError.badRequest(field: key, "must be in 0...10000000, got \(number)")
+            }
+            maxTokens = number.intValue
+        }
+        var user: String?
+        if let value = object["user"], !(value is NSNull) {
+            guard let text = value as? String else { throw APIError.badRequest(field: "user", "expected a string") }
+            user = text
+        }
+        let prompt: Prompt
+        if let hashes = object["fulcrum_block_hashes"] {
+            guard let list = hashes as? [NSNumber], list.count <= RoutingRequest.maxBlocks,
+                  list.allSatisfy({ !isJSONBoolean($0) && $0.doubleValue >= 0 }) else {
+                throw APIError.badRequest(field: "fulcrum_block_hashes", "expected at most \(RoutingRequest.maxBlocks) unsigned integers")
+            }
+            prompt = .blocks(list.map(\.uint64Value))
+        } else if chat {
+            prompt = .text(try chatText(object["messages"]))
+        } else {
+            prompt = try completionPrompt(object["prompt"])
+        }
+        return Completion(model: model, prompt: prompt, stream: stream, maxTokens: maxTokens, user: user, object: object)
+    }
+
+    /// The conversation as text, in order, so a longer conversation extends a shorter one's
+    /// prefix (what prefix-cache affinity needs).
+    static func chatText(_ value: Any?) throws -> String {
+        guard let value else { throw APIError.badRequest(field: "messages", "is required") }
+        guard let messages = value as? [Any], !messages.isEmpty else { throw APIError.badRequest(field: "messages", "expected a non-empty array") }
+        guard messages.count <= maxMessages else { throw APIError.badRequest(field: "messages", "at most \(maxMessages) messages") }
+        var text = ""
+        for (index, item) in messages.enumerated() {
+            guard let message = item as? [String: Any] else { throw APIError.badRequest(field: "messages[\(index)]", "expected an object") }
+            guard let role = message["role"] as? String else { throw APIError.badRequest(field: "messages[\(index)].role", "expected a string") }
+            text += role + ": "
+            switch message["content"] {
+            case let content as String:
+                text += content
+            case let parts as [Any]:
+                for (partIndex, part) in parts.enumerated() {
+                    guard let part = part as? [String: Any] else {
+                        throw APIError.badRequest(field: "messages[\(index)].content[\(partIndex)]", "expected an object")
+                    }
+                    if let partText = part["text"] as? String { text += partText }
+                }
+            case nil, is NSNull:
+                break
+            default:
+                throw APIError.badRequest(field: "messages[\(index)].content", "expected a string or an array of parts")
+            }
+            text += "\n"
+        }
+        return text
+    }
+
+    static func completionPrompt(_ value: Any?) throws -> Prompt {
+        switch value {
+        case nil: throw APIError.badRequest(field: "prompt", "is required")
+        case let text as String: return .text(text)
+        case let list as [Any]:
+            if let texts = list as? [String] { return .text(texts.first ?? "") }
+            if let numbers = list as? [NSNumber], numbers.allSatisfy({ !isJSONBoolean($0) && $0.int64Value >= 0 && $0.int64Value <= Int64(UInt32.max) }) {
+                return .tokens(numbers.map(\.uint32Value))
+            }
+            if let nested = list.first as? [NSNumber] { return .tokens(nested.map(\.uint32Value)) }
+            throw APIError.badRequest(field: "prompt", "expected a string, strings, or token ids")
+        default:
+            throw APIError.badRequest(field: "prompt", "expected a string, strings, or token ids")
+        }
+    }
+
+    private struct ConnectFailure: Error {
+        var workerID: String
+        var underlying: any Error
+    }
+
+    private func proxy(_ request: Request, context: FulcrumRequestContext, path: String) async throws -> Response {
+        var request = request
+        let bodyBuffer = try await request.collectBody(upTo: context.maxUploadSize)
+        let data = Data(bodyBuffer.readableBytesView)
+        let completion = try Self.parse(data, chat: path.contains("chat"))
+        let started = ContinuousClock.now
+        var route = RouteRequestBody(model: completion.model)
+        route.requestId = request.headers[.xRequestID] ?? UUID().uuidString
+        route.sessionId = request.headers[.xSessionID] ?? completion.user
+        route.maxTokens = completion.maxTokens
+        switch completion.prompt {
+        case .text(let text): route.prompt = text
+        case .tokens(let tokens): route.tokenIds = tokens
+        case .blocks(let blocks): route.blockHashes = blocks
+        }
+        var excluded: [String] = []
+        var lastFailure: (any Error)?
+        for _ in 0...settings.upstreamRetries {
+            route.excludeWorkers = excluded.isEmpty ? nil : excluded
+            let answer: RouteResponseBody
+            switch try await routing.place(route, headers: request.headers) {
+            case .decided(let decided): answer = decided
+            case .relayed(let relayed):
+                guard relayed.status == .ok else { return relayed.response }
+                answer = try JSONDecoder.snakeCase.decode(RouteResponseBody.self, from: Data(relayed.body.readableBytesView))
+            }
+            do {
+                return try await send(answer, body: bodyBuffer, completion: completion, path: path, headers: request.headers, started: started)
+            } catch let failure as ConnectFailure {
+                logger.warning("worker \(failure.workerID) refused the connection; retrying elsewhere", metadata: ["error": "\(failure.underlying)"])
+                metrics.upstream(model: completion.model, role: "any", outcome: UpstreamOutcome.connectError.rawValue)
+                await release(answer, outcome: .connectError, workerID: failure.workerID, headers: request.headers)
+                excluded.append(failure.workerID)
+                lastFailure = failure.underlying
+            }
+        }
+        throw APIError(.badGateway, code: "upstream_unreachable", "no worker could be reached after \(settings.upstreamRetries + 1) attempts: \(lastFailure.map { "\($0)" } ?? "")", retryAfter: 1)
+    }
+
+    private func send(
+        _ answer: RouteResponseBody, body: ByteBuffer, completion: Completion, path: String, headers: HTTPFields, started: ContinuousClock.Instant
+    ) async throws -> Response {
+        let byRole = Dictionary(answer.targets.map { ($0.role, $0) }, uniquingKeysWith: { first, _ in first })
+        guard let final = byRole["DECODE"] ?? byRole["PDFUSION"] ?? byRole["PREFILL"] ?? answer.targets.last else {
+            throw APIError(.badGateway, code: "no_target", "the decision named no worker")
+        }
+        let requestID = answer.requestId
+        var common: [(String, String)] = [("X-Request-ID", requestID)]
+        if let vit = byRole["VIT"] { common.append(("X-Fulcrum-Vit-Worker", vit.address)) }
+        if let prefill = byRole["PREFILL"], final.role == "DECODE" {
+            try await prefillStep(prefill, decode: final, completion: completion, path: path, headers: common, answer: answer, requestHeaders: headers)
+            common.append(("X-Fulcrum-Prefill-Worker", prefill.address))
+        }
+        var upstream = HTTPClientRequest(url: "http://\(final.address)\(path)")
+        upstream.method = .POST
+        upstream.headers.add(name: "Content-Type", value: "application/json")
+        upstream.headers.add(name: "X-Fulcrum-Role", value: final.role.lowercased())
+        for (name, value) in common { upstream.headers.add(name: name, value: value) }
+        upstream.body = .bytes(body)
+        let response: HTTPClientResponse
+        do {
+            response = try await client.execute(upstream, timeout: .milliseconds(Int64(settings.upstreamTimeoutMilliseconds)))
+        } catch where Self.isConnectFailure(error) {
+            throw ConnectFailure(workerID: final.workerId, underlying: error)
+        } catch {
+            metrics.upstream(model: answer.model, role: final.role, outcome: UpstreamOutcome.timeout.rawValue)
+            await release(answer, outcome: .timeout, workerID: final.workerId, headers: headers)
+            throw APIError(.gatewayTimeout, code: "upstream_failed", "worker \(final.workerId) failed before answering: \(error)")
+        }
+        var fields = HTTPFields()
+        for name in ["Content-Type", "Cache-Control"] {
+            if let value = response.headers.first(name: name), let field = HTTPField.Name(name) { fields[field] = value }
+        }
+        fields[.fulcrumWorker] = final.workerId
+        if answer.degraded { fields[.fulcrumDegraded] = "1" }
+        let status = Int(response.status.code)
+        let metrics = metrics
+        let routing = self
+        let model = answer.model
+        let role = final.role
+        let responseBody = ResponseBody { writer in
+            var outcome = UpstreamOutcome(status: status)
+            var first = true
+            var clientGone = false
+            do {
+                for try await chunk in response.body {
+                    if first {
+                        metrics.upstreamTTFT(model: model, .now - started)
+                        first = false
+                    }
+                    do {
+                        try await writer.write(chunk)
+                    } catch {
+                        clientGone = true
+                        throw error
+                    }
+                }
+                try await writer.finish(nil)
+            } catch {
+                if !clientGone && outcome == .ok { outcome = .timeout }
+                metrics.upstream(model: model, role: role, outcome: clientGone ? "client_gone" : outcome.rawValue)
+                await routing.release(answer, outcome: outcome, workerID: final.workerId, headers: headers)
+                throw error
+            }
+            metrics.upstream(model: model, role: role, outcome: outcome.rawValue)
+            await routing.release(answer, outcome: outcome, workerID: final.workerId, headers: headers)
+        }
+        return Response(status: .init(code: status), headers: fields, body: responseBody)
+    }
+
+    /// PREFILL → DECODE: the prefill worker computes the prompt's KV cache (a one-token,
+    /// non-streaming request naming the decode worker) before the decode worker is called.
+    private func prefillStep(
+        _ prefill: RouteResponseBody.Target, decode: RouteResponseBody.Target, completion: Completion, path: String,
+        headers: [(String, String)], answer: RouteResponseBody, requestHeaders: HTTPFields
+    ) async throws {
+        var object = completion.object
+        object["max_tokens"] = 1
+        object.removeValue(forKey: "max_completion_tokens")
+        object["stream"] = false
+        object.removeValue(forKey: "stream_options")
+        let bytes = try JSONSerialization.data(withJSONObject: object)
+        var request = HTTPClientRequest(url: "http://\(prefill.address)\(path)")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.headers.add(name: "X-Fulcrum-Role", value: "prefill")
+        request.headers.add(name: "X-Fulcrum-Decode-Worker", value: decode.address)
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        request.body = .bytes(ByteBuffer(bytes: bytes))
+        let response: HTTPClientResponse
+        do {
+            response = try await client.execute(request, timeout: .milliseconds(Int64(settings.upstreamTimeoutMilliseconds)))
+        } catch where Self.isConnectFailure(error) {
+            throw ConnectFailure(workerID: prefill.workerId, underlying: error)
+        }
+        _ = try await response.body.collect(upTo: 16 << 20)
+        let outcome = UpstreamOutcome(status: Int(response.status.code))
+        metrics.upstream(model: answer.model, role: "PREFILL", outcome: outcome.rawValue)
+        guard outcome == .ok else {
+            await release(answer, outcome: outcome, workerID: prefill.workerId, headers: requestHeaders)
+            throw APIError(.badGateway, code: "prefill_failed", "prefill worker \(prefill.workerId) answered \(response.status.code)")
+        }
+    }
+
+    private func release(_ answer: RouteResponseBody, outcome: UpstreamOutcome, workerID: String, headers: HTTPFields) async {
+        var forwarded = HTTPFields()
+        for name in [HTTPField.Name.authorization, .xAPIKey] { forwarded[name] = headers[name] }
+        _ = try? await routing.release(
+            ReleaseRequestBody(releaseToken: answer.releaseToken, outcome: outcome.rawValue, workerId: workerID), headers: forwarded
+        )
+    }
+
+    /// Whether the request never reached the worker (safe to send elsewhere).
+    static func isConnectFailure(_ error: any Error) -> Bool {
+        if let error = error as? HTTPClientError, error == .connectTimeout { return true }
+        if error is NIOConnectionError { return true }
+        if let error = error as? ChannelError, case .connectTimeout = error { return true }
+        if let error = error as? IOError, [ECONNREFUSED, ECONNRESET, EHOSTUNREACH, ENETUNREACH].contains(error.errnoCode) { return true }
+        let text = String(describing: error)
+        return text.contains("connectTimeout") || text.contains("Connection refused") || text.contains("connectionRefused")
+    }
+}
+
+/// Whether a value from `JSONSerialization` is a JSON boolean (NSNumber also carries numbers).
+func isJSONBoolean(_ value: Any) -> Bool {
+    guard let number = value as? NSNumber else { return false }
+    return String(cString: number.objCType) == "c"
+}

@@ -1,0 +1,168 @@
+import Balancer
+import Foundation
+import Hummingbird
+
+/// `POST /v1/route` (schema in `Docs/api.md` and `Docs/openapi.yaml`).
+struct RouteRequestBody: Codable, Sendable {
+    struct Location: Codable, Sendable {
+        var latitude: Double
+        var longitude: Double
+    }
+
+    var model: String
+    var requestId: String?
+    var sessionId: String?
+    /// The prompt as text, as token ids, or as chained block hashes: at most one of the three.
+    var prompt: String?
+    var tokenIds: [UInt32]?
+    var blockHashes: [UInt64]?
+    var promptTokens: Int?
+    var tokensPerBlock: Int?
+    var maxTokens: Int?
+    var roles: [String]?
+    var tier: String?
+    var priority: Int?
+    var location: Location?
+    var excludeWorkers: [String]?
+
+    static let maxExcludedWorkers = 256
+
+    /// The balancer's request; errors name the field.
+    func routingRequest() throws -> RoutingRequest {
+        guard !model.isEmpty else { throw APIError.badRequest(field: "model", "must not be empty") }
+        guard model.utf8.count <= 256 else { throw APIError.badRequest(field: "model", "at most 256 bytes") }
+        if let requestId, requestId.isEmpty || requestId.utf8.count > 256 {
+            throw APIError.badRequest(field: "request_id", "must be 1 to 256 bytes")
+        }
+        let given = [prompt != nil, tokenIds != nil, blockHashes != nil].filter { $0 }.count
+        guard given <= 1 else { throw APIError.badRequest(field: "prompt", "give at most one of prompt, token_ids and block_hashes") }
+        if let promptTokens, promptTokens < 0 { throw APIError.badRequest(field: "prompt_tokens", "must not be negative, got \(promptTokens)") }
+        if let maxTokens, maxTokens < 0 { throw APIError.badRequest(field: "max_tokens", "must not be negative, got \(maxTokens)") }
+        if let tokensPerBlock, tokensPerBlock <= 0 { throw APIError.badRequest(field: "tokens_per_block", "must be positive, got \(tokensPerBlock)") }
+        var roleList: [WorkerRole] = []
+        for (index, name) in (roles ?? []).enumerated() {
+            guard let role = WorkerRole(name: name) else {
+                throw APIError.badRequest(field: "roles[\(index)]", "unknown role '\(name)'; one of VIT, PREFILL, DECODE, PDFUSION")
+            }
+            roleList.append(role)
+        }
+        if let excludeWorkers, excludeWorkers.count > Self.maxExcludedWorkers {
+            throw APIError.badRequest(field: "exclude_workers", "at most \(Self.maxExcludedWorkers) workers, got \(excludeWorkers.count)")
+        }
+        if let location, !(-90...90).contains(location.latitude) || !(-180...180).contains(location.longitude) {
+            throw APIError.badRequest(field: "location", "latitude must be in [-90, 90] and longitude in [-180, 180]")
+        }
+        let promptValue: Prompt = if let prompt { .text(prompt) }
+            else if let tokenIds { .tokens(tokenIds) }
+            else if let blockHashes { .blocks(blockHashes) }
+            else { .none }
+        var request = RoutingRequest(
+            model: model, requestID: requestId ?? UUID().uuidString, sessionKey: sessionId, prompt: promptValue,
+            promptTokens: promptTokens ?? 0, tokensPerBlock: tokensPerBlock ?? 16, expectedOutputTokens: maxTokens ?? 0,
+            roles: roleList, tier: tier, priority: priority ?? 0,
+            location: location.map { GeoLocation(latitude: $0.latitude, longitude: $0.longitude) }
+        )
+        request.excludedWorkers = Set(excludeWorkers ?? [])
+        return request
+    }
+}
+
+/// The answer to `/v1/route`.
+struct RouteResponseBody: Codable, Sendable {
+    struct Target: Codable, Sendable {
+        var role: String
+        var workerId: String
+        var address: String
+        var group: String
+        var strategy: String
+        var reason: String
+        var matchedBlocks: Int
+        var estimatedTtftMs: Double?
+    }
+
+    var requestId: String
+    var model: String
+    var targets: [Target]
+    var arm: String?
+    var estimatedTtftMs: Double
+    /// Hands the reservations back: `POST /v1/release`.
+    var releaseToken: String
+    var promptBlocks: Int
+    /// True when a follower decided alone because no leader was reachable (`fail_open`).
+    var degraded: Bool
+    /// The node that decided.
+    var decidedBy: UInt64
+
+    init(_ decision: RoutingDecision, token: ReleaseToken, degraded: Bool) {
+        requestId = decision.requestID
+        model = decision.model
+        targets = decision.targets.map {
+            Target(
+                role: $0.role.name, workerId: $0.workerID, address: $0.address, group: $0.group, strategy: $0.strategy.name,
+                reason: $0.reason.rawValue, matchedBlocks: $0.matchedBlocks, estimatedTtftMs: $0.estimatedTTFTMilliseconds
+            )
+        }
+        arm = decision.arm
+        estimatedTtftMs = decision.estimatedTTFTMilliseconds
+        releaseToken = token.description
+        promptBlocks = decision.promptBlocks
+        self.degraded = degraded
+        decidedBy = token.node
+    }
+}
+
+/// `POST /v1/release`.
+struct ReleaseRequestBody: Codable, Sendable {
+    var releaseToken: String
+    /// How the request ended, for the workers' circuit breakers: ok, client_error (4xx),
+    /// server_error (5xx), connect_error or timeout.
+    var outcome: String?
+    /// The worker the outcome is about (default: every target of the decision).
+    var workerId: String?
+}
+
+struct ReleaseResponseBody: Codable, Sendable, ResponseEncodable {
+    var released: Int
+}
+
+/// Names the node and router that hold a decision's reservations: `node.epoch.token`.
+struct ReleaseToken: Sendable, Hashable, CustomStringConvertible {
+    var node: UInt64
+    var epoch: UInt32
+    var token: UInt64
+
+    var description: String { "\(node).\(epoch).\(token)" }
+
+    init(node: UInt64, epoch: UInt32, token: UInt64) {
+        self.node = node
+        self.epoch = epoch
+        self.token = token
+    }
+
+    init?(_ text: String) {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let node = UInt64(parts[0]), let epoch = UInt32(parts[1]), let token = UInt64(parts[2]) else {
+            return nil
+        }
+        self.init(node: node, epoch: epoch, token: token)
+    }
+}
+
+/// How a request to a worker ended, as the circuit breaker counts it: 4xx never trips it.
+enum UpstreamOutcome: String, Sendable, Hashable, CaseIterable {
+    case ok
+    case clientError = "client_error"
+    case serverError = "server_error"
+    case connectError = "connect_error"
+    case timeout
+
+    var isFailure: Bool { self == .serverError || self == .connectError || self == .timeout }
+
+    init(status: Int) {
+        self = switch status {
+        case 500...: .serverError
+        case 400..<500: .clientError
+        default: .ok
+        }
+    }
+}

@@ -1,0 +1,165 @@
+import Balancer
+import Cluster
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+/// Worker lifecycle for engines and `fulcrum agent`: register (or update), heartbeat with host
+/// resources, deregister. Any node accepts them; followers forward to the leader.
+struct WorkerAPI: Sendable {
+    let link: LeaderLink
+    let sync: StatusSync
+    let metrics: ServerMetrics
+
+    struct Registration: Codable, Sendable {
+        struct Capacity: Codable, Sendable {
+            var kvBlocks: Int?
+            var blockSize: Int?
+            var maxBatch: Int?
+            var maxRequests: Int?
+            var prefillTokensPerSecond: Double?
+        }
+
+        var id: String
+        var model: String
+        var role: String
+        var address: String
+        var group: String?
+        var labels: [String: String]?
+        var capacity: Capacity?
+        var location: RouteRequestBody.Location?
+
+        func worker() throws -> Worker {
+            guard !id.isEmpty, id.utf8.count <= 256 else { throw APIError.badRequest(field: "id", "must be 1 to 256 bytes") }
+            guard !model.isEmpty, model.utf8.count <= 256 else { throw APIError.badRequest(field: "model", "must be 1 to 256 bytes") }
+            guard let role = WorkerRole(name: role) else { throw APIError.badRequest(field: "role", "one of VIT, PREFILL, DECODE, PDFUSION") }
+            guard PeerAddressText.isValid(address) else { throw APIError.badRequest(field: "address", "expected host:port of the worker") }
+            if let labels, labels.count > 64 { throw APIError.badRequest(field: "labels", "at most 64 labels") }
+            if let format = labels?["status"], StatusFormat(rawValue: format) == nil {
+                throw APIError.badRequest(field: "labels.status", "one of \(StatusFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            var capacityValue = WorkerCapacity()
+            if let capacity {
+                for (field, value) in [("kv_blocks", capacity.kvBlocks), ("block_size", capacity.blockSize), ("max_batch", capacity.maxBatch), ("max_requests", capacity.maxRequests)] {
+                    if let value, value < 0 { throw APIError.badRequest(field: "capacity.\(field)", "must not be negative, got \(value)") }
+                }
+                if let size = capacity.blockSize, size == 0 { throw APIError.badRequest(field: "capacity.block_size", "must be positive") }
+                if let speed = capacity.prefillTokensPerSecond, !(speed > 0) {
+                    throw APIError.badRequest(field: "capacity.prefill_tokens_per_second", "must be positive")
+                }
+                capacityValue = WorkerCapacity(
+                    kvBlocks: capacity.kvBlocks ?? 0, blockSize: capacity.blockSize ?? 16, maxBatch: capacity.maxBatch ?? 256,
+                    maxRequests: capacity.maxRequests ?? 0, prefillTokensPerSecond: capacity.prefillTokensPerSecond ?? 10_000
+                )
+            }
+            return Worker(
+                id: id, model: model, role: role, address: address, group: group ?? "", labels: labels ?? [:],
+                capacity: capacityValue, location: location.map { GeoLocation(latitude: $0.latitude, longitude: $0.longitude) }
+            )
+        }
+    }
+
+    struct Heartbeat: Codable, Sendable {
+        struct Resources: Codable, Sendable {
+            struct GPU: Codable, Sendable {
+                var utilization: Double
+                var memoryTotalBytes: UInt64
+                var memoryUsedBytes: UInt64
+            }
+
+            var coreLoads: [Double]?
+            var memoryTotalBytes: UInt64?
+            var memoryUsedBytes: UInt64?
+            var diskTotalBytes: UInt64?
+            var diskUsedBytes: UInt64?
+            var gpus: [GPU]?
+        }
+
+        var resources: Resources?
+        var load: StatusParser.NativeBody?
+        var location: RouteRequestBody.Location?
+    }
+
+    struct Accepted: ResponseEncodable { var accepted = true }
+    struct Result: Codable, ResponseEncodable { var result: String }
+
+    func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
+        router.post("v1/workers") { request, context -> Response in
+            var request = request
+            let body = try await request.collectBody(upTo: context.maxUploadSize)
+            let worker = try decodeJSONBody(Registration.self, Data(body.readableBytesView), decoder: context.requestDecoder).worker()
+            return try await link.leaderOrForward(request, body: body) {
+                try context.responseEncoder.encode(Result(result: try await propose(.registerWorker(worker))), from: request, context: context)
+            }
+        }
+        router.delete("v1/workers/:id") { request, context -> Response in
+            let id = try workerID(context)
+            return try await link.leaderOrForward(request, body: nil) {
+                try await requireWorker(id)
+                return try context.responseEncoder.encode(Result(result: try await propose(.deregisterWorker(id: id))), from: request, context: context)
+            }
+        }
+        router.post("v1/workers/:id/heartbeat") { request, context -> Response in
+            var request = request
+            let id = try workerID(context)
+            let body = try await request.collectBody(upTo: context.maxUploadSize)
+            let beat = try decodeJSONBody(Heartbeat.self, Data(body.readableBytesView), decoder: context.requestDecoder)
+            let resources = try Self.resources(beat.resources)
+            let load = try beat.load.map { body in
+                do { return try body.engineLoad(now: StatusSync.now()) } catch {
+                    throw APIError.badRequest(field: "load", "values must not be negative")
+                }
+            }
+            return try await link.leaderOrForward(request, body: body) {
+                try await requireWorker(id)
+                let location = beat.location.map { GeoLocation(latitude: $0.latitude, longitude: $0.longitude) }
+                guard await sync.heartbeat(workerID: id, resources: resources, location: location, load: load) else {
+                    throw APIError.noLeader("leadership changed; send the heartbeat again")
+                }
+                return try context.responseEncoder.encode(Accepted(), from: request, context: context)
+            }
+        }
+    }
+
+    static func resources(_ body: Heartbeat.Resources?) throws -> WorkerResources {
+        guard let body else { return WorkerResources() }
+        let cores = body.coreLoads ?? []
+        guard cores.count <= 4_096 else { throw APIError.badRequest(field: "resources.core_loads", "at most 4096 cores") }
+        if let index = cores.firstIndex(where: { !($0 >= 0 && $0 <= 1) }) {
+            throw APIError.badRequest(field: "resources.core_loads[\(index)]", "must be in [0, 1]")
+        }
+        let gpus = body.gpus ?? []
+        guard gpus.count <= 64 else { throw APIError.badRequest(field: "resources.gpus", "at most 64 GPUs") }
+        if let index = gpus.firstIndex(where: { !($0.utilization >= 0 && $0.utilization <= 1) }) {
+            throw APIError.badRequest(field: "resources.gpus[\(index)].utilization", "must be in [0, 1]")
+        }
+        return WorkerResources(
+            coreLoads: cores, memoryTotalBytes: body.memoryTotalBytes ?? 0, memoryUsedBytes: body.memoryUsedBytes ?? 0,
+            diskTotalBytes: body.diskTotalBytes ?? 0, diskUsedBytes: body.diskUsedBytes ?? 0,
+            gpus: gpus.map { GPUStatus(utilization: $0.utilization, memoryTotalBytes: $0.memoryTotalBytes, memoryUsedBytes: $0.memoryUsedBytes) }
+        )
+    }
+
+    private func requireWorker(_ id: String) async throws {
+        let known = await link.node.withMachine { machine, _ in machine.state.worker(id: id) != nil }
+        guard known else { throw APIError(.notFound, code: "unknown_worker", "no worker '\(id)' is registered", field: "id") }
+    }
+
+    private func workerID(_ context: FulcrumRequestContext) throws -> String {
+        guard let id = context.parameters.get("id"), !id.isEmpty else { throw APIError.badRequest(field: "id", "a worker id is required") }
+        return id
+    }
+
+    private func propose(_ command: BalancerCommand) async throws -> String {
+        try await link.node.proposeCommand(command, metrics: metrics)
+    }
+}
+
+/// `host:port` with a non-empty host and a port in 1...65535.
+enum PeerAddressText {
+    static func isValid(_ text: String) -> Bool {
+        let (host, port) = splitHostPort(text)
+        return !host.isEmpty && host != text && (1...65_535).contains(port) && !host.contains("/") && !host.contains(" ")
+    }
+}

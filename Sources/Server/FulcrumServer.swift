@@ -1,0 +1,110 @@
+public import AsyncHTTPClient
+import Balancer
+public import Cluster
+import Foundation
+public import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+public import Logging
+import NIOCore
+import NIOSSL
+public import ServiceLifecycle
+
+/// One node's HTTP face: every API on one router, the access and metrics middleware, the
+/// leader's status sync, and the HTTP listener (plain or TLS, with header and idle timeouts).
+public struct FulcrumServer: Sendable {
+    public let node: ClusterNode<BalancerMachine>
+    public let serving: ServingSettings
+    public let security: SecuritySettings
+    public let metrics: ServerMetrics
+    public let sync: StatusSync
+    public let client: HTTPClient
+    let logger: Logger
+
+    public init(node: ClusterNode<BalancerMachine>, serving: ServingSettings, security: SecuritySettings, logger: Logger) {
+        self.node = node
+        self.serving = serving
+        self.security = security
+        self.logger = logger
+        metrics = ServerMetrics()
+        client = HTTPClient.makeServingClient(settings: serving)
+        sync = StatusSync(node: node, settings: serving, metrics: metrics, client: client, logger: logger)
+    }
+
+    public func makeRouter() -> Hummingbird.Router<FulcrumRequestContext> {
+        let router = Hummingbird.Router(context: FulcrumRequestContext.self)
+        let node = node
+        router.add(middleware: MetricsMiddleware(metrics: metrics))
+        router.add(middleware: AccessMiddleware(settings: security, metrics: metrics) { address in
+            let members = await node.status().members
+            return members.contains { splitHostPort($0.address).0 == address }
+        })
+        let link = LeaderLink(node: node, client: client, settings: serving, metrics: metrics)
+        let routing = RoutingService(link: link, sync: sync, settings: serving, metrics: metrics, logger: logger)
+        AdminAPI(node: node).addRoutes(to: router)
+        ConfigAPI(node: node, metrics: metrics).addRoutes(to: router)
+        WorkerAPI(link: link, sync: sync, metrics: metrics).addRoutes(to: router)
+        RouteAPI(routing: routing, settings: serving).addRoutes(to: router)
+        ProxyAPI(routing: routing, client: client, settings: serving, metrics: metrics, logger: logger).addRoutes(to: router)
+        let metrics = metrics
+        router.get("metrics") { _, _ -> Response in
+            let leadership = await node.leadership()
+            metrics.term.set(to: Double(leadership.term))
+            metrics.isLeader.set(to: leadership.isLeader ? 1 : 0)
+            metrics.leaderID.set(to: Double(leadership.leader ?? 0))
+            metrics.commitIndex.set(to: Double(leadership.commitIndex))
+            metrics.appliedIndex.set(to: Double(leadership.appliedIndex))
+            let workers = await node.withMachine { machine, _ in
+                machine.state.workers.map {
+                    (id: $0.id, model: $0.model, role: $0.role.name, healthy: $0.health != .unhealthy, circuitOpen: $0.circuit == .open, running: $0.load.runningRequests)
+                }
+            }
+            metrics.workers(workers)
+            var buffer: [UInt8] = []
+            metrics.registry.emit(into: &buffer)
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: buffer))
+            )
+        }
+        return router
+    }
+
+    /// The HTTP listener as a service.
+    public func httpService(host: String, port: Int) throws -> any Service {
+        let headerTimeout = TimeAmount.milliseconds(Int64(security.headerTimeoutMilliseconds))
+        let http1 = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [HeaderTimeoutHandler(timeout: headerTimeout)],
+            idleTimeout: .milliseconds(Int64(security.idleTimeoutMilliseconds))
+        )
+        let configuration = ApplicationConfiguration(address: .hostname(host, port: port), serverName: "fulcrum")
+        if let certificate = security.tlsCertificate, let key = security.tlsKey {
+            let tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+                privateKey: .file(key)
+            )
+            return Application(
+                router: makeRouter(), server: try .tls(.http1(configuration: http1), tlsConfiguration: tls),
+                configuration: configuration, logger: logger
+            )
+        }
+        return Application(router: makeRouter(), server: .http1(configuration: http1), configuration: configuration, logger: logger)
+    }
+
+    /// The leader's status sync as a service; shuts the shared HTTP client down at the end.
+    public var syncService: some Service { SyncService(sync: sync, client: client) }
+}
+
+struct SyncService: Service {
+    let sync: StatusSync
+    let client: HTTPClient
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown { try await sync.run() }
+        } catch is CancellationError {
+            // Stopped on purpose.
+        }
+        try await client.shutdown()
+    }
+}

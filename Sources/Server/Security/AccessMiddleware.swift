@@ -1,0 +1,150 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// Runs first on every request: source allow-list, API key and scope, rate limit, body size
+/// limit; then adds security headers (and CORS headers when origins are configured) to every
+/// response, errors included.
+struct AccessMiddleware: RouterMiddleware {
+    typealias Context = FulcrumRequestContext
+
+    let settings: SecuritySettings
+    let limiter: RateLimiter?
+    let metrics: ServerMetrics
+    /// Whether a request with `X-Fulcrum-Forwarded` comes from a cluster node (its rate limit
+    /// was applied where the client connected).
+    let isClusterNode: @Sendable (String) async -> Bool
+
+    init(settings: SecuritySettings, metrics: ServerMetrics, isClusterNode: @escaping @Sendable (String) async -> Bool) {
+        self.settings = settings
+        self.metrics = metrics
+        self.isClusterNode = isClusterNode
+        limiter = settings.rateLimitPerSecond > 0
+            ? RateLimiter(rate: settings.rateLimitPerSecond, burst: max(settings.rateLimitBurst, Int(settings.rateLimitPerSecond.rounded(.up))))
+            : nil
+    }
+
+    /// The scope a path needs; nil for paths anyone may call.
+    static func scope(method: HTTPRequest.Method, path: String) -> SecuritySettings.Scope? {
+        if path == "/healthz" || path == "/readyz" { return nil }
+        if path == "/metrics" { return .metrics }
+        if path.hasPrefix("/admin") { return .admin }
+        if path.hasPrefix("/v1/workers") { return .worker }
+        return .route
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response: Response
+        do {
+            response = try await admit(request, context: context, next: next)
+        } catch let error as any HTTPResponseError {
+            response = try error.response(from: request, context: context)
+        }
+        decorate(&response, request: request)
+        return response
+    }
+
+    private func admit(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        let address = context.remoteAddress?.ipAddress ?? ""
+        if !settings.allowedNetworks.isEmpty && !settings.allowedNetworks.contains(where: { $0.contains(address) }) {
+            metrics.authFailures.increment()
+            throw APIError(.forbidden, code: "forbidden_source", "source address \(address) is not in allow_cidrs")
+        }
+        if request.method == .options && !settings.corsOrigins.isEmpty {
+            return Response(status: .noContent)
+        }
+        if let scope = Self.scope(method: request.method, path: request.uri.path), !settings.apiKeys.isEmpty {
+            guard let presented = Self.presentedKey(request) else {
+                metrics.authFailures.increment()
+                throw APIError(.unauthorized, code: "unauthorized", "an API key is required (Authorization: Bearer KEY)", field: "authorization")
+            }
+            guard let key = settings.key(presented) else {
+                metrics.authFailures.increment()
+                throw APIError(.unauthorized, code: "unauthorized", "the API key is not valid", field: "authorization")
+            }
+            guard key.allows(scope) else {
+                metrics.authFailures.increment()
+                throw APIError(.forbidden, code: "forbidden_scope", "the API key lacks the '\(scope.rawValue)' scope", field: "authorization")
+            }
+            context.apiKey = key.key
+        }
+        if let limiter {
+            let forwarded = request.headers[.fulcrumForwarded] != nil
+            let exempt = forwarded ? await isClusterNode(address) : false
+            if !exempt, let wait = limiter.acquire(context.clientIdentity, now: Date().timeIntervalSince1970) {
+                metrics.rateLimited.increment()
+                throw APIError(
+                    .tooManyRequests, code: "rate_limited",
+                    "more than \(settings.rateLimitPerSecond) requests per second", retryAfter: max(1, Int(wait.rounded(.up)))
+                )
+            }
+        }
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > settings.maxBodyBytes {
+            throw APIError(.contentTooLarge, code: "body_too_large", "body of \(length) bytes exceeds \(settings.maxBodyBytes)", field: "body")
+        }
+        var request = request
+        if request.method == .post || request.method == .put || request.method == .patch {
+            // Buffer the body under the limit (a chunked body has no length to check up front).
+            do {
+                _ = try await request.collectBody(upTo: settings.maxBodyBytes)
+            } catch let error as HTTPError where error.status == .contentTooLarge {
+                throw APIError(.contentTooLarge, code: "body_too_large", "body exceeds \(settings.maxBodyBytes) bytes", field: "body")
+            }
+        }
+        return try await next(request, context)
+    }
+
+    static func presentedKey(_ request: Request) -> String? {
+        if let header = request.headers[.authorization] {
+            let parts = header.split(separator: " ", maxSplits: 1)
+            if parts.count == 2 && parts[0].lowercased() == "bearer" { return String(parts[1]) }
+        }
+        return request.headers[.xAPIKey]
+    }
+
+    private func decorate(_ response: inout Response, request: Request) {
+        response.headers[.xContentTypeOptions] = "nosniff"
+        response.headers[.xFrameOptions] = "DENY"
+        response.headers[.referrerPolicy] = "no-referrer"
+        if response.headers[.cacheControl] == nil { response.headers[.cacheControl] = "no-store" }
+        if settings.tlsCertificate != nil { response.headers[.strictTransportSecurity] = "max-age=31536000" }
+        if let origin = request.headers[.origin], settings.corsOrigins.contains(origin) || settings.corsOrigins.contains("*") {
+            response.headers[.accessControlAllowOrigin] = origin
+            response.headers[.vary] = "Origin"
+            response.headers[.accessControlAllowMethods] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+            response.headers[.accessControlAllowHeaders] = "Authorization, Content-Type, X-API-Key, X-Session-ID, X-Request-ID"
+        }
+    }
+}
+
+/// Counts requests and times them per route pattern.
+struct MetricsMiddleware: RouterMiddleware {
+    typealias Context = FulcrumRequestContext
+    let metrics: ServerMetrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
+        let route = { context.endpointPath ?? "unmatched" }
+        do {
+            let response = try await next(request, context)
+            metrics.httpRequest(route: route(), method: request.method.rawValue, status: response.status.code, duration: .now - start)
+            return response
+        } catch let error as any HTTPResponseError {
+            metrics.httpRequest(route: route(), method: request.method.rawValue, status: error.status.code, duration: .now - start)
+            throw error
+        }
+    }
+}
+
+extension HTTPField.Name {
+    static let fulcrumForwarded = Self("X-Fulcrum-Forwarded")!
+    static let fulcrumDegraded = Self("X-Fulcrum-Degraded")!
+    static let fulcrumWorker = Self("X-Fulcrum-Worker")!
+    static let xAPIKey = Self("X-API-Key")!
+    static let xSessionID = Self("X-Session-ID")!
+    static let xRequestID = Self("X-Request-ID")!
+    static let xContentTypeOptions = Self("X-Content-Type-Options")!
+    static let xFrameOptions = Self("X-Frame-Options")!
+    static let referrerPolicy = Self("Referrer-Policy")!
+}

@@ -1,0 +1,16 @@
+import Balancer
+import Cluster
+
+extension ClusterNode where Machine == BalancerMachine {
+    /// Proposes a balancer command stamped with this node's clock and returns the state
+    /// machine's answer; cluster errors become API errors (421 on a follower, naming the leader).
+    func proposeCommand(_ command: BalancerCommand, metrics: ServerMetrics?) async throws -> String {
+        metrics?.proposals.increment()
+        do {
+            let result = try await propose(CommandEnvelope(issuedAt: StatusSync.now(), command: command).encoded())
+            return String(decoding: result, as: UTF8.self)
+        } catch let error as ClusterError {
+            throw APIError(error)
+        }
+    }
+}

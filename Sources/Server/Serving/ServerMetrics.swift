@@ -1,0 +1,121 @@
+import Foundation
+public import Prometheus
+import Synchronization
+
+/// The node's Prometheus metrics, in base units (`_seconds`, `_total`). One registry per node,
+/// so several nodes can share a process (tests) without sharing series.
+public final class ServerMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+
+    static let latencyBuckets: [Duration] = [
+        .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+        .milliseconds(2.5), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+        .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
+    ]
+
+    let proposals: Counter
+    let elections: Counter
+    let forwarded: Counter
+    let forwardFailures: Counter
+    let degradedRoutes: Counter
+    let rateLimited: Counter
+    let authFailures: Counter
+    let term: Gauge
+    let isLeader: Gauge
+    let leaderID: Gauge
+    let commitIndex: Gauge
+    let appliedIndex: Gauge
+    private let workerSeries = Mutex<Set<[String]>>([])
+
+    public init() {
+        proposals = registry.makeCounter(name: "fulcrum_raft_proposals_total", help: "Entries this node proposed to the log.")
+        elections = registry.makeCounter(name: "fulcrum_raft_elections_total", help: "Terms this node has seen begin.")
+        forwarded = registry.makeCounter(name: "fulcrum_forwarded_requests_total", help: "Requests a follower forwarded to the leader.")
+        forwardFailures = registry.makeCounter(
+            name: "fulcrum_forward_failures_total", help: "Forwards that found no reachable leader."
+        )
+        degradedRoutes = registry.makeCounter(
+            name: "fulcrum_degraded_routes_total", help: "Requests a follower routed itself, with no leader (fail_open)."
+        )
+        rateLimited = registry.makeCounter(name: "fulcrum_rate_limited_total", help: "Requests refused by the rate limit.")
+        authFailures = registry.makeCounter(name: "fulcrum_auth_failures_total", help: "Requests refused for a missing or wrong API key, scope or source.")
+        term = registry.makeGauge(name: "fulcrum_raft_term", help: "Current Raft term.")
+        isLeader = registry.makeGauge(name: "fulcrum_raft_is_leader", help: "1 when this node leads.")
+        leaderID = registry.makeGauge(name: "fulcrum_raft_leader_id", help: "Id of the known leader, 0 when none.")
+        commitIndex = registry.makeGauge(name: "fulcrum_raft_commit_index", help: "Highest log index known committed.")
+        appliedIndex = registry.makeGauge(name: "fulcrum_raft_applied_index", help: "Highest log index applied here.")
+    }
+
+    func httpRequest(route: String, method: String, status: Int, duration: Duration) {
+        let labels = [("route", route), ("method", method)]
+        registry.makeCounter(name: "fulcrum_http_requests_total", labels: labels + [("status", String(status))]).increment()
+        registry.makeDurationHistogram(name: "fulcrum_http_request_duration_seconds", labels: labels, buckets: Self.latencyBuckets)
+            .recordNanoseconds(duration.nanoseconds)
+    }
+
+    func decision(model: String, role: String, strategy: String, reason: String) {
+        registry.makeCounter(
+            name: "fulcrum_routing_decisions_total",
+            labels: [("model", model), ("role", role), ("strategy", strategy), ("reason", reason)]
+        ).increment()
+    }
+
+    func decisionDuration(model: String, _ duration: Duration) {
+        registry.makeDurationHistogram(
+            name: "fulcrum_routing_decision_duration_seconds", labels: [("model", model)], buckets: Self.latencyBuckets
+        ).recordNanoseconds(duration.nanoseconds)
+    }
+
+    func routingError(model: String, code: String) {
+        registry.makeCounter(name: "fulcrum_routing_errors_total", labels: [("model", model), ("code", code)]).increment()
+    }
+
+    func upstream(model: String, role: String, outcome: String) {
+        registry.makeCounter(
+            name: "fulcrum_upstream_requests_total", labels: [("model", model), ("role", role), ("outcome", outcome)]
+        ).increment()
+    }
+
+    func upstreamTTFT(model: String, _ duration: Duration) {
+        registry.makeDurationHistogram(
+            name: "fulcrum_upstream_ttft_seconds", labels: [("model", model)], buckets: Self.latencyBuckets
+        ).recordNanoseconds(duration.nanoseconds)
+    }
+
+    func statusPoll(outcome: String) {
+        registry.makeCounter(name: "fulcrum_status_polls_total", labels: [("outcome", outcome)]).increment()
+    }
+
+    /// Sets the per-worker gauges to the registry's current workers, dropping series of workers
+    /// that are gone.
+    func workers(_ rows: [(id: String, model: String, role: String, healthy: Bool, circuitOpen: Bool, running: Int)]) {
+        var current = Set<[String]>()
+        for row in rows {
+            let labels = [("worker", row.id), ("model", row.model), ("role", row.role)]
+            current.insert([row.id, row.model, row.role])
+            registry.makeGauge(name: "fulcrum_worker_healthy", labels: labels).set(to: row.healthy ? 1 : 0)
+            registry.makeGauge(name: "fulcrum_worker_circuit_open", labels: labels).set(to: row.circuitOpen ? 1 : 0)
+            registry.makeGauge(name: "fulcrum_worker_running_requests", labels: labels).set(to: Double(row.running))
+        }
+        let gone = workerSeries.withLock { series in
+            let gone = series.subtracting(current)
+            series = current
+            return gone
+        }
+        for key in gone {
+            let labels = [("worker", key[0]), ("model", key[1]), ("role", key[2])]
+            for name in ["fulcrum_worker_healthy", "fulcrum_worker_circuit_open", "fulcrum_worker_running_requests"] {
+                registry.unregisterGauge(registry.makeGauge(name: name, labels: labels))
+            }
+        }
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+
+    var seconds: Double { Double(nanoseconds) / 1e9 }
+}

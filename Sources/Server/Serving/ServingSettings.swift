@@ -1,0 +1,34 @@
+/// How a node serves clients and watches workers. Every field has a key in the node's
+/// configuration (see `Docs/configuration.md`); the defaults suit one host.
+public struct ServingSettings: Sendable, Equatable {
+    /// Base URL other nodes and clients use to reach this node's HTTP API
+    /// (`http://host:port`); derived from `http_listen` when not set.
+    public var advertisedURL: String = "http://127.0.0.1:8100"
+    /// With no reachable leader, a follower routes on its replicated state (marked degraded)
+    /// instead of answering 503.
+    public var failOpen = false
+    /// How often the leader polls each worker's status, and how long one poll may take.
+    public var statusIntervalMilliseconds = 50
+    public var statusTimeoutMilliseconds = 250
+    /// Status changes, prefixes and bindings are proposed to the log at most this often.
+    public var flushIntervalMilliseconds = 100
+    /// Consecutive successful probes before a worker is healthy, failed ones before unhealthy.
+    public var healthySuccesses = 2
+    public var unhealthyFailures = 3
+    /// Consecutive failures (5xx, connect errors, timeouts) that open a worker's circuit, and
+    /// how long it stays open before a trial request is let through.
+    public var circuitFailures = 5
+    public var circuitOpenMilliseconds = 5_000
+    /// Deadline of a request forwarded to the leader.
+    public var forwardTimeoutMilliseconds = 2_000
+    /// Connecting to a worker; a request whose connection fails is retried on another worker
+    /// this many times (never after the first response byte).
+    public var upstreamConnectTimeoutMilliseconds = 1_000
+    public var upstreamRetries = 2
+    /// Deadline of a whole proxied completion, streaming included.
+    public var upstreamTimeoutMilliseconds = 600_000
+    /// The model `/rtp_llm/schedule` routes when the request names none and several are served.
+    public var defaultModel: String?
+
+    public init() {}
+}

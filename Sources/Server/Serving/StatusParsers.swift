@@ -1,0 +1,128 @@
+import Balancer
+import Foundation
+
+/// How the leader learns a worker's load; chosen by the worker's `status` label.
+enum StatusFormat: String, Sendable, CaseIterable {
+    /// `GET /status`, Fulcrum's JSON (see `Docs/api.md`).
+    case native
+    /// `GET /metrics`, vLLM's Prometheus text.
+    case vllm
+    /// `GET /get_load`, SGLang's JSON.
+    case sglang
+    /// A TCP connect only: health, no load.
+    case tcp
+    /// No probes: the worker is trusted as registered (and pushes heartbeats).
+    case none
+
+    var path: String? {
+        switch self {
+        case .native: "/status"
+        case .vllm: "/metrics"
+        case .sglang: "/get_load"
+        case .tcp, .none: nil
+        }
+    }
+
+    init(worker: Worker) {
+        self = worker.labels["status"].flatMap(StatusFormat.init(rawValue:)) ?? .native
+    }
+}
+
+struct StatusParseError: Error, CustomStringConvertible {
+    var description: String
+}
+
+enum StatusParser {
+    /// Fulcrum's native status: every field optional, unknown fields ignored.
+    struct NativeBody: Codable, Sendable {
+        var runningRequests: Int?
+        var waitingRequests: Int?
+        var queuedPrefillTokens: Int?
+        var kvBlocksUsed: Int?
+        var kvBlocksTotal: Int?
+        var stepLatencyMs: Double?
+    }
+
+    static func parse(_ format: StatusFormat, _ body: [UInt8], now: Milliseconds) throws -> EngineLoad? {
+        switch format {
+        case .native: return try native(body, now: now)
+        case .vllm: return try vllm(String(decoding: body, as: UTF8.self), now: now)
+        case .sglang: return try sglang(body, now: now)
+        case .tcp, .none: return nil
+        }
+    }
+
+    static func native(_ body: [UInt8], now: Milliseconds) throws -> EngineLoad {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return try decoder.decode(NativeBody.self, from: Data(body)).engineLoad(now: now)
+    }
+}
+
+extension StatusParser.NativeBody {
+    func engineLoad(now: Milliseconds) throws -> EngineLoad {
+        let status = self
+        let values = [status.runningRequests, status.waitingRequests, status.queuedPrefillTokens, status.kvBlocksUsed, status.kvBlocksTotal]
+        guard values.allSatisfy({ ($0 ?? 0) >= 0 }), (status.stepLatencyMs ?? 0) >= 0 else {
+            throw StatusParseError(description: "negative values in status")
+        }
+        return EngineLoad(
+            runningRequests: status.runningRequests ?? 0, waitingRequests: status.waitingRequests ?? 0,
+            queuedPrefillTokens: status.queuedPrefillTokens ?? 0, kvBlocksUsed: status.kvBlocksUsed ?? 0,
+            kvBlocksTotal: status.kvBlocksTotal ?? 0, stepLatencyMilliseconds: status.stepLatencyMs ?? 0, reportedAt: now
+        )
+    }
+}
+
+extension StatusParser {
+
+    /// vLLM's `/metrics`: `vllm:num_requests_running`, `vllm:num_requests_waiting` and the KV
+    /// usage fraction (`vllm:kv_cache_usage_perc`, formerly `vllm:gpu_cache_usage_perc`), summed
+    /// over label sets. KV usage is reported as used/total out of 10,000.
+    static func vllm(_ text: String, now: Milliseconds) throws -> EngineLoad {
+        var running = 0.0, waiting = 0.0, usage: Double?
+        var seen = false
+        for line in text.split(whereSeparator: \.isNewline) where !line.hasPrefix("#") {
+            let parts = line.split(separator: " ")
+            guard parts.count >= 2 else { continue }
+            let name = parts[0].split(separator: "{", maxSplits: 1)[0]
+            guard let value = Double(parts[1]), value.isFinite, value >= 0 else { continue }
+            switch name {
+            case "vllm:num_requests_running": running += value; seen = true
+            case "vllm:num_requests_waiting": waiting += value; seen = true
+            case "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc": usage = max(usage ?? 0, value); seen = true
+            default: continue
+            }
+        }
+        guard seen else { throw StatusParseError(description: "no vllm:num_requests_* metrics in the response") }
+        let fraction = min(1, usage ?? 0)
+        return EngineLoad(
+            runningRequests: Int(running), waitingRequests: Int(waiting),
+            kvBlocksUsed: usage == nil ? 0 : Int((fraction * 10_000).rounded()), kvBlocksTotal: usage == nil ? 0 : 10_000,
+            reportedAt: now
+        )
+    }
+
+    /// SGLang's `/get_load`: one object or a list per data-parallel rank, with `num_reqs`
+    /// (running), `num_waiting_reqs` and `num_tokens`; ranks are summed.
+    static func sglang(_ body: [UInt8], now: Milliseconds) throws -> EngineLoad {
+        let json = try JSONSerialization.jsonObject(with: Data(body))
+        let ranks: [[String: Any]]
+        if let list = json as? [[String: Any]] { ranks = list }
+        else if let object = json as? [String: Any] { ranks = [object] }
+        else { throw StatusParseError(description: "expected an object or a list of objects") }
+        func number(_ rank: [String: Any], _ keys: [String]) -> Int {
+            for key in keys { if let value = rank[key] as? NSNumber, value.doubleValue >= 0 { return value.intValue } }
+            return 0
+        }
+        guard ranks.contains(where: { $0["num_reqs"] != nil || $0["num_running_reqs"] != nil || $0["load"] != nil }) else {
+            throw StatusParseError(description: "no num_reqs in the response")
+        }
+        return EngineLoad(
+            runningRequests: ranks.reduce(0) { $0 + number($1, ["num_reqs", "num_running_reqs", "load"]) },
+            waitingRequests: ranks.reduce(0) { $0 + number($1, ["num_waiting_reqs"]) },
+            queuedPrefillTokens: ranks.reduce(0) { $0 + number($1, ["num_tokens"]) },
+            reportedAt: now
+        )
+    }
+}

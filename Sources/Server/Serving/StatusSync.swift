@@ -1,0 +1,264 @@
+import AsyncHTTPClient
+import Balancer
+import Cluster
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+
+/// The leader's duties towards workers and the log:
+/// - polls every worker's status (native, vLLM or SGLang format) and health on an interval,
+///   with a deadline, keeping health verdicts with thresholds and a latency EWMA;
+/// - keeps a circuit breaker per worker, fed by the outcomes of proxied requests;
+/// - proposes what changed — load snapshots, health and circuit transitions, heartbeat
+///   resources, and the router's prefixes and sticky bindings — as one log entry per flush
+///   interval, so a new leader starts with the same view.
+/// On a follower it only watches for leadership. Reservations stay local to the router.
+public actor StatusSync {
+    let node: ClusterNode<BalancerMachine>
+    let settings: ServingSettings
+    let metrics: ServerMetrics
+    let client: HTTPClient
+    let logger: Logger
+
+    private var isLeader = false
+    private var term: UInt64 = 0
+    private var health: [String: HealthTracker] = [:]
+    private var breakers: [String: CircuitBreaker] = [:]
+    private var pendingHealth: [String: HealthVerdict] = [:]
+    private var pendingCircuits: [String: CircuitState] = [:]
+    private var pendingLoads: [String: EngineLoad] = [:]
+    private var proposedLoads: [String: EngineLoad] = [:]
+    private var pendingResources: [String: (WorkerResources, GeoLocation?)] = [:]
+
+    init(node: ClusterNode<BalancerMachine>, settings: ServingSettings, metrics: ServerMetrics, client: HTTPClient, logger: Logger) {
+        self.node = node
+        self.settings = settings
+        self.metrics = metrics
+        self.client = client
+        self.logger = logger
+    }
+
+    /// Runs until cancelled.
+    public func run() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.every(milliseconds: 50) { try await self.watchLeadership() } }
+            group.addTask { try await self.every(milliseconds: self.settings.statusIntervalMilliseconds) { await self.pollRound() } }
+            group.addTask { try await self.every(milliseconds: self.settings.flushIntervalMilliseconds) { await self.flush() } }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private nonisolated func every(milliseconds: Int, _ body: @Sendable () async throws -> Void) async throws {
+        let clock = ContinuousClock()
+        var deadline = clock.now
+        while !Task.isCancelled {
+            deadline = max(deadline.advanced(by: .milliseconds(milliseconds)), clock.now)
+            try await Task.sleep(until: deadline, clock: clock)
+            try await body()
+        }
+    }
+
+    // MARK: Leadership
+
+    private func watchLeadership() async throws {
+        let leadership = await node.leadership()
+        if leadership.term > term {
+            if term > 0 { metrics.elections.increment(by: Int64(leadership.term - term)) }
+            term = leadership.term
+        }
+        if leadership.isLeader && !isLeader {
+            await becomeLeader()
+        } else if !leadership.isLeader && isLeader {
+            isLeader = false
+            logger.info("no longer leader: stopped polling workers")
+        }
+        if isLeader { await announceEndpoint() }
+    }
+
+    /// Takes over warm: verdicts and circuits start from the replicated state, so nothing
+    /// flaps; the router starts afresh (reservations are local).
+    private func becomeLeader() async {
+        isLeader = true
+        let now = Self.now()
+        let workers = await node.withMachine { machine, _ in
+            machine.resetRouter()
+            return machine.state.workers
+        }
+        health = [:]
+        breakers = [:]
+        for worker in workers {
+            health[worker.id] = HealthTracker(verdict: worker.health)
+            breakers[worker.id] = CircuitBreaker(state: worker.circuit, now: now)
+        }
+        pendingHealth = [:]
+        pendingCircuits = [:]
+        pendingLoads = [:]
+        proposedLoads = [:]
+        pendingResources = [:]
+        logger.info("leader: polling \(workers.count) workers")
+    }
+
+    private func announceEndpoint() async {
+        let url = settings.advertisedURL
+        let id = node.id
+        let current = await node.withMachine { machine, _ in machine.state.nodeEndpoints[id] }
+        guard current != url else { return }
+        _ = try? await propose(.setNodeEndpoint(node: id, url: url))
+    }
+
+    // MARK: Outcomes and heartbeats
+
+    /// Counts a proxied request's outcome against the worker's circuit (leader only).
+    public func record(_ outcome: String, workerID: String) {
+        guard isLeader, let outcome = UpstreamOutcome(rawValue: outcome) else { return }
+        var breaker = breakers[workerID] ?? CircuitBreaker(state: .closed, now: Self.now())
+        if let change = breaker.record(outcome, now: Self.now(), failureThreshold: settings.circuitFailures) {
+            pendingCircuits[workerID] = change
+            logger.notice("circuit of \(workerID) is now \(change)", metadata: ["outcome": "\(outcome.rawValue)"])
+        }
+        breakers[workerID] = breaker
+    }
+
+    func record(_ outcome: UpstreamOutcome, workerID: String) { record(outcome.rawValue, workerID: workerID) }
+
+    /// A worker's pushed host resources (and optionally load), coalesced into the next flush.
+    func heartbeat(workerID: String, resources: WorkerResources, location: GeoLocation?, load: EngineLoad?) -> Bool {
+        guard isLeader else { return false }
+        pendingResources[workerID] = (resources, location)
+        if let load { pendingLoads[workerID] = load }
+        return true
+    }
+
+    // MARK: Polling
+
+    private func pollRound() async {
+        guard isLeader else { return }
+        let workers = await node.withMachine { machine, _ in machine.state.workers }
+        let timeout = settings.statusTimeoutMilliseconds
+        let client = client
+        let results = await withTaskGroup(of: (String, Result<EngineLoad?, any Error>, Double).self) { group in
+            for worker in workers {
+                let format = StatusFormat(worker: worker)
+                if format == .none { continue }
+                group.addTask {
+                    let start = ContinuousClock.now
+                    do {
+                        let load = try await Self.probe(worker, format: format, client: client, timeoutMilliseconds: timeout)
+                        return (worker.id, .success(load), (ContinuousClock.now - start).seconds * 1000)
+                    } catch {
+                        return (worker.id, .failure(error), 0)
+                    }
+                }
+            }
+            var results: [(String, Result<EngineLoad?, any Error>, Double)] = []
+            for await result in group { results.append(result) }
+            return results
+        }
+        guard isLeader else { return }
+        let known = Set(workers.map(\.id))
+        health = health.filter { known.contains($0.key) }
+        breakers = breakers.filter { known.contains($0.key) }
+        let stateByID = Dictionary(uniqueKeysWithValues: workers.map { ($0.id, $0) })
+        for (id, result, latency) in results {
+            var tracker = health[id] ?? HealthTracker(verdict: stateByID[id]?.health ?? .unknown)
+            let success: Bool
+            switch result {
+            case .success(let load):
+                success = true
+                if let load { pendingLoads[id] = load }
+                metrics.statusPoll(outcome: "ok")
+            case .failure(let error):
+                success = false
+                metrics.statusPoll(outcome: "error")
+                logger.debug("status poll of \(id) failed: \(error)")
+            }
+            if let change = tracker.record(
+                success: success, latencyMilliseconds: success ? latency : nil,
+                healthyAfter: settings.healthySuccesses, unhealthyAfter: settings.unhealthyFailures
+            ) {
+                pendingHealth[id] = change
+                logger.notice("worker \(id) is now \(change)")
+            }
+            health[id] = tracker
+        }
+    }
+
+    static func probe(_ worker: Worker, format: StatusFormat, client: HTTPClient, timeoutMilliseconds: Int) async throws -> EngineLoad? {
+        guard let path = format.path else {
+            try await tcpConnect(worker.address, timeoutMilliseconds: timeoutMilliseconds, group: client.eventLoopGroup)
+            return nil
+        }
+        var request = HTTPClientRequest(url: "http://\(worker.address)\(path)")
+        request.method = .GET
+        let response = try await client.execute(request, timeout: .milliseconds(Int64(timeoutMilliseconds)))
+        guard (200..<300).contains(response.status.code) else {
+            throw StatusParseError(description: "status \(response.status.code)")
+        }
+        let body = try await response.body.collect(upTo: 1 << 20)
+        return try StatusParser.parse(format, Array(body.readableBytesView), now: now())
+    }
+
+    static func tcpConnect(_ address: String, timeoutMilliseconds: Int, group: any EventLoopGroup) async throws {
+        let parts = address.split(separator: ":")
+        guard parts.count >= 2, let port = Int(parts.last!) else { throw StatusParseError(description: "bad address \(address)") }
+        let host = parts.dropLast().joined(separator: ":")
+        let channel = try await ClientBootstrap(group: group)
+            .connectTimeout(.milliseconds(Int64(timeoutMilliseconds)))
+            .connect(host: host, port: port).get()
+        try await channel.close()
+    }
+
+    // MARK: Flushing to the log
+
+    private func flush() async {
+        guard isLeader else { return }
+        let now = Self.now()
+        for (id, var breaker) in breakers {
+            if let change = breaker.tick(now: now, openMilliseconds: settings.circuitOpenMilliseconds) {
+                pendingCircuits[id] = change
+                breakers[id] = breaker
+            }
+        }
+        var commands: [BalancerCommand] = []
+        let routed = await node.withMachine { machine, _ in machine.router.takePendingCommand() }
+        if let routed { commands.append(routed.command) }
+        for id in pendingHealth.keys.sorted() { commands.append(.setHealth(id: id, verdict: pendingHealth[id]!)) }
+        for id in pendingCircuits.keys.sorted() { commands.append(.setCircuit(id: id, state: pendingCircuits[id]!)) }
+        let changedLoads = pendingLoads.filter { id, load in !Self.sameLoad(proposedLoads[id], load) }
+        if !changedLoads.isEmpty { commands.append(.reportLoads(changedLoads)) }
+        for id in pendingResources.keys.sorted() {
+            let (resources, location) = pendingResources[id]!
+            commands.append(.reportResources(id: id, resources: resources, location: location))
+        }
+        pendingHealth = [:]
+        pendingCircuits = [:]
+        pendingLoads = [:]
+        pendingResources = [:]
+        guard !commands.isEmpty else { return }
+        do {
+            _ = try await propose(commands.count == 1 ? commands[0] : .batch(commands))
+            proposedLoads.merge(changedLoads) { $1 }
+            if let routed {
+                await node.withMachine { machine, _ in machine.router.commandApplied(generation: routed.generation) }
+            }
+        } catch {
+            logger.warning("status flush was not committed: \(error)")
+        }
+    }
+
+    /// Loads that differ only in their timestamp need no new entry.
+    static func sameLoad(_ a: EngineLoad?, _ b: EngineLoad) -> Bool {
+        guard var a else { return false }
+        a.reportedAt = b.reportedAt
+        return a == b
+    }
+
+    private func propose(_ command: BalancerCommand) async throws -> [UInt8] {
+        metrics.proposals.increment()
+        return try await node.propose(CommandEnvelope(issuedAt: Self.now(), command: command).encoded())
+    }
+
+    static func now() -> Milliseconds { UInt64(Date().timeIntervalSince1970 * 1000) }
+}
