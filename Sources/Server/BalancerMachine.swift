@@ -19,10 +19,23 @@ public struct BalancerMachine: ReplicatedStateMachine {
 
     public init() {}
 
+    /// The term in which this node last led and routed; a router carried over from an earlier
+    /// leadership holds reservations and cursors of a different era.
+    private var routingTerm: UInt64 = 0
+
     /// Starts routing afresh (a node that becomes leader does, as reservations are local).
     public mutating func resetRouter() {
         router = Router(seed: UInt64.random(in: 1...UInt64.max))
         routerEpoch = routerEpoch &+ 1
+    }
+
+    /// Called before every decision the leader takes: the first one of a new term starts from
+    /// a fresh router. Doing it here, not when a watcher notices the new term, means no
+    /// decision can be taken by the old router after the change, nor wiped by a late reset.
+    public mutating func prepareToRoute(asLeaderOf term: UInt64) {
+        guard term != routingTerm else { return }
+        routingTerm = term
+        resetRouter()
     }
 
     public mutating func apply(_ command: [UInt8], at index: LogIndex) -> [UInt8] {

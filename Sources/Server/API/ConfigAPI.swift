@@ -58,21 +58,29 @@ struct ConfigAPI: Sendable {
 
     struct TierBody: Codable, Sendable {
         var vcpus: Int?
-        var memoryBytes: UInt64?
-        var diskBytes: UInt64?
+        var memoryBytes: Int64?
+        var diskBytes: Int64?
         var gpus: Int?
-        var gpuMemoryBytes: UInt64?
+        var gpuMemoryBytes: Int64?
 
         init(_ tier: ResourceTier) {
             vcpus = tier.vCPUs
-            memoryBytes = tier.memoryBytes
-            diskBytes = tier.diskBytes
+            memoryBytes = Int64(clamping: tier.memoryBytes)
+            diskBytes = Int64(clamping: tier.diskBytes)
             gpus = tier.gpus
-            gpuMemoryBytes = tier.gpuMemoryBytes
+            gpuMemoryBytes = Int64(clamping: tier.gpuMemoryBytes)
         }
 
         func tier(name: String) throws -> ResourceTier {
-            let tier = ResourceTier(vCPUs: vcpus ?? 0, memoryBytes: memoryBytes ?? 0, diskBytes: diskBytes ?? 0, gpus: gpus ?? 0, gpuMemoryBytes: gpuMemoryBytes ?? 0)
+            func bytes(_ value: Int64?, _ field: String) throws -> UInt64 {
+                guard let value else { return 0 }
+                guard value >= 0 else { throw APIError.badRequest(field: "tiers.\(name).\(field)", "must not be negative") }
+                return UInt64(value)
+            }
+            let tier = ResourceTier(
+                vCPUs: vcpus ?? 0, memoryBytes: try bytes(memoryBytes, "memory_bytes"), diskBytes: try bytes(diskBytes, "disk_bytes"),
+                gpus: gpus ?? 0, gpuMemoryBytes: try bytes(gpuMemoryBytes, "gpu_memory_bytes")
+            )
             do { try tier.validate(name: name) } catch { throw APIError(error) }
             return tier
         }
@@ -92,8 +100,8 @@ struct ConfigAPI: Sendable {
         var decodeMsPerRunningRequest: Double?
         var stickyOverloadFactor: Double?
         var stickyOverloadSlack: Int?
-        var stickyTtlMs: UInt64?
-        var reservationTtlMs: UInt64?
+        var stickyTtlMs: Int64?
+        var reservationTtlMs: Int64?
         var prefixBlocksPerWorker: Int?
         var busyCoreThreshold: Double?
         var cpuWeight: Double?
@@ -121,8 +129,8 @@ struct ConfigAPI: Sendable {
             decodeMsPerRunningRequest = settings.decodeMillisecondsPerRunningRequest
             stickyOverloadFactor = settings.stickyOverloadFactor
             stickyOverloadSlack = settings.stickyOverloadSlack
-            stickyTtlMs = settings.stickyTTLMilliseconds
-            reservationTtlMs = settings.reservationTTLMilliseconds
+            stickyTtlMs = Int64(clamping: settings.stickyTTLMilliseconds)
+            reservationTtlMs = Int64(clamping: settings.reservationTTLMilliseconds)
             prefixBlocksPerWorker = settings.prefixBlocksPerWorker
             busyCoreThreshold = settings.busyCoreThreshold
             cpuWeight = settings.cpuWeight
@@ -145,8 +153,14 @@ struct ConfigAPI: Sendable {
             if let decodeMsPerRunningRequest { settings.decodeMillisecondsPerRunningRequest = decodeMsPerRunningRequest }
             if let stickyOverloadFactor { settings.stickyOverloadFactor = stickyOverloadFactor }
             if let stickyOverloadSlack { settings.stickyOverloadSlack = stickyOverloadSlack }
-            if let stickyTtlMs { settings.stickyTTLMilliseconds = stickyTtlMs }
-            if let reservationTtlMs { settings.reservationTTLMilliseconds = reservationTtlMs }
+            if let stickyTtlMs {
+                guard stickyTtlMs > 0 else { throw APIError.badRequest(field: "sticky_ttl_ms", "must be positive") }
+                settings.stickyTTLMilliseconds = UInt64(stickyTtlMs)
+            }
+            if let reservationTtlMs {
+                guard reservationTtlMs > 0 else { throw APIError.badRequest(field: "reservation_ttl_ms", "must be positive") }
+                settings.reservationTTLMilliseconds = UInt64(reservationTtlMs)
+            }
             if let prefixBlocksPerWorker { settings.prefixBlocksPerWorker = prefixBlocksPerWorker }
             if let busyCoreThreshold { settings.busyCoreThreshold = busyCoreThreshold }
             if let cpuWeight { settings.cpuWeight = cpuWeight }

@@ -153,8 +153,8 @@ struct ProxyAPI: Sendable {
         route.maxTokens = completion.maxTokens
         switch completion.prompt {
         case .text(let text): route.prompt = text
-        case .tokens(let tokens): route.tokenIds = tokens
-        case .blocks(let blocks): route.blockHashes = blocks
+        case .tokens(let tokens): route.tokenIds = tokens.map(Int64.init)
+        case .blocks(let blocks): route.blockHashes = blocks.map(BlockHashValue.init)
         }
         var excluded: [String] = []
         var lastFailure: (any Error)?

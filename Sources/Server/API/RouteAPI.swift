@@ -102,7 +102,7 @@ struct RouteAPI: Sendable {
         let model = try await resolveModel(body.model)
         let tokensPerBlock = keys.isEmpty ? 16 : max(1, (body.seqLen + keys.count - 1) / keys.count)
         let route = RouteRequestBody(
-            model: model, requestId: body.requestId.text, blockHashes: keys.map { UInt64(bitPattern: $0) },
+            model: model, requestId: body.requestId.text, blockHashes: keys.map { BlockHashValue(UInt64(bitPattern: $0)) },
             promptTokens: body.seqLen, tokensPerBlock: tokensPerBlock
         )
         let (_, endpoint) = await routing.link.leaderEndpoint()

@@ -14,8 +14,8 @@ struct RouteRequestBody: Codable, Sendable {
     var sessionId: String?
     /// The prompt as text, as token ids, or as chained block hashes: at most one of the three.
     var prompt: String?
-    var tokenIds: [UInt32]?
-    var blockHashes: [UInt64]?
+    var tokenIds: [Int64]?
+    var blockHashes: [BlockHashValue]?
     var promptTokens: Int?
     var tokensPerBlock: Int?
     var maxTokens: Int?
@@ -52,9 +52,12 @@ struct RouteRequestBody: Codable, Sendable {
         if let location, !(-90...90).contains(location.latitude) || !(-180...180).contains(location.longitude) {
             throw APIError.badRequest(field: "location", "latitude must be in [-90, 90] and longitude in [-180, 180]")
         }
+        if let tokenIds, let index = tokenIds.firstIndex(where: { $0 < 0 || $0 > Int64(UInt32.max) }) {
+            throw APIError.badRequest(field: "token_ids[\(index)]", "token ids are in 0...\(UInt32.max), got \(tokenIds[index])")
+        }
         let promptValue: Prompt = if let prompt { .text(prompt) }
-            else if let tokenIds { .tokens(tokenIds) }
-            else if let blockHashes { .blocks(blockHashes) }
+            else if let tokenIds { .tokens(tokenIds.map { UInt32($0) }) }
+            else if let blockHashes { .blocks(blockHashes.map(\.value)) }
             else { .none }
         var request = RoutingRequest(
             model: model, requestID: requestId ?? UUID().uuidString, sessionKey: sessionId, prompt: promptValue,
@@ -64,6 +67,28 @@ struct RouteRequestBody: Codable, Sendable {
         )
         request.excludedWorkers = Set(excludeWorkers ?? [])
         return request
+    }
+}
+
+/// A 64-bit block hash in JSON: unsigned, or signed (its bit pattern), as RTP-LLM sends
+/// `int64` cache keys.
+struct BlockHashValue: Codable, Sendable, Hashable {
+    var value: UInt64
+
+    init(_ value: UInt64) { self.value = value }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let unsigned = try? container.decode(UInt64.self) {
+            value = unsigned
+        } else {
+            value = UInt64(bitPattern: try container.decode(Int64.self))
+        }
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(value)
     }
 }
 

@@ -64,15 +64,15 @@ struct WorkerAPI: Sendable {
         struct Resources: Codable, Sendable {
             struct GPU: Codable, Sendable {
                 var utilization: Double
-                var memoryTotalBytes: UInt64
-                var memoryUsedBytes: UInt64
+                var memoryTotalBytes: Int64
+                var memoryUsedBytes: Int64
             }
 
             var coreLoads: [Double]?
-            var memoryTotalBytes: UInt64?
-            var memoryUsedBytes: UInt64?
-            var diskTotalBytes: UInt64?
-            var diskUsedBytes: UInt64?
+            var memoryTotalBytes: Int64?
+            var memoryUsedBytes: Int64?
+            var diskTotalBytes: Int64?
+            var diskUsedBytes: Int64?
             var gpus: [GPU]?
         }
 
@@ -114,7 +114,8 @@ struct WorkerAPI: Sendable {
             return try await link.leaderOrForward(request, body: body) {
                 try await requireWorker(id)
                 let location = beat.location.map { GeoLocation(latitude: $0.latitude, longitude: $0.longitude) }
-                guard await sync.heartbeat(workerID: id, resources: resources, location: location, load: load) else {
+                let term = await link.node.leadership().term
+                guard await sync.heartbeat(workerID: id, resources: resources, location: location, load: load, term: term) else {
                     throw APIError.noLeader("leadership changed; send the heartbeat again")
                 }
                 return try context.responseEncoder.encode(Accepted(), from: request, context: context)
@@ -134,10 +135,21 @@ struct WorkerAPI: Sendable {
         if let index = gpus.firstIndex(where: { !($0.utilization >= 0 && $0.utilization <= 1) }) {
             throw APIError.badRequest(field: "resources.gpus[\(index)].utilization", "must be in [0, 1]")
         }
+        func bytes(_ value: Int64?, _ field: String) throws -> UInt64 {
+            guard let value else { return 0 }
+            guard value >= 0 else { throw APIError.badRequest(field: "resources.\(field)", "must not be negative, got \(value)") }
+            return UInt64(value)
+        }
         return WorkerResources(
-            coreLoads: cores, memoryTotalBytes: body.memoryTotalBytes ?? 0, memoryUsedBytes: body.memoryUsedBytes ?? 0,
-            diskTotalBytes: body.diskTotalBytes ?? 0, diskUsedBytes: body.diskUsedBytes ?? 0,
-            gpus: gpus.map { GPUStatus(utilization: $0.utilization, memoryTotalBytes: $0.memoryTotalBytes, memoryUsedBytes: $0.memoryUsedBytes) }
+            coreLoads: cores, memoryTotalBytes: try bytes(body.memoryTotalBytes, "memory_total_bytes"),
+            memoryUsedBytes: try bytes(body.memoryUsedBytes, "memory_used_bytes"),
+            diskTotalBytes: try bytes(body.diskTotalBytes, "disk_total_bytes"), diskUsedBytes: try bytes(body.diskUsedBytes, "disk_used_bytes"),
+            gpus: try gpus.enumerated().map { index, gpu in
+                GPUStatus(
+                    utilization: gpu.utilization, memoryTotalBytes: try bytes(gpu.memoryTotalBytes, "gpus[\(index)].memory_total_bytes"),
+                    memoryUsedBytes: try bytes(gpu.memoryUsedBytes, "gpus[\(index)].memory_used_bytes")
+                )
+            }
         )
     }
 

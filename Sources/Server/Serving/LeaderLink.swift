@@ -19,8 +19,9 @@ struct LeaderLink: Sendable {
 
     /// The leader's id and HTTP endpoint, when known.
     func leaderEndpoint() async -> (leadership: Leadership, endpoint: String?) {
-        await node.withMachine { machine, leadership in
-            (leadership, leadership.leader.flatMap { machine.state.nodeEndpoints[$0] })
+        let own = settings.advertisedURL
+        return await node.withMachine { machine, leadership in
+            (leadership, leadership.isLeader ? own : leadership.leader.flatMap { machine.state.nodeEndpoints[$0] })
         }
     }
 
@@ -90,6 +91,8 @@ extension HTTPClient {
             connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
         )
         configuration.decompression = .disabled
+        // A refused connection fails at once, so the proxy can retry on another worker.
+        configuration.connectionPool.retryConnectionEstablishment = false
         configuration.httpVersion = .http1Only
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }

@@ -41,6 +41,7 @@ struct RoutingService: Sendable {
             guard leadership.isLeader else {
                 return .follower(leader: leadership.leader, endpoint: leadership.leader.flatMap { machine.state.nodeEndpoints[$0] })
             }
+            machine.prepareToRoute(asLeaderOf: leadership.term)
             do throws(BalancerError) {
                 return .decided(try machine.route(request, now: now), epoch: machine.routerEpoch)
             } catch {
@@ -121,13 +122,13 @@ struct RoutingService: Sendable {
             return outcome
         }
         if token.node == node.id {
-            let (released, isLeader) = await node.withMachine { machine, leadership in
-                guard machine.routerEpoch == token.epoch else { return ([Reservation](), leadership.isLeader) }
-                return ((try? machine.router.release(token: token.token)) ?? [], leadership.isLeader)
+            let (released, leadership) = await node.withMachine { machine, leadership in
+                guard machine.routerEpoch == token.epoch else { return ([Reservation](), leadership) }
+                return ((try? machine.router.release(token: token.token)) ?? [], leadership)
             }
-            if isLeader, let outcome {
+            if leadership.isLeader, let outcome {
                 let workers = body.workerId.map { [$0] } ?? released.map(\.workerID)
-                for worker in Set(workers) { await sync.record(outcome, workerID: worker) }
+                for worker in Set(workers) { await sync.record(outcome, workerID: worker, term: leadership.term) }
             }
             guard !released.isEmpty else {
                 throw APIError(.notFound, code: "unknown_reservation", "no reservation \(token) here (released already, expired, or from an earlier leadership)", field: "release_token")
@@ -136,7 +137,9 @@ struct RoutingService: Sendable {
         }
         let (leadership, endpoint) = await link.leaderEndpoint()
         if leadership.isLeader || headers[.fulcrumForwarded] != nil {
-            if let outcome, let worker = body.workerId { await sync.record(outcome, workerID: worker) }
+            if leadership.isLeader, let outcome, let worker = body.workerId {
+                await sync.record(outcome, workerID: worker, term: leadership.term)
+            }
             throw APIError(.notFound, code: "unknown_reservation", "reservation \(token) was made by node \(token.node), not by the leader; it expires on its own", field: "release_token")
         }
         guard let endpoint else { throw APIError.noLeader() }

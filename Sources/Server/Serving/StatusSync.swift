@@ -23,6 +23,8 @@ public actor StatusSync {
 
     private var isLeader = false
     private var term: UInt64 = 0
+    /// The term of the leadership the trackers belong to.
+    private var leaderTerm: UInt64 = 0
     private var health: [String: HealthTracker] = [:]
     private var breakers: [String: CircuitBreaker] = [:]
     private var pendingHealth: [String: HealthVerdict] = [:]
@@ -68,8 +70,8 @@ public actor StatusSync {
             if term > 0 { metrics.elections.increment(by: Int64(leadership.term - term)) }
             term = leadership.term
         }
-        if leadership.isLeader && !isLeader {
-            await becomeLeader()
+        if leadership.isLeader && (!isLeader || leaderTerm != leadership.term) {
+            await becomeLeader(term: leadership.term)
         } else if !leadership.isLeader && isLeader {
             isLeader = false
             logger.info("no longer leader: stopped polling workers")
@@ -79,11 +81,13 @@ public actor StatusSync {
 
     /// Takes over warm: verdicts and circuits start from the replicated state, so nothing
     /// flaps; the router starts afresh (reservations are local).
-    private func becomeLeader() async {
+    private func becomeLeader(term: UInt64) async {
+        guard !isLeader || leaderTerm != term else { return }
         isLeader = true
+        leaderTerm = term
         let now = Self.now()
-        let workers = await node.withMachine { machine, _ in
-            machine.resetRouter()
+        let workers = await node.withMachine { machine, leadership in
+            machine.prepareToRoute(asLeaderOf: leadership.term)
             return machine.state.workers
         }
         health = [:]
@@ -110,9 +114,11 @@ public actor StatusSync {
 
     // MARK: Outcomes and heartbeats
 
-    /// Counts a proxied request's outcome against the worker's circuit (leader only).
-    public func record(_ outcome: String, workerID: String) {
-        guard isLeader, let outcome = UpstreamOutcome(rawValue: outcome) else { return }
+    /// Counts a proxied request's outcome against the worker's circuit; the caller leads in
+    /// `term` (the trackers follow at once, not at the next leadership check).
+    func record(_ outcome: UpstreamOutcome, workerID: String, term: UInt64) async {
+        await becomeLeader(term: term)
+        guard isLeader, leaderTerm == term else { return }
         var breaker = breakers[workerID] ?? CircuitBreaker(state: .closed, now: Self.now())
         if let change = breaker.record(outcome, now: Self.now(), failureThreshold: settings.circuitFailures) {
             pendingCircuits[workerID] = change
@@ -121,11 +127,10 @@ public actor StatusSync {
         breakers[workerID] = breaker
     }
 
-    func record(_ outcome: UpstreamOutcome, workerID: String) { record(outcome.rawValue, workerID: workerID) }
-
     /// A worker's pushed host resources (and optionally load), coalesced into the next flush.
-    func heartbeat(workerID: String, resources: WorkerResources, location: GeoLocation?, load: EngineLoad?) -> Bool {
-        guard isLeader else { return false }
+    func heartbeat(workerID: String, resources: WorkerResources, location: GeoLocation?, load: EngineLoad?, term: UInt64) async -> Bool {
+        await becomeLeader(term: term)
+        guard isLeader, leaderTerm == term else { return false }
         pendingResources[workerID] = (resources, location)
         if let load { pendingLoads[workerID] = load }
         return true
@@ -237,6 +242,7 @@ public actor StatusSync {
         pendingLoads = [:]
         pendingResources = [:]
         guard !commands.isEmpty else { return }
+        logger.trace("flushing \(commands.count) commands to the log")
         do {
             _ = try await propose(commands.count == 1 ? commands[0] : .batch(commands))
             proposedLoads.merge(changedLoads) { $1 }

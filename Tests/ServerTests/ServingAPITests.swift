@@ -1,0 +1,322 @@
+import AsyncHTTPClient
+import Balancer
+import Foundation
+import NIOCore
+@testable import Server
+import Simulator
+import Testing
+
+/// The serving layer in one process: a single-node cluster with its HTTP listener and simulated
+/// engines on loopback.
+@Suite(.serialized) struct ServingAPITests {
+    @Test(.timeLimit(.minutes(1)))
+    func routesReleasesAndCountsDecisions() async throws {
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m"), .init(id: "b", model: "m")]) { harness in
+            try await harness.register(0)
+            try await harness.register(1)
+            let prompt = String(repeating: "the same long system prompt ", count: 20)
+            let first = try await harness.post("/v1/route", #"{"model":"m","request_id":"r1","prompt":"\#(prompt)","max_tokens":8}"#)
+            #expect(first.status == 200, "\(first.text)")
+            let targets = try #require(first.json["targets"] as? [[String: Any]])
+            #expect(targets.count == 1 && targets[0]["role"] as? String == "PDFUSION")
+            #expect(first.json["degraded"] as? Bool == false)
+            // The same prompt again lands where its prefix is cached.
+            let second = try await harness.post("/v1/route", #"{"model":"m","request_id":"r2","prompt":"\#(prompt) and more"}"#)
+            let secondTargets = try #require(second.json["targets"] as? [[String: Any]])
+            #expect(secondTargets[0]["worker_id"] as? String == targets[0]["worker_id"] as? String)
+            #expect(secondTargets[0]["reason"] as? String == "hit")
+            let token = try #require(first.json["release_token"] as? String)
+            let released = try await harness.post("/v1/release", #"{"release_token":"\#(token)","outcome":"ok"}"#)
+            #expect(released.status == 200 && released.json["released"] as? Int == 1)
+            let again = try await harness.post("/v1/release", #"{"release_token":"\#(token)"}"#)
+            #expect(again.status == 404 && again.errorField == "release_token")
+            // The decided prefixes reach the log within a flush interval: a new leader would know them.
+            let chosen = try #require(targets[0]["worker_id"] as? String)
+            try await harness.waitForState("prefixes replicated") { $0.state.cachedBlockCount(workerID: chosen) > 0 }
+            let metrics = try await harness.get("/metrics")
+            #expect(metrics.text.contains(#"fulcrum_routing_decisions_total{model="m",role="PDFUSION",strategy="cache_aware",reason="hit"} 1"#))
+            #expect(metrics.text.contains("fulcrum_raft_term "))
+            #expect(metrics.text.contains("fulcrum_http_request_duration_seconds_bucket"))
+            #expect(metrics.text.contains(#"fulcrum_worker_healthy{worker="w0",model="m",role="PDFUSION"}"#))
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func everyMalformedRequestGetsA4xxNamingTheField() async throws {
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m")]) { harness in
+            try await harness.register(0)
+            let cases: [(String, String, Int, String)] = [
+                ("/v1/route", "{not json", 400, "body"),
+                ("/v1/route", "", 400, "body"),
+                ("/v1/route", #"{"prompt":"x"}"#, 400, "model"),
+                ("/v1/route", #"{"model":42}"#, 400, "model"),
+                ("/v1/route", #"{"model":""}"#, 400, "model"),
+                ("/v1/route", #"{"model":"nope"}"#, 404, "model"),
+                ("/v1/route", #"{"model":"m","prompt_tokens":-5}"#, 400, "prompt_tokens"),
+                ("/v1/route", #"{"model":"m","max_tokens":-1}"#, 400, "max_tokens"),
+                ("/v1/route", #"{"model":"m","tokens_per_block":0}"#, 400, "tokens_per_block"),
+                ("/v1/route", #"{"model":"m","roles":["TRAINER"]}"#, 400, "roles[0]"),
+                ("/v1/route", #"{"model":"m","roles":"PREFILL"}"#, 400, "roles"),
+                ("/v1/route", #"{"model":"m","prompt":"a","token_ids":[1]}"#, 400, "prompt"),
+                ("/v1/route", #"{"model":"m","token_ids":[-1]}"#, 400, "token_ids[0]"),
+                ("/v1/route", #"{"model":"m","block_hashes":[\#((0..<70_000).map { _ in "1" }.joined(separator: ","))]}"#, 400, "block_hashes"),
+                ("/v1/route", #"{"model":"m","tier":"gold"}"#, 400, "tier"),
+                ("/v1/route", #"{"model":"m","location":{"latitude":91,"longitude":0}}"#, 400, "location"),
+                ("/v1/route", #"{"model":"m","location":{"latitude":1}}"#, 400, "location.longitude"),
+                ("/v1/release", #"{"release_token":"abc"}"#, 400, "release_token"),
+                ("/v1/release", #"{"release_token":"1.2.3","outcome":"meh"}"#, 400, "outcome"),
+                ("/v1/release", #"{}"#, 400, "release_token"),
+                ("/v1/chat/completions", #"{"model":"m"}"#, 400, "messages"),
+                ("/v1/chat/completions", #"{"model":"m","messages":[]}"#, 400, "messages"),
+                ("/v1/chat/completions", #"{"model":"m","messages":[{"content":"x"}]}"#, 400, "messages[0].role"),
+                ("/v1/chat/completions", #"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#, 400, "stream"),
+                ("/v1/chat/completions", #"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-3}"#, 400, "max_tokens"),
+                ("/v1/chat/completions", #"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1.5}"#, 400, "max_tokens"),
+                ("/v1/chat/completions", #"{"messages":[{"role":"user","content":"x"}]}"#, 400, "model"),
+                ("/v1/chat/completions", #"["model"]"#, 400, "body"),
+                ("/v1/completions", #"{"model":"m"}"#, 400, "prompt"),
+                ("/v1/completions", #"{"model":"m","prompt":{"a":1}}"#, 400, "prompt"),
+                ("/v1/completions", #"{"model":"nope","prompt":"x"}"#, 404, "model"),
+                ("/rtp_llm/schedule", #"{"seq_len":10}"#, 400, "request_id"),
+                ("/rtp_llm/schedule", #"{"request_id":1,"seq_len":-10}"#, 400, "seq_len"),
+                ("/rtp_llm/schedule", #"{"request_id":1,"seq_len":10,"block_cache_keys":["a"]}"#, 400, "block_cache_keys[0]"),
+                ("/v1/workers", #"{"id":"x","model":"m","role":"COOK","address":"127.0.0.1:1"}"#, 400, "role"),
+                ("/v1/workers", #"{"id":"x","model":"m","role":"DECODE","address":"nowhere"}"#, 400, "address"),
+                ("/v1/workers", #"{"id":"x","model":"m","role":"DECODE","address":"h:1","capacity":{"kv_blocks":-1}}"#, 400, "capacity.kv_blocks"),
+                ("/v1/workers", #"{"id":"x","model":"m","role":"DECODE","address":"h:1","labels":{"status":"snmp"}}"#, 400, "labels.status"),
+                ("/v1/workers", #"{"model":"m","role":"DECODE","address":"h:1"}"#, 400, "id"),
+                ("/v1/workers/w0/heartbeat", #"{"resources":{"core_loads":[0.5,2]}}"#, 400, "resources.core_loads[1]"),
+                ("/v1/workers/w0/heartbeat", #"{"resources":{"memory_total_bytes":-1}}"#, 400, "resources.memory_total_bytes"),
+                ("/v1/workers/w0/heartbeat", #"{"load":{"running_requests":-1}}"#, 400, "load"),
+                ("/v1/workers/ghost/heartbeat", #"{}"#, 404, "id"),
+            ]
+            for (path, body, status, field) in cases {
+                let answer = try await harness.post(path, body)
+                #expect(answer.status == status, "\(path) \(body.prefix(80)): \(answer.status) \(answer.text.prefix(300))")
+                #expect(answer.errorField == field, "\(path) \(body.prefix(80)): \(answer.text.prefix(300))")
+                #expect(answer.headers.first(name: "Content-Type")?.contains("json") == true, "\(path)")
+            }
+            // Invalid UTF-8 in a JSON string.
+            let invalid = try await ServingHarness.raw("POST", harness.url + "/v1/route", bytes: Array(#"{"model":"m","prompt":""#.utf8) + [0xFF, 0xFE] + Array(#""}"#.utf8))
+            #expect(invalid.status == 400 && invalid.errorField == "body", "\(invalid.text)")
+            let badConfig: [(String, String, String, Int, String)] = [
+                ("PUT", "/admin/config/policies/m", #"{"strategies":{"PREFILL":"fastest"}}"#, 400, "strategies.PREFILL"),
+                ("PUT", "/admin/config/policies/m", #"{"split":[{"name":"a","strategy":"random","weight":0}]}"#, 400, "split.a.weight"),
+                ("PATCH", "/admin/config/settings", #"{"kv_high_watermark":2}"#, 400, "kv_high_watermark"),
+                ("PATCH", "/admin/config/settings", #"{"kv_hihg_watermark":0.5}"#, 400, "kv_hihg_watermark"),
+                ("PUT", "/admin/config/tiers/t", #"{"vcpus":-2}"#, 400, "tiers.t.vcpus"),
+            ]
+            for (method, path, body, status, field) in badConfig {
+                let answer = try await ServingHarness.raw(method, harness.url + path, body: body)
+                #expect(answer.status == status && answer.errorField == field, "\(path): \(answer.text)")
+            }
+            // Nothing bad reached the log.
+            let workers = await harness.node.withMachine { machine, _ in machine.state.workers.map(\.id) }
+            #expect(workers == ["w0"])
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func configChangesAtRunTimeSteerRouting() async throws {
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m"), .init(id: "b", model: "m"), .init(id: "c", model: "m")]) { harness in
+            for index in 0..<3 { try await harness.register(index) }
+            let put = try await ServingHarness.raw("PUT", harness.url + "/admin/config/policies/m", body: #"{"strategies":{"PDFUSION":"round_robin"}}"#)
+            #expect(put.status == 200, "\(put.text)")
+            var picks: [String] = []
+            for index in 0..<6 {
+                let answer = try await harness.post("/v1/route", #"{"model":"m","request_id":"rr\#(index)","prompt":"same"}"#)
+                picks.append(((answer.json["targets"] as? [[String: Any]])?.first?["worker_id"] as? String) ?? "?")
+                #expect((answer.json["targets"] as? [[String: Any]])?.first?["strategy"] as? String == "round_robin")
+            }
+            #expect(Set(picks) == ["w0", "w1", "w2"] && Set(picks.prefix(3)).count == 3)
+            let patch = try await ServingHarness.raw("PATCH", harness.url + "/admin/config/settings", body: #"{"cache_hit_threshold":0.9,"sticky_ttl_ms":1000}"#)
+            #expect(patch.status == 200, "\(patch.text)")
+            let config = try await harness.get("/admin/config")
+            let settings = try #require(config.json["settings"] as? [String: Any])
+            #expect(settings["cache_hit_threshold"] as? Double == 0.9 && settings["sticky_ttl_ms"] as? Int == 1000)
+            #expect(settings["kv_high_watermark"] as? Double == 0.92)
+            let policies = try #require(config.json["policies"] as? [String: Any])
+            #expect((policies["m"] as? [String: Any])?["strategies"] as? [String: String] == ["PDFUSION": "round_robin"])
+            let split = try await ServingHarness.raw("PUT", harness.url + "/admin/config/default_policy", body: #"{"split":[{"name":"a","strategy":"random","weight":1},{"name":"b","strategy":"least_load","weight":1}]}"#)
+            #expect(split.status == 200)
+            let deleted = try await ServingHarness.raw("DELETE", harness.url + "/admin/config/policies/m")
+            #expect(deleted.status == 200)
+            var arms = Set<String>()
+            for index in 0..<40 {
+                let answer = try await harness.post("/v1/route", #"{"model":"m","request_id":"ab\#(index)"}"#)
+                if let arm = answer.json["arm"] as? String { arms.insert(arm) }
+            }
+            #expect(arms == ["a", "b"])
+            // Drain takes a worker out of rotation.
+            for id in ["w0", "w1"] { #expect(try await harness.post("/admin/workers/\(id)/drain", "").status == 200) }
+            for index in 0..<5 {
+                let answer = try await harness.post("/v1/route", #"{"model":"m","request_id":"d\#(index)"}"#)
+                #expect((answer.json["targets"] as? [[String: Any]])?.first?["worker_id"] as? String == "w2")
+            }
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func streamsChunkByChunkAndReleasesWhenTheStreamEnds() async throws {
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m", tokenIntervalMilliseconds: 60)]) { harness in
+            try await harness.register(0)
+            var request = HTTPClientRequest(url: harness.url + "/v1/chat/completions")
+            request.method = .POST
+            request.body = .bytes(ByteBuffer(string: #"{"model":"m","stream":true,"max_tokens":5,"messages":[{"role":"user","content":"hello"}]}"#))
+            let response = try await ServingHarness.client.execute(request, timeout: .seconds(10))
+            #expect(response.status.code == 200)
+            #expect(response.headers.first(name: "Content-Type") == "text/event-stream")
+            #expect(response.headers.first(name: "X-Fulcrum-Worker") == "w0")
+            var arrivals: [ContinuousClock.Instant] = []
+            var text = ""
+            for try await chunk in response.body {
+                arrivals.append(.now)
+                text += String(buffer: chunk)
+            }
+            #expect(text.hasSuffix("data: [DONE]\n\n"))
+            #expect(text.components(separatedBy: "data: {").count - 1 == 5)
+            // Tokens come 60 ms apart: a buffering proxy would deliver them at once.
+            #expect(arrivals.count >= 5)
+            #expect(arrivals.last! - arrivals.first! >= .milliseconds(200))
+            // The reservation was handed back when the stream ended.
+            try await harness.waitForState("reservation released") { $0.router.ledger.requestCount == 0 }
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aClientThatGoesAwayReleasesItsReservation() async throws {
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m", tokenIntervalMilliseconds: 50)]) { harness in
+            try await harness.register(0)
+            var request = HTTPClientRequest(url: harness.url + "/v1/completions")
+            request.method = .POST
+            request.body = .bytes(ByteBuffer(string: #"{"model":"m","stream":true,"max_tokens":200,"prompt":"go"}"#))
+            let reading = Task {
+                let response = try await ServingHarness.client.execute(request, timeout: .seconds(10))
+                for try await _ in response.body { break }
+            }
+            try await harness.waitForState("reservation taken") { $0.router.ledger.requestCount > 0 }
+            _ = await reading.result
+            try await harness.waitForState("reservation released after the client left", timeout: 15) { $0.router.ledger.requestCount == 0 }
+            #expect(harness.engines[0].served.count == 1)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func prefillThenDecodeFollowsTheWorkerProtocol() async throws {
+        try await ServingHarness.with(engines: [.init(id: "p", model: "m", role: "PREFILL"), .init(id: "d", model: "m", role: "DECODE")]) { harness in
+            try await harness.register(0, id: "prefill", role: "PREFILL")
+            try await harness.register(1, id: "decode", role: "DECODE")
+            let answer = try await harness.post("/v1/chat/completions", #"{"model":"m","max_tokens":4,"messages":[{"role":"user","content":"hello"}]}"#)
+            #expect(answer.status == 200, "\(answer.text)")
+            #expect(answer.headers.first(name: "X-Fulcrum-Worker") == "decode")
+            let prefill = try #require(harness.engines[0].served.first)
+            #expect(prefill.role == "prefill" && prefill.maxTokens == 1 && !prefill.stream && prefill.decodeWorker == harness.engineAddresses[1])
+            let decode = try #require(harness.engines[1].served.first)
+            #expect(decode.role == "decode" && decode.maxTokens == 4 && decode.prefillWorker == harness.engineAddresses[0])
+            try await harness.waitForState("both reservations released") { $0.router.ledger.requestCount == 0 }
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aRefusedConnectionIsRetriedOnAnotherWorker() async throws {
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m")], serving: { $0.statusIntervalMilliseconds = 60_000 }) { harness in
+            try await harness.register(0, id: "alive")
+            // A worker on a port nobody listens on (status polls are off, so it stays routable).
+            let dead = try await harness.post("/v1/workers", #"{"id":"dead","model":"m","role":"PDFUSION","address":"127.0.0.1:1"}"#)
+            #expect(dead.status == 200)
+            _ = try await ServingHarness.raw("PUT", harness.url + "/admin/config/policies/m", body: #"{"strategies":{"PDFUSION":"round_robin"}}"#)
+            for index in 0..<6 {
+                let answer = try await harness.post("/v1/completions", #"{"model":"m","prompt":"p\#(index)","max_tokens":2}"#)
+                #expect(answer.status == 200, "\(answer.text)")
+                #expect(answer.headers.first(name: "X-Fulcrum-Worker") == "alive")
+            }
+            #expect(harness.engines[0].served.count == 6)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func serverErrorsOpenTheCircuitAndTrafficMovesAway() async throws {
+        try await ServingHarness.with(engines: [.init(id: "bad", model: "m"), .init(id: "good", model: "m")]) { harness in
+            try await harness.register(0, id: "bad")
+            try await harness.register(1, id: "good")
+            var faults = SimulatedEngine.Faults()
+            faults.errorRate = 1
+            harness.engines[0].setFaults(faults)
+            _ = try await ServingHarness.raw("PUT", harness.url + "/admin/config/policies/m", body: #"{"strategies":{"PDFUSION":"round_robin"}}"#)
+            var errors = 0
+            for index in 0..<20 {
+                let answer = try await harness.post("/v1/completions", #"{"model":"m","prompt":"p\#(index)","max_tokens":1}"#)
+                if answer.status == 500 { errors += 1 }
+                if errors == 5 { break }
+            }
+            #expect(errors == 5)
+            try await harness.waitForState("circuit open") { $0.state.worker(id: "bad")?.circuit == .open }
+            for index in 0..<5 {
+                let answer = try await harness.post("/v1/completions", #"{"model":"m","prompt":"q\#(index)","max_tokens":1}"#)
+                #expect(answer.status == 200 && answer.headers.first(name: "X-Fulcrum-Worker") == "good")
+            }
+            // 4xx never trips a circuit: the good worker's stays closed after client errors.
+            for _ in 0..<8 {
+                _ = try await harness.post("/v1/release", #"{"release_token":"1.1.1","outcome":"client_error","worker_id":"good"}"#)
+            }
+            // After the open period a trial goes through; the engine recovered, so it closes.
+            harness.engines[0].setFaults(SimulatedEngine.Faults())
+            try await harness.waitForState("half-open") { $0.state.worker(id: "bad")?.circuit == .halfOpen }
+            for index in 0..<4 { _ = try await harness.post("/v1/completions", #"{"model":"m","prompt":"t\#(index)","max_tokens":1}"#) }
+            try await harness.waitForState("closed again") { $0.state.worker(id: "bad")?.circuit == .closed }
+            #expect(await harness.node.withMachine { machine, _ in machine.state.worker(id: "good")?.circuit } == .closed)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func healthFollowsStatusPollsWithThresholds() async throws {
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m"), .init(id: "b", model: "m")]) { harness in
+            try await harness.register(0, labels: ["status": "vllm"])
+            try await harness.register(1, labels: ["status": "sglang"])
+            try await harness.waitForState("healthy") { machine in machine.state.workers.allSatisfy { $0.health == .healthy } }
+            var faults = SimulatedEngine.Faults()
+            faults.garbageStatus = true
+            harness.engines[0].setFaults(faults)
+            try await harness.waitForState("unhealthy on garbage") { $0.state.worker(id: "w0")?.health == .unhealthy }
+            let routed = try await harness.post("/v1/route", #"{"model":"m"}"#)
+            #expect((routed.json["targets"] as? [[String: Any]])?.first?["worker_id"] as? String == "w1")
+            faults = SimulatedEngine.Faults()
+            faults.statusDelayMs = 2_000
+            harness.engines[0].setFaults(faults)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(await harness.node.withMachine { machine, _ in machine.state.worker(id: "w0")?.health } == .unhealthy)
+            harness.engines[0].setFaults(SimulatedEngine.Faults())
+            try await harness.waitForState("healthy again") { $0.state.worker(id: "w0")?.health == .healthy }
+            // Loads reached the log (coalesced), so routing sees them.
+            try await harness.waitForState("load reported") { ($0.state.worker(id: "w1")?.load.reportedAt ?? 0) > 0 }
+            let heartbeat = try await harness.post("/v1/workers/w0/heartbeat", #"{"resources":{"core_loads":[0.1,0.9],"memory_total_bytes":1000,"memory_used_bytes":10}}"#)
+            #expect(heartbeat.status == 200, "\(heartbeat.text)")
+            try await harness.waitForState("resources replicated") { $0.state.worker(id: "w0")?.resources.coreLoads == [0.1, 0.9] }
+            let deleted = try await ServingHarness.raw("DELETE", harness.url + "/v1/workers/w1")
+            #expect(deleted.status == 200)
+            #expect(try await ServingHarness.raw("DELETE", harness.url + "/v1/workers/w1").status == 404)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func flexLBScheduleAnswersInItsOwnShape() async throws {
+        try await ServingHarness.with(engines: [.init(id: "p", model: "m", role: "PREFILL"), .init(id: "d", model: "m", role: "DECODE")]) { harness in
+            try await harness.register(0, id: "p", role: "PREFILL", labels: ["grpc_port": "9999"])
+            try await harness.register(1, id: "d", role: "DECODE")
+            let answer = try await harness.post("/rtp_llm/schedule", #"{"request_id":12345,"block_cache_keys":[-5,7,9],"seq_len":1500,"generate_timeout":1000,"request_time_ms":1700000000000}"#)
+            #expect(answer.status == 200, "\(answer.text)")
+            #expect(answer.json["success"] as? Bool == true && answer.json["code"] as? Int == 200)
+            #expect(answer.json["real_master_host"] as? String == harness.url.replacingOccurrences(of: "http://", with: ""))
+            let servers = try #require(answer.json["server_status"] as? [[String: Any]])
+            #expect(servers.map { $0["role"] as? String } == ["PREFILL", "DECODE"])
+            #expect(servers[0]["server_ip"] as? String == "127.0.0.1" && servers[0]["grpc_port"] as? Int == 9999)
+            #expect(servers[0]["prefill_time"] is Int && servers[1]["group"] as? String == "")
+            let info = try await harness.get("/rtp_llm/master/info")
+            #expect(info.json["is_master"] as? Bool == true && info.json["leader_id"] as? Int == 1)
+            _ = try await harness.post("/admin/workers/p/drain", "")
+            let failed = try await harness.post("/rtp_llm/schedule", #"{"request_id":"abc","seq_len":10}"#)
+            #expect(failed.status == 200 && failed.json["success"] as? Bool == false && failed.json["code"] as? Int == 503)
+            #expect((failed.json["error_message"] as? String)?.contains("draining") == true)
+        }
+    }
+}
