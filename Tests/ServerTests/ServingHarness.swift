@@ -39,7 +39,7 @@ final class ServingHarness: Sendable {
 
     init(
         engines engineOptions: [SimulatedEngine.Options], serving: (inout ServingSettings) -> Void = { _ in },
-        security: SecuritySettings = SecuritySettings()
+        security: SecuritySettings = SecuritySettings(), tls: Bool = false
     ) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-serving-\(UUID().uuidString)").path
         let ports = freePorts(2 + engineOptions.count)
@@ -48,7 +48,7 @@ final class ServingHarness: Sendable {
         settings.durability = .normal
         settings.tick = .milliseconds(10)
         node = try ClusterNode(settings: settings, machine: BalancerMachine())
-        url = "http://127.0.0.1:\(ports[1])"
+        url = "\(tls ? "https" : "http")://127.0.0.1:\(ports[1])"
         var servingSettings = ServingSettings()
         servingSettings.advertisedURL = url
         servingSettings.statusIntervalMilliseconds = 20
@@ -75,7 +75,9 @@ final class ServingHarness: Sendable {
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             let leads = await node.leadership().isLeader
-            if leads, (try? await get("/healthz").status) == 200 {
+            var serving = tls
+            if !tls { serving = (try? await get("/healthz").status) == 200 }
+            if leads, serving {
                 var allUp = true
                 for address in engineAddresses where (try? await Self.raw("GET", "http://\(address)/health").status) != 200 { allUp = false }
                 if allUp { return }
@@ -95,9 +97,9 @@ final class ServingHarness: Sendable {
     /// Runs `body` against a fresh harness and always stops it, also when `body` throws.
     static func with(
         engines: [SimulatedEngine.Options], serving: (inout ServingSettings) -> Void = { _ in },
-        security: SecuritySettings = SecuritySettings(), _ body: (ServingHarness) async throws -> Void
+        security: SecuritySettings = SecuritySettings(), tls: Bool = false, _ body: (ServingHarness) async throws -> Void
     ) async throws {
-        let harness = try await ServingHarness(engines: engines, serving: serving, security: security)
+        let harness = try await ServingHarness(engines: engines, serving: serving, security: security, tls: tls)
         do {
             try await body(harness)
         } catch {

@@ -24,9 +24,11 @@ struct AccessMiddleware: RouterMiddleware {
             : nil
     }
 
+    static func isProbe(_ path: String) -> Bool { path == "/healthz" || path == "/readyz" }
+
     /// The scope a path needs; nil for paths anyone may call.
     static func scope(method: HTTPRequest.Method, path: String) -> SecuritySettings.Scope? {
-        if path == "/healthz" || path == "/readyz" { return nil }
+        if isProbe(path) { return nil }
         if path == "/metrics" { return .metrics }
         if path.hasPrefix("/admin") { return .admin }
         if path.hasPrefix("/v1/workers") { return .worker }
@@ -47,6 +49,9 @@ struct AccessMiddleware: RouterMiddleware {
     private func admit(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
         let address = context.remoteAddress?.ipAddress ?? ""
+        // Liveness and readiness answer everyone, unthrottled: orchestrators probe them from
+        // addresses an allow-list rarely names, and they reveal nothing.
+        if Self.isProbe(request.uri.path) { return try await next(request, context) }
         if !settings.allowedNetworks.isEmpty && !settings.allowedNetworks.contains(where: { $0.contains(address) }) {
             metrics.authFailures.increment()
             throw APIError(.forbidden, code: "forbidden_source", "source address \(address) is not in allow_cidrs")

@@ -1,0 +1,214 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
+@testable import Server
+import Simulator
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The HTTP listener's protections against a live socket.
+@Suite(.serialized) struct SecurityTests {
+    static let routeKey = "route-key-0123456789abcdef"
+    static let adminKey = "admin-key-0123456789abcdef"
+    static let workerKey = "worker-key-0123456789abcdef"
+
+    static func keyed() -> SecuritySettings {
+        var security = SecuritySettings()
+        security.apiKeys = [
+            .init(key: routeKey, scopes: [.route]), .init(key: adminKey, scopes: [.admin]), .init(key: workerKey, scopes: [.worker, .metrics]),
+        ]
+        return security
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func keysAndScopesGuardEveryEndpoint() async throws {
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m")], security: Self.keyed()) { harness in
+            let register = #"{"id":"w0","model":"m","role":"PDFUSION","address":"\#(harness.engineAddresses[0])"}"#
+            let anonymous = try await harness.post("/v1/workers", register)
+            #expect(anonymous.status == 401 && anonymous.errorField == "authorization")
+            let wrong = try await harness.post("/v1/workers", register, headers: [("Authorization", "Bearer not-a-key-at-all-0000")])
+            #expect(wrong.status == 401)
+            let routeOnly = try await harness.post("/v1/workers", register, headers: [("Authorization", "Bearer \(Self.routeKey)")])
+            #expect(routeOnly.status == 403 && routeOnly.text.contains("worker"))
+            let worker = try await harness.post("/v1/workers", register, headers: [("X-API-Key", Self.workerKey)])
+            #expect(worker.status == 200, "\(worker.text)")
+            #expect(try await harness.post("/v1/route", #"{"model":"m"}"#, headers: [("X-API-Key", Self.workerKey)]).status == 403)
+            #expect(try await harness.post("/v1/route", #"{"model":"m"}"#, headers: [("Authorization", "Bearer \(Self.routeKey)")]).status == 200)
+            #expect(try await harness.post("/v1/route", #"{"model":"m"}"#, headers: [("Authorization", "Bearer \(Self.adminKey)")]).status == 200)
+            #expect(try await harness.get("/admin/cluster", headers: [("Authorization", "Bearer \(Self.routeKey)")]).status == 403)
+            #expect(try await harness.get("/admin/cluster", headers: [("Authorization", "Bearer \(Self.adminKey)")]).status == 200)
+            #expect(try await harness.get("/metrics").status == 401)
+            #expect(try await harness.get("/metrics", headers: [("X-API-Key", Self.workerKey)]).status == 200)
+            #expect(try await harness.get("/healthz").status == 200)
+            #expect(try await harness.get("/readyz").status == 200)
+            let metrics = try await harness.get("/metrics", headers: [("X-API-Key", Self.adminKey)])
+            #expect(metrics.text.contains("fulcrum_auth_failures_total 6"), "\(metrics.text.split(separator: "\n").filter { $0.contains("auth") })")
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func rateLimitsPerClientWithRetryAfter() async throws {
+        var security = Self.keyed()
+        security.rateLimitPerSecond = 2
+        security.rateLimitBurst = 4
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m")], security: security) { harness in
+            var statuses: [Int] = []
+            var retryAfter: String?
+            for _ in 0..<10 {
+                let answer = try await harness.get("/rtp_llm/master/info", headers: [("Authorization", "Bearer \(Self.routeKey)")])
+                statuses.append(answer.status)
+                if answer.status == 429 { retryAfter = answer.headers.first(name: "Retry-After") }
+            }
+            #expect(statuses.prefix(4).allSatisfy { $0 == 200 })
+            #expect(statuses.filter { $0 == 429 }.count >= 5)
+            #expect(retryAfter == "1")
+            // Another key has its own bucket.
+            #expect(try await harness.get("/rtp_llm/master/info", headers: [("Authorization", "Bearer \(Self.adminKey)")]).status == 200)
+            // Probes are never throttled.
+            for _ in 0..<10 { #expect(try await harness.get("/healthz").status == 200) }
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func oversizedBodiesAreRefusedWith413() async throws {
+        var security = SecuritySettings()
+        security.maxBodyBytes = 1_024
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m")], security: security) { harness in
+            let big = #"{"model":"m","prompt":"\#(String(repeating: "x", count: 4_000))"}"#
+            let answer = try await harness.post("/v1/route", big)
+            #expect(answer.status == 413 && answer.errorField == "body")
+            // Chunked, so no Content-Length to check up front.
+            var request = HTTPClientRequest(url: harness.url + "/v1/route")
+            request.method = .POST
+            let chunks = (0..<8).map { _ in ByteBuffer(string: String(repeating: "y", count: 500)) }
+            request.body = .stream(chunks.async, length: .unknown)
+            let response = try await ServingHarness.client.execute(request, timeout: .seconds(5))
+            #expect(response.status.code == 413)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func sourcesOutsideTheAllowListAreRefused() async throws {
+        var security = SecuritySettings()
+        security.allowedNetworks = [CIDR("10.0.0.0/8")!]
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m")], security: security) { harness in
+            let answer = try await harness.get("/admin/cluster")
+            #expect(answer.status == 403 && answer.text.contains("forbidden_source"))
+        }
+        security.allowedNetworks = [CIDR("127.0.0.0/8")!]
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m")], security: security) { harness in
+            let answer = try await harness.get("/admin/cluster")
+            #expect(answer.status == 200)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func securityHeadersAlwaysAndCORSOnlyWhenConfigured() async throws {
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m")]) { harness in
+            for path in ["/healthz", "/nowhere"] {
+                let answer = try await harness.get(path, headers: [("Origin", "https://evil.example")])
+                #expect(answer.headers.first(name: "X-Content-Type-Options") == "nosniff")
+                #expect(answer.headers.first(name: "X-Frame-Options") == "DENY")
+                #expect(answer.headers.first(name: "Access-Control-Allow-Origin") == nil)
+            }
+        }
+        var security = SecuritySettings()
+        security.corsOrigins = ["https://app.example"]
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m")], security: security) { harness in
+            let allowed = try await harness.get("/healthz", headers: [("Origin", "https://app.example")])
+            #expect(allowed.headers.first(name: "Access-Control-Allow-Origin") == "https://app.example")
+            let other = try await harness.get("/healthz", headers: [("Origin", "https://evil.example")])
+            #expect(other.headers.first(name: "Access-Control-Allow-Origin") == nil)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aSlowHeaderClientIsCutOff() async throws {
+        var security = SecuritySettings()
+        security.headerTimeoutMilliseconds = 400
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m")], security: security) { harness in
+            let port = Int(harness.url.split(separator: ":").last!)!
+            let started = ContinuousClock.now
+            let closed = try await Task.detached { try SlowClient.trickleHeaders(port: port, byteEvery: .milliseconds(100), limit: .seconds(10)) }.value
+            #expect(closed)
+            let elapsed = ContinuousClock.now - started
+            #expect(elapsed < .seconds(3), "cut off after \(elapsed)")
+            // A normal client on a fresh connection is served.
+            #expect(try await harness.get("/healthz").status == 200)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func servesHTTPSWhenGivenACertificate() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-tls-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let openssl = Process()
+        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        openssl.arguments = [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(directory)/key.pem", "-out", "\(directory)/cert.pem",
+            "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ]
+        openssl.standardError = FileHandle.nullDevice
+        openssl.standardOutput = FileHandle.nullDevice
+        try openssl.run()
+        openssl.waitUntilExit()
+        try #require(openssl.terminationStatus == 0)
+        var security = SecuritySettings()
+        security.tlsCertificate = "\(directory)/cert.pem"
+        security.tlsKey = "\(directory)/key.pem"
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m")], security: security, tls: true) { harness in
+            var configuration = HTTPClient.Configuration()
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file("\(directory)/cert.pem")
+            configuration.tlsConfiguration = tls
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+            do {
+                let response = try await client.execute(HTTPClientRequest(url: harness.url + "/healthz"), timeout: .seconds(5))
+                #expect(response.status.code == 200)
+                #expect(response.headers.first(name: "Strict-Transport-Security") != nil)
+            } catch {
+                Issue.record("HTTPS request failed: \(error)")
+            }
+            try await client.shutdown()
+        }
+    }
+}
+
+/// A client that sends a request head one byte at a time.
+enum SlowClient {
+    /// Returns true when the server closed the connection before the head was complete.
+    static func trickleHeaders(port: Int, byteEvery interval: Duration, limit: Duration) throws -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw HarnessError("connect failed") }
+        var ignore = sigset_t()
+        sigemptyset(&ignore)
+        let head = Array("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: \(String(repeating: "a", count: 500))\r\n\r\n".utf8)
+        let start = ContinuousClock.now
+        for byte in head {
+            if ContinuousClock.now - start > limit { return false }
+            var value = byte
+            if send(fd, &value, 1, Int32(MSG_NOSIGNAL)) < 0 { return true }
+            var probe = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let milliseconds = Int32(interval.components.seconds * 1000 + interval.components.attoseconds / 1_000_000_000_000_000)
+            if poll(&probe, 1, milliseconds) > 0 {
+                var buffer = [UInt8](repeating: 0, count: 64)
+                if recv(fd, &buffer, 64, 0) <= 0 { return true }
+            }
+        }
+        return false
+    }
+}
