@@ -17,9 +17,12 @@ final class ProcessCluster: @unchecked Sendable {
     var processes: [UInt64: Process] = [:]
     let founders: [UInt64]
     var environment: [String: String] = [:]
+    /// Sent with every request (an API key, say).
+    var defaultHeaders: [(String, String)] = []
 
-    init(founders count: Int, snapshotEntries: Int = 10_000) throws {
+    init(founders count: Int, snapshotEntries: Int = 10_000, environment extra: [String: String] = [:]) throws {
         founders = (1...UInt64(count)).map { $0 }
+        environment = extra
         environment["FULCRUM_SNAPSHOT_ENTRIES"] = String(snapshotEntries)
         environment["FULCRUM_DURABILITY"] = "full"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
@@ -86,9 +89,20 @@ final class ProcessCluster: @unchecked Sendable {
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
 
-    func request(_ method: HTTPMethod, _ url: String, json: String? = nil) async throws -> (status: Int, body: [String: Any]) {
+    func request(
+        _ method: HTTPMethod, _ url: String, json: String? = nil, headers: [(String, String)] = []
+    ) async throws -> (status: Int, body: [String: Any]) {
+        try await requestWithHeaders(method, url, json: json, headers: headers).answer
+    }
+
+    func requestWithHeaders(
+        _ method: HTTPMethod, _ url: String, json: String? = nil, headers: [(String, String)] = []
+    ) async throws -> (answer: (status: Int, body: [String: Any]), headers: HTTPHeaders) {
         var request = HTTPClientRequest(url: url)
         request.method = method
+        for (name, value) in defaultHeaders + headers where !request.headers.contains(name: name) {
+            request.headers.add(name: name, value: value)
+        }
         if let json {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(string: json))
@@ -96,7 +110,7 @@ final class ProcessCluster: @unchecked Sendable {
         let response = try await Self.http.execute(request, timeout: .seconds(10))
         let bytes = try await response.body.collect(upTo: 4 << 20)
         let body = (try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))) as? [String: Any] ?? [:]
-        return (Int(response.status.code), body)
+        return ((Int(response.status.code), body), response.headers)
     }
 
     func status(_ id: UInt64) async -> [String: Any]? {
@@ -120,6 +134,18 @@ final class ProcessCluster: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(50))
         }
         throw IntegrationError("no agreed leader within \(timeout) s; logs in \(root)")
+    }
+
+    /// Waits until every running node answers /readyz (a leader, its endpoint, caught up).
+    func waitUntilReady(timeout: Double = 15) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            var ready = true
+            for id in processes.keys where (try? await request(.GET, endpoint(id) + "/readyz").status) != 200 { ready = false }
+            if ready { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw IntegrationError("nodes not ready within \(timeout) s; logs in \(root)")
     }
 
     /// Registers a worker through `via`, following a 421 to the leader. Returns true when the

@@ -1,5 +1,6 @@
 import Raft
 import RaftTransport
+import Foundation
 import Server
 import Testing
 
@@ -71,5 +72,69 @@ import Testing
         try configuration.set("node_id", value: "7", source: "--node-id")
         #expect(configuration.httpListen.port == 9999)
         #expect(configuration.nodeID == 7)
+    }
+
+    @Test func servingAndSecurityKeysLoad() throws {
+        let keyFile = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-keys-\(UUID().uuidString)").path
+        try "# comment\nfile-key-0123456789abcdef route,worker\n\n".write(toFile: keyFile, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: keyFile) }
+        let configuration = try NodeConfiguration.load(yaml: """
+            http_listen: 0.0.0.0:8100
+            http_advertise: http://fulcrum-0.fulcrum:8100/
+            fail_open: true
+            status_interval_ms: 100
+            flush_interval_ms: 200
+            circuit_failures: 7
+            default_model: llama
+            api_keys:
+              - key: admin-key-0123456789abcdef
+                scopes: [admin]
+            api_key_file: \(keyFile)
+            allow_cidrs: [10.0.0.0/8, 127.0.0.1]
+            rate_limit_rps: 50
+            rate_limit_burst: 100
+            max_body_bytes: 2097152
+            header_timeout_ms: 5000
+            cors_origins: https://app.example
+            log_level: debug
+            """, source: "node.yaml")
+        try configuration.validate()
+        let serving = configuration.servingSettings
+        #expect(serving.advertisedURL == "http://fulcrum-0.fulcrum:8100")
+        #expect(serving.failOpen && serving.statusIntervalMilliseconds == 100 && serving.flushIntervalMilliseconds == 200)
+        #expect(serving.circuitFailures == 7 && serving.defaultModel == "llama")
+        let security = try configuration.securitySettings()
+        #expect(security.apiKeys.map(\.key) == ["admin-key-0123456789abcdef", "file-key-0123456789abcdef"])
+        #expect(security.apiKeys[1].scopes == [.route, .worker])
+        #expect(security.allowedNetworks.map(\.description) == ["10.0.0.0/8", "127.0.0.1/32"])
+        #expect(security.rateLimitPerSecond == 50 && security.rateLimitBurst == 100 && security.maxBodyBytes == 2_097_152)
+        #expect(security.corsOrigins == ["https://app.example"] && configuration.logLevel == "debug")
+        // Without http_advertise the URL comes from http_listen (a wildcard host becomes loopback).
+        #expect(NodeConfiguration().servingSettings.advertisedURL == "http://127.0.0.1:8100")
+        var flags = NodeConfiguration()
+        try flags.set("api_keys", value: "flag-key-0123456789abcdef:route+metrics", source: "FULCRUM_API_KEYS")
+        #expect(flags.security.apiKeys.first?.scopes == [.route, .metrics])
+    }
+
+    @Test func badServingAndSecurityValuesAreNamed() {
+        let cases: [(String, String)] = [
+            ("fail_open: maybe", "fail_open"), ("status_interval_ms: 0", "status_interval_ms"), ("allow_cidrs: [10.0.0.0/40]", "allow_cidrs"),
+            ("api_keys: [{key: short, scopes: [admin]}]", "api_keys"), ("api_keys: [{key: long-enough-key-0123456789, scopes: [root]}]", "api_keys"),
+            ("rate_limit_rps: -1", "rate_limit_rps"), ("max_body_bytes: 10", "max_body_bytes"), ("http_advertise: fulcrum:8100", "http_advertise"),
+            ("log_level: loud", "log_level"), ("upstream_retries: 11", "upstream_retries"),
+        ]
+        for (yaml, key) in cases {
+            expectError(key: key) { _ = try NodeConfiguration.load(yaml: yaml, source: "f") }
+        }
+        expectError(key: "http_tls_cert") {
+            var configuration = NodeConfiguration()
+            try configuration.set("http_tls_key", value: "/k.pem", source: "f")
+            try configuration.validate()
+        }
+        expectError(key: "api_key_file") {
+            var configuration = NodeConfiguration()
+            try configuration.set("api_key_file", value: "/nonexistent/keys", source: "f")
+            _ = try configuration.securitySettings()
+        }
     }
 }

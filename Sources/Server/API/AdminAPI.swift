@@ -39,8 +39,13 @@ public struct AdminAPI: Sendable {
     public func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
         router.get("healthz") { _, _ in Ok() }
         router.get("readyz") { _, _ -> Ok in
-            let leadership = await node.leadership()
-            guard leadership.leader != nil else { throw APIError.noLeader() }
+            let (leadership, leaderEndpoint) = await node.withMachine { machine, leadership in
+                (leadership, leadership.leader.flatMap { machine.state.nodeEndpoints[$0] })
+            }
+            guard let leader = leadership.leader else { throw APIError.noLeader() }
+            guard leadership.isLeader || leaderEndpoint != nil else {
+                throw APIError.noLeader("node \(leader) leads but has not announced its HTTP endpoint yet")
+            }
             let lag = leadership.commitIndex - min(leadership.commitIndex, leadership.appliedIndex)
             guard lag <= Self.maxReadyLag else {
                 throw APIError(.serviceUnavailable, code: "catching_up", "\(lag) committed entries not applied yet", retryAfter: 1)

@@ -1,0 +1,210 @@
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import NetworkTestSupport
+import NIOCore
+import ServiceLifecycle
+import Simulator
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Simulated engines in the test process, one HTTP server each.
+final class EngineFleet: Sendable {
+    let engines: [SimulatedEngine]
+    let addresses: [String]
+    private let task: Task<Void, any Error>
+
+    init(count: Int, tokenIntervalMilliseconds: Int = 0) async throws {
+        let ports = freePorts(count)
+        var logger = Logger(label: "engines")
+        logger.logLevel = .critical
+        engines = (0..<count).map { SimulatedEngine(options: .init(id: "e\($0)", model: "m", tokenIntervalMilliseconds: tokenIntervalMilliseconds)) }
+        addresses = ports.map { "127.0.0.1:\($0)" }
+        let apps = zip(engines, ports).map { engine, port in
+            Application(router: engine.makeRouter(), configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: logger)
+        }
+        task = Task { try await ServiceGroup(services: apps, logger: logger).run() }
+        for address in addresses {
+            var up = false
+            for _ in 0..<200 where !up {
+                up = (try? await ProcessCluster.http.execute(HTTPClientRequest(url: "http://\(address)/health"), timeout: .seconds(1)).status.code) == 200
+                if !up { try await Task.sleep(for: .milliseconds(20)) }
+            }
+        }
+    }
+
+    func stop() async {
+        task.cancel()
+        _ = await task.result
+    }
+}
+
+/// The serving layer across real `fulcrum` processes: routing via leader and followers,
+/// streaming through a follower, failover under traffic, fail-open, auth and rate limits.
+@Suite(.serialized) struct ServingClusterTests {
+    static func register(_ cluster: ProcessCluster, _ fleet: EngineFleet, via id: UInt64, headers: [(String, String)] = []) async throws {
+        for (index, address) in fleet.addresses.enumerated() {
+            let answer = try await cluster.request(
+                .POST, cluster.endpoint(id) + "/v1/workers",
+                json: #"{"id":"e\#(index)","model":"m","role":"PDFUSION","address":"\#(address)"}"#, headers: headers
+            )
+            guard answer.status == 200 else { throw IntegrationError("register via \(id): \(answer)") }
+        }
+    }
+
+    static func worker(_ answer: (status: Int, body: [String: Any])) -> String? {
+        (answer.body["targets"] as? [[String: Any]])?.first?["worker_id"] as? String
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func routesThroughAnyNodeStreamsAndSurvivesTheLeadersDeath() async throws {
+        let fleet = try await EngineFleet(count: 4, tokenIntervalMilliseconds: 40)
+        let cluster = try ProcessCluster(founders: 3, environment: ["FULCRUM_FAIL_OPEN": "true"])
+        do {
+            let leader = try await cluster.leader()
+            try await cluster.waitUntilReady()
+            let followers = cluster.founders.filter { $0 != leader }
+            try await Self.register(cluster, fleet, via: followers[0])
+            // Prompts with distinct prefixes, routed once through each node.
+            let prompts = (0..<12).map { "conversation \($0): " + String(repeating: "context of conversation \($0) ", count: 30) }
+            var home: [Int: String] = [:]
+            for (index, prompt) in prompts.enumerated() {
+                let via = cluster.founders[index % 3]
+                let answer = try await cluster.request(.POST, cluster.endpoint(via) + "/v1/route", json: #"{"model":"m","prompt":"\#(prompt)"}"#)
+                #expect(answer.status == 200, "via \(via): \(answer)")
+                #expect((answer.body["decided_by"] as? NSNumber)?.uint64Value == leader)
+                home[index] = Self.worker(answer)
+            }
+            #expect(Set(home.values).count > 1)
+            // SSE through a follower arrives chunk by chunk.
+            var request = HTTPClientRequest(url: cluster.endpoint(followers[1]) + "/v1/chat/completions")
+            request.method = .POST
+            request.body = .bytes(ByteBuffer(string: #"{"model":"m","stream":true,"max_tokens":6,"messages":[{"role":"user","content":"hi"}]}"#))
+            let response = try await ProcessCluster.http.execute(request, timeout: .seconds(10))
+            #expect(response.status.code == 200)
+            var arrivals: [ContinuousClock.Instant] = []
+            var text = ""
+            for try await chunk in response.body {
+                arrivals.append(.now)
+                text += String(buffer: chunk)
+            }
+            #expect(text.components(separatedBy: "data: {").count - 1 == 6 && text.hasSuffix("data: [DONE]\n\n"))
+            #expect(arrivals.count >= 4 && arrivals.last! - arrivals.first! >= .milliseconds(150))
+
+            // Give the leader a flush interval to replicate the prefixes it decided.
+            try await Task.sleep(for: .milliseconds(400))
+            // Kill the leader while clients keep routing through the followers.
+            let failures = ManagedCounter()
+            let successes = ManagedCounter()
+            let traffic = Task {
+                var index = 0
+                while !Task.isCancelled {
+                    let via = followers[index % 2]
+                    index += 1
+                    let answer = try? await cluster.request(.POST, cluster.endpoint(via) + "/v1/route", json: #"{"model":"m","prompt":"background \#(index)"}"#)
+                    if answer?.status == 200 { successes.add() } else { failures.add() }
+                    try? await Task.sleep(for: .milliseconds(5))
+                }
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            cluster.kill9(leader)
+            let successor = try await cluster.leader()
+            #expect(successor != leader)
+            let before = successes.value
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(successes.value > before, "routing resumed after the failover")
+            traffic.cancel()
+            _ = await traffic.result
+            // The new leader took over warm: the same prompts still go where their prefixes are.
+            var kept = 0
+            for (index, prompt) in prompts.enumerated() {
+                let answer = try await cluster.request(.POST, cluster.endpoint(successor) + "/v1/route", json: #"{"model":"m","prompt":"\#(prompt)"}"#)
+                #expect((answer.body["decided_by"] as? NSNumber)?.uint64Value == successor)
+                if Self.worker(answer) == home[index] { kept += 1 }
+            }
+            #expect(kept == prompts.count, "\(kept) of \(prompts.count) kept their prefix affinity")
+
+            // With no leader left, the survivor routes on its own state (fail_open), marked degraded.
+            let survivor = followers.first { $0 != successor }!
+            cluster.kill9(successor)
+            var degraded = false
+            let deadline = Date().addingTimeInterval(15)
+            while !degraded && Date() < deadline {
+                let answer = try await cluster.requestWithHeaders(.POST, cluster.endpoint(survivor) + "/v1/route", json: #"{"model":"m","prompt":"x"}"#)
+                degraded = answer.answer.status == 200 && answer.headers.first(name: "X-Fulcrum-Degraded") == "1"
+                    && answer.answer.body["degraded"] as? Bool == true
+                if !degraded { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(degraded)
+        } catch {
+            cluster.stopAll()
+            await fleet.stop()
+            throw error
+        }
+        cluster.stopAll()
+        await fleet.stop()
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func withoutFailOpenNoLeaderMeans503AndAuthAndRateLimitsHoldAcrossNodes() async throws {
+        let key = "integration-key-0123456789"
+        let fleet = try await EngineFleet(count: 2)
+        let cluster = try ProcessCluster(founders: 3, environment: [
+            "FULCRUM_API_KEYS": "\(key):admin", "FULCRUM_RATE_LIMIT_RPS": "20", "FULCRUM_RATE_LIMIT_BURST": "20",
+        ])
+        do {
+            let auth = [("Authorization", "Bearer \(key)")]
+            cluster.defaultHeaders = [("X-API-Key", key)]
+            let leader = try await cluster.leader()
+            try await cluster.waitUntilReady()
+            let follower = cluster.founders.first { $0 != leader }!
+            try await Self.register(cluster, fleet, via: follower, headers: auth)
+            // The follower checks the key and forwards it; the leader checks it again.
+            cluster.defaultHeaders = []
+            let anonymous = try await cluster.request(.POST, cluster.endpoint(follower) + "/v1/route", json: #"{"model":"m"}"#)
+            #expect(anonymous.status == 401)
+            let keyed = try await cluster.request(.POST, cluster.endpoint(follower) + "/v1/route", json: #"{"model":"m"}"#, headers: auth)
+            #expect(keyed.status == 200, "\(keyed)")
+            // The follower's rate limit applies to its clients; its forwards do not count twice.
+            var limited = 0
+            for _ in 0..<60 {
+                let answer = try await cluster.requestWithHeaders(.POST, cluster.endpoint(follower) + "/v1/route", json: #"{"model":"m"}"#, headers: auth)
+                if answer.answer.status == 429 {
+                    limited += 1
+                    #expect(answer.headers.first(name: "Retry-After") != nil)
+                }
+            }
+            #expect(limited > 10)
+            let leaderAnswer = try await cluster.request(.POST, cluster.endpoint(leader) + "/v1/route", json: #"{"model":"m"}"#, headers: auth)
+            #expect(leaderAnswer.status == 200)
+            // No leader and no fail_open: 503 with Retry-After.
+            for id in cluster.founders where id != follower { cluster.kill9(id) }
+            var unavailable = false
+            let deadline = Date().addingTimeInterval(15)
+            while !unavailable && Date() < deadline {
+                try await Task.sleep(for: .milliseconds(1_100))
+                let answer = try await cluster.requestWithHeaders(.POST, cluster.endpoint(follower) + "/v1/route", json: #"{"model":"m"}"#, headers: auth)
+                unavailable = answer.answer.status == 503 && answer.headers.first(name: "Retry-After") != nil
+            }
+            #expect(unavailable)
+        } catch {
+            cluster.stopAll()
+            await fleet.stop()
+            throw error
+        }
+        cluster.stopAll()
+        await fleet.stop()
+    }
+}
+
+/// A counter shared between a traffic task and the test.
+final class ManagedCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func add() { lock.lock(); count += 1; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
+}
