@@ -43,7 +43,10 @@ struct Agent: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "fulcrum.agent")
         logger.logLevel = .info
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        var configuration = HTTPClient.Configuration(timeout: .init(connect: .seconds(1)))
+        // A node that is down fails at once, so the agent moves on to the next one.
+        configuration.connectionPool.retryConnectionEstablishment = false
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         do {
             try await heartbeatLoop(client: client, logger: logger)
         } catch {

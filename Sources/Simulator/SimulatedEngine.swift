@@ -84,9 +84,13 @@ public final class SimulatedEngine: Sendable {
             """
         } }
         router.get("get_load") { _, _ in try await self.status { running in #"[{"dp_rank":0,"num_reqs":\#(running),"num_waiting_reqs":0,"num_tokens":0}]"# } }
-        router.get("get_model_info") { _, _ in self.json(#"{"model_path":"\#(self.options.model)","is_generation":true}"#) }
+        for path in ["model_info", "get_model_info"] {
+            router.get(RouterPath(stringLiteral: path)) { _, _ in self.json(#"{"model_path":"\#(self.options.model)","is_generation":true}"#) }
+        }
         // sglang-router reads server info at start; model_path is left out on purpose.
-        router.get("get_server_info") { _, _ in self.json(#"{"disaggregation_mode":"null","tp_size":1,"dp_size":1}"#) }
+        for path in ["server_info", "get_server_info"] {
+            router.get(RouterPath(stringLiteral: path)) { _, _ in self.json(#"{"disaggregation_mode":"null","tp_size":1,"dp_size":1}"#) }
+        }
         router.get("v1/models") { _, _ in self.json(#"{"object":"list","data":[{"id":"\#(self.options.model)","object":"model"}]}"#) }
         router.post("fault") { request, context -> HTTPResponse.Status in
             let faults = try await request.decode(as: Faults.self, context: context)

@@ -69,6 +69,25 @@ final class EngineFleet: Sendable {
             try await cluster.waitUntilReady()
             let followers = cluster.founders.filter { $0 != leader }
             try await Self.register(cluster, fleet, via: followers[0])
+            // `fulcrum agent` registers a host and reports its resources, through a follower.
+            let agent = Process()
+            agent.executableURL = cluster.binaries.appendingPathComponent("fulcrum")
+            agent.arguments = [
+                "agent", "--cluster", "http://127.0.0.1:1,\(cluster.endpoint(followers[1]))", "--worker-id", "agent-host",
+                "--model", "other", "--role", "DECODE", "--address", fleet.addresses[0], "--label", "status=none", "--once",
+            ]
+            agent.standardOutput = FileHandle.nullDevice
+            agent.standardError = FileHandle.nullDevice
+            try agent.run()
+            agent.waitUntilExit()
+            #expect(agent.terminationStatus == 0)
+            var reported = false
+            for _ in 0..<100 where !reported {
+                let workers = try await cluster.request(.GET, cluster.endpoint(leader) + "/admin/workers").body["workers"] as? [[String: Any]] ?? []
+                reported = workers.contains { $0["id"] as? String == "agent-host" && ($0["cores"] as? Int ?? 0) > 0 && ($0["memory_free_bytes"] as? Int ?? 0) > 0 }
+                if !reported { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(reported, "the agent's heartbeat reached the log")
             // Prompts with distinct prefixes, routed once through each node.
             let prompts = (0..<12).map { "conversation \($0): " + String(repeating: "context of conversation \($0) ", count: 30) }
             var home: [Int: String] = [:]

@@ -33,6 +33,14 @@ public struct AdminAPI: Sendable {
         var group: String
         var health: String
         var draining: Bool
+        var circuit: String
+        var labels: [String: String]
+        var runningRequests: Int
+        var waitingRequests: Int
+        var kvUsage: Double
+        var cores: Int
+        var memoryFreeBytes: UInt64
+        var gpus: Int
     }
     struct WorkerList: ResponseEncodable { var workers: [WorkerView] }
 
@@ -90,7 +98,9 @@ public struct AdminAPI: Sendable {
             return WorkerList(workers: workers.map {
                 WorkerView(
                     id: $0.id, model: $0.model, role: $0.role.name, address: $0.address, group: $0.group,
-                    health: $0.health.description, draining: $0.draining
+                    health: $0.health.description, draining: $0.draining, circuit: $0.circuit.description, labels: $0.labels,
+                    runningRequests: $0.load.runningRequests, waitingRequests: $0.load.waitingRequests, kvUsage: $0.load.kvUsage,
+                    cores: $0.resources.coreLoads.count, memoryFreeBytes: $0.resources.memoryFreeBytes, gpus: $0.resources.gpus.count
                 )
             })
         }
