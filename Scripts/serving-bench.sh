@@ -75,6 +75,8 @@ echo "== /v1/route, c=64, ${duration} s each (3 nodes, 8 engines, leader $leader
 curl -s -o /dev/null -X POST "http://127.0.0.1:1830$follower/v1/route" -d '{"model":"sim-model"}'
 wrk -t2 -c64 -d"${duration}s" --latency -s Scripts/bench/route.lua "http://127.0.0.1:1830$leader" >"$work/route-leader.txt"
 result route_leader "$work/route-leader.txt"
+# Refusals by code and failed status polls, if any (both should be empty).
+curl -s "http://127.0.0.1:1830$leader/metrics" | grep -E '^fulcrum_(routing_errors_total|status_polls_total\{outcome="error")' || true
 wrk -t2 -c64 -d"${duration}s" --latency -s Scripts/bench/route.lua "http://127.0.0.1:1830$follower" >"$work/route-follower.txt"
 result route_follower "$work/route-follower.txt"
 echo "== /v1/route, c=1, 10 s each: what forwarding through a follower adds"
@@ -87,7 +89,7 @@ result route_follower_c1 "$work/route-follower-c1.txt"
 "$venv/bin/python" -m sglang_router.launch_router --host 127.0.0.1 --port 18400 \
     --worker-urls $(for port in $(seq 19001 19008); do printf 'http://127.0.0.1:%s ' "$port"; done) \
     --policy cache_aware --cache-threshold 0.5 --balance-abs-threshold 32 --balance-rel-threshold 1.5 \
-    --log-level warn >"$work/sglang-router.log" 2>&1 &
+    --prometheus-host 127.0.0.1 --prometheus-port 18401 --log-level warn >"$work/sglang-router.log" 2>&1 &
 pids+=($!)
 cat >"$work/nginx.conf" <<NGINX
 worker_processes 2;
@@ -116,11 +118,20 @@ NGINX
 nginx -c "$work/nginx.conf" -g 'daemon off;' >"$work/nginx.log" 2>&1 &
 pids+=($!)
 wait_for http://127.0.0.1:18500/health
+sglang_up=0
 for _ in $(seq 1 300); do
-    curl -sf -o /dev/null -X POST http://127.0.0.1:18400/v1/chat/completions -H 'Content-Type: application/json' \
-        -d '{"model":"sim-model","max_tokens":1,"messages":[{"role":"user","content":"warm up"}]}' && break
+    if curl -sf -o /dev/null -X POST http://127.0.0.1:18400/v1/chat/completions -H 'Content-Type: application/json' \
+        -d '{"model":"sim-model","max_tokens":1,"messages":[{"role":"user","content":"warm up"}]}'; then
+        sglang_up=1
+        break
+    fi
     sleep 0.2
 done
+if [ "$sglang_up" -ne 1 ]; then
+    echo "error: sglang-router did not come up:" >&2
+    tail -20 "$work/sglang-router.log" >&2
+    exit 1
+fi
 
 echo "== streaming chat completion (16 tokens), c=32, ${proxy_duration} s each"
 for target in direct:http://127.0.0.1:19001 fulcrum:http://127.0.0.1:1830$leader sglang_router:http://127.0.0.1:18400 nginx:http://127.0.0.1:18500; do

@@ -38,6 +38,8 @@ public final class SimulatedEngine: Sendable {
         public var garbageStatus: Bool = false
         /// Completions hang (no bytes) until the knob is cleared.
         public var stall: Bool = false
+        /// Streams break (the connection closes) after this many tokens.
+        public var abortAfterTokens: Int?
 
         public init() {}
     }
@@ -133,7 +135,6 @@ public final class SimulatedEngine: Sendable {
         }
         if fail { return Response(status: .internalServerError, body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"injected"}}"#))) }
         while state.withLock({ $0.faults.stall }) { try await Task.sleep(for: .milliseconds(20)) }
-        _ = faults
         let count = max(0, min(maxTokens ?? options.defaultOutputTokens, 100_000))
         let id = "cmpl-\(options.id)-\(UInt32.random(in: 0...UInt32.max))"
         let interval = options.tokenIntervalMilliseconds
@@ -151,6 +152,7 @@ public final class SimulatedEngine: Sendable {
         let sse = ResponseBody { writer in
             defer { self.state.withLock { $0.running -= 1 } }
             for index in 0..<count {
+                if let abort = faults.abortAfterTokens, index >= abort { throw SimulatedFailure() }
                 if interval > 0 { try await Task.sleep(for: .milliseconds(interval)) }
                 let delta = chat ? #"{"index":0,"delta":{"content":"t\#(index) "}}"# : #"{"index":0,"text":"t\#(index) "}"#
                 try await writer.write(ByteBuffer(string: #"data: {"id":"\#(id)","engine":"\#(engine)","model":"\#(model)","choices":[\#(delta)]}"# + "\n\n"))
@@ -161,3 +163,6 @@ public final class SimulatedEngine: Sendable {
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: sse)
     }
 }
+
+/// A failure the engine was told to inject.
+struct SimulatedFailure: Error {}

@@ -235,6 +235,33 @@ import Testing
     }
 
     @Test(.timeLimit(.minutes(1)))
+    func aStreamThatBreaksIsNeverRetriedElsewhere() async throws {
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m"), .init(id: "b", model: "m")]) { harness in
+            try await harness.register(0, id: "breaks")
+            try await harness.register(1, id: "fine")
+            var faults = SimulatedEngine.Faults()
+            faults.abortAfterTokens = 3
+            harness.engines[0].setFaults(faults)
+            _ = try await harness.post("/admin/workers/fine/drain", "")
+            var request = HTTPClientRequest(url: harness.url + "/v1/completions")
+            request.method = .POST
+            request.body = .bytes(ByteBuffer(string: #"{"model":"m","stream":true,"max_tokens":10,"prompt":"go"}"#))
+            let response = try await ServingHarness.client.execute(request, timeout: .seconds(10))
+            #expect(response.status.code == 200)
+            var text = ""
+            do {
+                for try await chunk in response.body { text += String(buffer: chunk) }
+            } catch {
+                // The broken upstream ends the client's stream too.
+            }
+            #expect(text.components(separatedBy: "data: {").count - 1 == 3)
+            #expect(!text.contains("[DONE]"))
+            #expect(harness.engines[0].served.count == 1 && harness.engines[1].served.isEmpty)
+            try await harness.waitForState("released") { $0.router.ledger.requestCount == 0 }
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
     func serverErrorsOpenTheCircuitAndTrafficMovesAway() async throws {
         try await ServingHarness.with(engines: [.init(id: "bad", model: "m"), .init(id: "good", model: "m")]) { harness in
             try await harness.register(0, id: "bad")

@@ -223,26 +223,22 @@ struct ProxyAPI: Sendable {
         let role = final.role
         let responseBody = ResponseBody { writer in
             var outcome = UpstreamOutcome(status: status)
-            var first = true
-            var clientGone = false
             do {
-                for try await chunk in response.body {
-                    if first {
-                        metrics.upstreamTTFT(model: model, .now - started)
-                        first = false
-                    }
-                    do {
-                        try await writer.write(chunk)
-                    } catch {
-                        clientGone = true
-                        throw error
-                    }
-                }
+                try await ChunkPump.pump(response.body, into: &writer) { metrics.upstreamTTFT(model: model, .now - started) }
                 try await writer.finish(nil)
-            } catch {
+            } catch let failure as ChunkPump.Failure {
+                let clientGone: Bool
+                switch failure {
+                case .client: clientGone = true
+                case .upstream: clientGone = false
+                }
                 if !clientGone && outcome == .ok { outcome = .timeout }
                 metrics.upstream(model: model, role: role, outcome: clientGone ? "client_gone" : outcome.rawValue)
-                await routing.release(answer, outcome: outcome, workerID: final.workerId, headers: headers)
+                await routing.release(answer, outcome: clientGone ? .ok : outcome, workerID: final.workerId, headers: headers)
+                throw failure
+            } catch {
+                metrics.upstream(model: model, role: role, outcome: "client_gone")
+                await routing.release(answer, outcome: .ok, workerID: final.workerId, headers: headers)
                 throw error
             }
             metrics.upstream(model: model, role: role, outcome: outcome.rawValue)
