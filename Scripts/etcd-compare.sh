@@ -12,14 +12,7 @@ source "$(dirname "$0")/lib/common.sh"
 duration="${1:-10}"
 install_system_dependencies etcd-server wrk curl
 swift build -c release --product fulcrum
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+start_scratch
 
 # Fulcrum: peers on 17101-17103, HTTP on 18101-18103.
 bootstrap="1=127.0.0.1:17101,2=127.0.0.1:17102,3=127.0.0.1:17103"

@@ -16,14 +16,7 @@ proxy_duration="${2:-20}"
 install_system_dependencies wrk nginx curl python3-venv
 swift build -c release --product fulcrum
 swift build -c release --product fulcrum-sim
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+start_scratch
 
 venv="${FULCRUM_BENCH_VENV:-$HOME/.cache/fulcrum-bench-venv}"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import sglang_router" 2>/dev/null; then

@@ -33,3 +33,11 @@ build_without_warnings() {
     fi
     rm -f "$log"
 }
+
+# A scratch folder ($work) and a list of background processes ($pids) that are killed, and the
+# folder removed, when the script exits for any reason.
+start_scratch() {
+    work=$(mktemp -d)
+    pids=()
+    trap 'for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+}

@@ -56,15 +56,37 @@ final class EngineFleet: Sendable {
         }
     }
 
+    /// Runs `body` with a 3-node cluster and simulated engines, and always stops both.
+    static func with(
+        engines: Int, tokenIntervalMilliseconds: Int = 0, environment: [String: String],
+        _ body: (ProcessCluster, EngineFleet) async throws -> Void
+    ) async throws {
+        let fleet = try await EngineFleet(count: engines, tokenIntervalMilliseconds: tokenIntervalMilliseconds)
+        let cluster: ProcessCluster
+        do {
+            cluster = try ProcessCluster(founders: 3, environment: environment)
+        } catch {
+            await fleet.stop()
+            throw error
+        }
+        do {
+            try await body(cluster, fleet)
+        } catch {
+            cluster.stopAll()
+            await fleet.stop()
+            throw error
+        }
+        cluster.stopAll()
+        await fleet.stop()
+    }
+
     static func worker(_ answer: (status: Int, body: [String: Any])) -> String? {
         (answer.body["targets"] as? [[String: Any]])?.first?["worker_id"] as? String
     }
 
     @Test(.timeLimit(.minutes(2)))
     func routesThroughAnyNodeStreamsAndSurvivesTheLeadersDeath() async throws {
-        let fleet = try await EngineFleet(count: 4, tokenIntervalMilliseconds: 40)
-        let cluster = try ProcessCluster(founders: 3, environment: ["FULCRUM_FAIL_OPEN": "true"])
-        do {
+        try await Self.with(engines: 4, tokenIntervalMilliseconds: 40, environment: ["FULCRUM_FAIL_OPEN": "true"]) { cluster, fleet in
             let leader = try await cluster.leader()
             try await cluster.waitUntilReady()
             let followers = cluster.founders.filter { $0 != leader }
@@ -159,23 +181,14 @@ final class EngineFleet: Sendable {
                 if !degraded { try await Task.sleep(for: .milliseconds(100)) }
             }
             #expect(degraded)
-        } catch {
-            cluster.stopAll()
-            await fleet.stop()
-            throw error
         }
-        cluster.stopAll()
-        await fleet.stop()
     }
 
     @Test(.timeLimit(.minutes(2)))
     func withoutFailOpenNoLeaderMeans503AndAuthAndRateLimitsHoldAcrossNodes() async throws {
         let key = "integration-key-0123456789"
-        let fleet = try await EngineFleet(count: 2)
-        let cluster = try ProcessCluster(founders: 3, environment: [
-            "FULCRUM_API_KEYS": "\(key):admin", "FULCRUM_RATE_LIMIT_RPS": "20", "FULCRUM_RATE_LIMIT_BURST": "20",
-        ])
-        do {
+        let environment = ["FULCRUM_API_KEYS": "\(key):admin", "FULCRUM_RATE_LIMIT_RPS": "20", "FULCRUM_RATE_LIMIT_BURST": "20"]
+        try await Self.with(engines: 2, environment: environment) { cluster, fleet in
             let auth = [("Authorization", "Bearer \(key)")]
             cluster.defaultHeaders = [("X-API-Key", key)]
             let leader = try await cluster.leader()
@@ -210,13 +223,7 @@ final class EngineFleet: Sendable {
                 unavailable = answer.answer.status == 503 && answer.headers.first(name: "Retry-After") != nil
             }
             #expect(unavailable)
-        } catch {
-            cluster.stopAll()
-            await fleet.stop()
-            throw error
         }
-        cluster.stopAll()
-        await fleet.stop()
     }
 }
 
