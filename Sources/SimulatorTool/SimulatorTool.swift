@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Hummingbird
 import Logging
 import ServiceLifecycle
@@ -9,7 +10,7 @@ struct SimulatorTool: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fulcrum-sim",
         abstract: "Simulated inference engines for Fulcrum.",
-        subcommands: [Engines.self]
+        subcommands: [Engines.self, Traffic.self]
     )
 }
 
@@ -42,7 +43,7 @@ struct Engines: AsyncParsableCommand {
             let app = Application(router: engine.makeRouter(), configuration: .init(address: .hostname(host, port: basePort + index)), logger: logger)
             services.append(.init(service: app))
         }
-        print("\(count) simulated \(role) engines of \(model) on \(host):\(basePort)...\(basePort + count - 1)")
+        FileHandle.standardOutput.write(Data("\(count) simulated \(role) engines of \(model) on \(host):\(basePort)...\(basePort + count - 1)\n".utf8))
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }

@@ -215,6 +215,9 @@ struct ProxyAPI: Sendable {
             if let value = response.headers.first(name: name), let field = HTTPField.Name(name) { fields[field] = value }
         }
         fields[.fulcrumWorker] = final.workerId
+        let prefilling = byRole["PREFILL"] ?? byRole["PDFUSION"] ?? final
+        fields[.fulcrumMatchedBlocks] = String(prefilling.matchedBlocks)
+        fields[.fulcrumPromptBlocks] = String(answer.promptBlocks)
         if answer.degraded { fields[.fulcrumDegraded] = "1" }
         let status = Int(response.status.code)
         let metrics = metrics

@@ -146,6 +146,8 @@ extension HTTPField.Name {
     static let fulcrumForwarded = Self("X-Fulcrum-Forwarded")!
     static let fulcrumDegraded = Self("X-Fulcrum-Degraded")!
     static let fulcrumWorker = Self("X-Fulcrum-Worker")!
+    static let fulcrumMatchedBlocks = Self("X-Fulcrum-Matched-Blocks")!
+    static let fulcrumPromptBlocks = Self("X-Fulcrum-Prompt-Blocks")!
     static let xAPIKey = Self("X-API-Key")!
     static let xSessionID = Self("X-Session-ID")!
     static let xRequestID = Self("X-Request-ID")!
