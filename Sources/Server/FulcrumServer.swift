@@ -81,7 +81,7 @@ public struct FulcrumServer: Sendable {
         if let certificate = security.tlsCertificate, let key = security.tlsKey {
             let tls = TLSConfiguration.makeServerConfiguration(
                 certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
-                privateKey: .file(key)
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
             )
             return Application(
                 router: makeRouter(), server: try .tls(.http1(configuration: http1), tlsConfiguration: tls),

@@ -28,62 +28,54 @@ public final class ServerMetrics: Sendable {
     private let workerSeries = Mutex<Set<[String]>>([])
 
     public init() {
-        proposals = registry.makeCounter(name: "fulcrum_raft_proposals_total", help: "Entries this node proposed to the log.")
-        elections = registry.makeCounter(name: "fulcrum_raft_elections_total", help: "Terms this node has seen begin.")
-        forwarded = registry.makeCounter(name: "fulcrum_forwarded_requests_total", help: "Requests a follower forwarded to the leader.")
-        forwardFailures = registry.makeCounter(
-            name: "fulcrum_forward_failures_total", help: "Forwards that found no reachable leader."
-        )
-        degradedRoutes = registry.makeCounter(
-            name: "fulcrum_degraded_routes_total", help: "Requests a follower routed itself, with no leader (fail_open)."
-        )
-        rateLimited = registry.makeCounter(name: "fulcrum_rate_limited_total", help: "Requests refused by the rate limit.")
-        authFailures = registry.makeCounter(name: "fulcrum_auth_failures_total", help: "Requests refused for a missing or wrong API key, scope or source.")
-        term = registry.makeGauge(name: "fulcrum_raft_term", help: "Current Raft term.")
-        isLeader = registry.makeGauge(name: "fulcrum_raft_is_leader", help: "1 when this node leads.")
-        leaderID = registry.makeGauge(name: "fulcrum_raft_leader_id", help: "Id of the known leader, 0 when none.")
-        commitIndex = registry.makeGauge(name: "fulcrum_raft_commit_index", help: "Highest log index known committed.")
-        appliedIndex = registry.makeGauge(name: "fulcrum_raft_applied_index", help: "Highest log index applied here.")
+        proposals = registry.makeCounter(descriptor: .fulcrum("fulcrum_raft_proposals_total", help: "Entries this node proposed to the log."))
+        elections = registry.makeCounter(descriptor: .fulcrum("fulcrum_raft_elections_total", help: "Terms this node has seen begin."))
+        forwarded = registry.makeCounter(descriptor: .fulcrum("fulcrum_forwarded_requests_total", help: "Requests a follower forwarded to the leader."))
+        forwardFailures = registry.makeCounter(descriptor: .fulcrum("fulcrum_forward_failures_total", help: "Forwards that found no reachable leader."))
+        degradedRoutes = registry.makeCounter(descriptor: .fulcrum("fulcrum_degraded_routes_total", help: "Requests a follower routed itself, with no leader (fail_open)."))
+        rateLimited = registry.makeCounter(descriptor: .fulcrum("fulcrum_rate_limited_total", help: "Requests refused by the rate limit."))
+        authFailures = registry.makeCounter(descriptor: .fulcrum("fulcrum_auth_failures_total", help: "Requests refused for a missing or wrong API key, scope or source."))
+        term = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_term", help: "Current Raft term."))
+        isLeader = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_is_leader", help: "1 when this node leads."))
+        leaderID = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_leader_id", help: "Id of the known leader, 0 when none."))
+        commitIndex = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_commit_index", help: "Highest log index known committed."))
+        appliedIndex = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_applied_index", help: "Highest log index applied here."))
     }
 
     func httpRequest(route: String, method: String, status: Int, duration: Duration) {
         let labels = [("route", route), ("method", method)]
-        registry.makeCounter(name: "fulcrum_http_requests_total", labels: labels + [("status", String(status))]).increment()
-        registry.makeDurationHistogram(name: "fulcrum_http_request_duration_seconds", labels: labels, buckets: Self.latencyBuckets)
+        registry.makeCounter(descriptor: .fulcrum("fulcrum_http_requests_total"), labels: labels + [("status", String(status))]).increment()
+        registry.makeDurationHistogram(descriptor: .fulcrum("fulcrum_http_request_duration_seconds"), labels: labels, buckets: Self.latencyBuckets)
             .recordNanoseconds(duration.nanoseconds)
     }
 
     func decision(model: String, role: String, strategy: String, reason: String) {
-        registry.makeCounter(
-            name: "fulcrum_routing_decisions_total",
+        registry.makeCounter(descriptor: .fulcrum("fulcrum_routing_decisions_total"),
             labels: [("model", model), ("role", role), ("strategy", strategy), ("reason", reason)]
         ).increment()
     }
 
     func decisionDuration(model: String, _ duration: Duration) {
-        registry.makeDurationHistogram(
-            name: "fulcrum_routing_decision_duration_seconds", labels: [("model", model)], buckets: Self.latencyBuckets
+        registry.makeDurationHistogram(descriptor: .fulcrum("fulcrum_routing_decision_duration_seconds"), labels: [("model", model)], buckets: Self.latencyBuckets
         ).recordNanoseconds(duration.nanoseconds)
     }
 
     func routingError(model: String, code: String) {
-        registry.makeCounter(name: "fulcrum_routing_errors_total", labels: [("model", model), ("code", code)]).increment()
+        registry.makeCounter(descriptor: .fulcrum("fulcrum_routing_errors_total"), labels: [("model", model), ("code", code)]).increment()
     }
 
     func upstream(model: String, role: String, outcome: String) {
-        registry.makeCounter(
-            name: "fulcrum_upstream_requests_total", labels: [("model", model), ("role", role), ("outcome", outcome)]
+        registry.makeCounter(descriptor: .fulcrum("fulcrum_upstream_requests_total"), labels: [("model", model), ("role", role), ("outcome", outcome)]
         ).increment()
     }
 
     func upstreamTTFT(model: String, _ duration: Duration) {
-        registry.makeDurationHistogram(
-            name: "fulcrum_upstream_ttft_seconds", labels: [("model", model)], buckets: Self.latencyBuckets
+        registry.makeDurationHistogram(descriptor: .fulcrum("fulcrum_upstream_ttft_seconds"), labels: [("model", model)], buckets: Self.latencyBuckets
         ).recordNanoseconds(duration.nanoseconds)
     }
 
     func statusPoll(outcome: String) {
-        registry.makeCounter(name: "fulcrum_status_polls_total", labels: [("outcome", outcome)]).increment()
+        registry.makeCounter(descriptor: .fulcrum("fulcrum_status_polls_total"), labels: [("outcome", outcome)]).increment()
     }
 
     /// Sets the per-worker gauges to the registry's current workers, dropping series of workers
@@ -93,9 +85,9 @@ public final class ServerMetrics: Sendable {
         for row in rows {
             let labels = [("worker", row.id), ("model", row.model), ("role", row.role)]
             current.insert([row.id, row.model, row.role])
-            registry.makeGauge(name: "fulcrum_worker_healthy", labels: labels).set(to: row.healthy ? 1 : 0)
-            registry.makeGauge(name: "fulcrum_worker_circuit_open", labels: labels).set(to: row.circuitOpen ? 1 : 0)
-            registry.makeGauge(name: "fulcrum_worker_running_requests", labels: labels).set(to: Double(row.running))
+            registry.makeGauge(descriptor: .fulcrum("fulcrum_worker_healthy"), labels: labels).set(to: row.healthy ? 1 : 0)
+            registry.makeGauge(descriptor: .fulcrum("fulcrum_worker_circuit_open"), labels: labels).set(to: row.circuitOpen ? 1 : 0)
+            registry.makeGauge(descriptor: .fulcrum("fulcrum_worker_running_requests"), labels: labels).set(to: Double(row.running))
         }
         let gone = workerSeries.withLock { series in
             let gone = series.subtracting(current)
@@ -105,7 +97,7 @@ public final class ServerMetrics: Sendable {
         for key in gone {
             let labels = [("worker", key[0]), ("model", key[1]), ("role", key[2])]
             for name in ["fulcrum_worker_healthy", "fulcrum_worker_circuit_open", "fulcrum_worker_running_requests"] {
-                registry.unregisterGauge(registry.makeGauge(name: name, labels: labels))
+                registry.unregisterGauge(registry.makeGauge(descriptor: .fulcrum(name), labels: labels))
             }
         }
     }
@@ -118,4 +110,19 @@ extension Duration {
     }
 
     var seconds: Double { Double(nanoseconds) / 1e9 }
+}
+
+extension MetricNameDescriptor {
+    /// A `fulcrum_…` metric from its full name; the unit is the name's last part when it is one
+    /// of Prometheus' conventional suffixes.
+    static func fulcrum(_ fullName: String, help: String = "") -> MetricNameDescriptor {
+        precondition(fullName.hasPrefix("fulcrum_"))
+        var base = String(fullName.dropFirst("fulcrum_".count))
+        var unit = ""
+        for suffix in ["total", "seconds", "bytes"] where base.hasSuffix("_" + suffix) {
+            unit = suffix
+            base = String(base.dropLast(suffix.count + 1))
+        }
+        return MetricNameDescriptor(namespace: "fulcrum", metricName: base, unitName: unit, helpText: help)
+    }
 }

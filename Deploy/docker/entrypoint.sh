@@ -1,0 +1,50 @@
+#!/bin/sh
+# Starts `fulcrum serve` in a StatefulSet pod. From the pod name (fulcrum-N):
+#  - ordinals below FULCRUM_INITIAL_CLUSTER_SIZE are founders: node id N+1, the founders as
+#    bootstrap (only used when the data directory is empty);
+#  - higher ordinals join: the node starts without an id (it generates one and keeps it in its
+#    volume), then this script adds it as a learner through the client service and promotes
+#    it once it has caught up.
+# Arguments are passed on to `fulcrum serve`; FULCRUM_* variables override the config file.
+set -eu
+name="${POD_NAME:-$(hostname)}"
+ordinal="${name##*-}"
+size="${FULCRUM_INITIAL_CLUSTER_SIZE:-3}"
+peers="${FULCRUM_PEER_SERVICE:-fulcrum-peers}"
+namespace="${POD_NAMESPACE:-default}"
+base="${name%-*}"
+domain="$peers.$namespace.svc.cluster.local"
+export FULCRUM_PEER_ADVERTISE="$name.$domain:7100"
+export FULCRUM_HTTP_ADVERTISE="http://$name.$domain:8100"
+
+case "$ordinal" in *[!0-9]*|"") echo "entrypoint: cannot read an ordinal from pod name '$name'" >&2; exit 1 ;; esac
+
+if [ "$ordinal" -lt "$size" ]; then
+    export FULCRUM_NODE_ID=$((ordinal + 1))
+    bootstrap=""
+    i=0
+    while [ "$i" -lt "$size" ]; do
+        bootstrap="$bootstrap$((i + 1))=$base-$i.$domain:7100,"
+        i=$((i + 1))
+    done
+    export FULCRUM_BOOTSTRAP="${bootstrap%,}"
+    exec /usr/local/bin/fulcrum serve "$@"
+fi
+
+# A joiner: run the node, then ask the cluster to add and promote it.
+/usr/local/bin/fulcrum serve "$@" &
+server=$!
+trap 'kill -TERM "$server" 2>/dev/null' TERM INT
+cluster="http://${FULCRUM_CLIENT_SERVICE:-fulcrum}.$namespace.svc.cluster.local:8100"
+until id=$(curl -sf http://127.0.0.1:8100/admin/cluster | sed -n 's/.*"id":\([0-9]*\).*/\1/p') && [ -n "$id" ]; do
+    kill -0 "$server" 2>/dev/null || wait "$server"
+    sleep 1
+done
+if ! FULCRUM_ENDPOINTS="$cluster" fulcrumctl member list -o json | grep -q "\"id\":$id[,}]"; then
+    until FULCRUM_ENDPOINTS="$cluster" fulcrumctl member add "$id" "$FULCRUM_PEER_ADVERTISE"; do sleep 2; done
+fi
+until FULCRUM_ENDPOINTS="$cluster" fulcrumctl member promote "$id" >/dev/null 2>&1; do
+    kill -0 "$server" 2>/dev/null || break
+    sleep 2
+done
+wait "$server"
