@@ -5,5 +5,6 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
 install_system_dependencies
+install_python_tools
 build_without_warnings
 swift test --skip-build "$@"

@@ -7,6 +7,7 @@
 #    it once it has caught up.
 # Arguments are passed on to `fulcrum serve`; FULCRUM_* variables override the config file.
 set -eu
+fulcrum="${FULCRUM_BIN:-/usr/local/bin/fulcrum}"
 name="${POD_NAME:-$(hostname)}"
 ordinal="${name##*-}"
 size="${FULCRUM_INITIAL_CLUSTER_SIZE:-3}"
@@ -28,21 +29,24 @@ if [ "$ordinal" -lt "$size" ]; then
         i=$((i + 1))
     done
     export FULCRUM_BOOTSTRAP="${bootstrap%,}"
-    exec /usr/local/bin/fulcrum serve "$@"
+    exec "$fulcrum" serve "$@"
 fi
 
 # A joiner: run the node, then ask the cluster to add and promote it.
-/usr/local/bin/fulcrum serve "$@" &
+"$fulcrum" serve "$@" &
 server=$!
 trap 'kill -TERM "$server" 2>/dev/null' TERM INT
 cluster="http://${FULCRUM_CLIENT_SERVICE:-fulcrum}.$namespace.svc.cluster.local:8100"
-until id=$(curl -sf http://127.0.0.1:8100/admin/cluster | sed -n 's/.*"id":\([0-9]*\).*/\1/p') && [ -n "$id" ]; do
+# The node's own id is the first "id" of its status (keys are sorted; members come later).
+until id=$(curl -sf http://127.0.0.1:8100/admin/cluster | grep -o '"id":[0-9]*' | head -n 1 | cut -d: -f2) && [ -n "$id" ]; do
     kill -0 "$server" 2>/dev/null || wait "$server"
     sleep 1
 done
-if ! FULCRUM_ENDPOINTS="$cluster" fulcrumctl member list -o json | grep -q "\"id\":$id[,}]"; then
-    until FULCRUM_ENDPOINTS="$cluster" fulcrumctl member add "$id" "$FULCRUM_PEER_ADVERTISE"; do sleep 2; done
-fi
+member() { FULCRUM_ENDPOINTS="$cluster" fulcrumctl member list -o json 2>/dev/null | grep -q "\"$FULCRUM_PEER_ADVERTISE\""; }
+until member || FULCRUM_ENDPOINTS="$cluster" fulcrumctl member add --id "$id" --address "$FULCRUM_PEER_ADVERTISE"; do
+    kill -0 "$server" 2>/dev/null || wait "$server"
+    sleep 2
+done
 until FULCRUM_ENDPOINTS="$cluster" fulcrumctl member promote "$id" >/dev/null 2>&1; do
     kill -0 "$server" 2>/dev/null || break
     sleep 2

@@ -17,6 +17,15 @@ install_system_dependencies() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 }
 
+# Python tools the tests use: kubernetes-validate (the manifests' schemas, offline).
+install_python_tools() {
+    python3 -m kubernetes_validate --version >/dev/null 2>&1 && return 0
+    echo "installing: kubernetes-validate (pip)"
+    python3 -m pip install -q kubernetes-validate 2>/dev/null \
+        || python3 -m pip install -q --user kubernetes-validate \
+        || python3 -m pip install -q --break-system-packages kubernetes-validate
+}
+
 # Builds (debug, with tests) and fails on any compiler warning in the project's own code.
 build_without_warnings() {
     local log
