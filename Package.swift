@@ -159,7 +159,7 @@ let package = Package(
         .executableTarget(
             name: "FulcrumNode",
             dependencies: [
-                "Server", "Cluster",
+                "Server", "Cluster", "RaftTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -17,7 +17,7 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     public private(set) var machine: Machine
 
     private var raft: RaftNode
-    private let storage: RaftDatabase
+    let storage: RaftDatabase
     private let transport: RaftTransport
     private var logger: Logger
     /// Peer addresses, replicated through the log so every member can dial every other.
@@ -34,7 +34,7 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     private var failure: ClusterError?
 
     /// Entry payloads start with a tag: application commands, or the runtime's own records.
-    private enum Tag: UInt8 {
+    enum Tag: UInt8 {
         case application = 0
         case memberAddress = 1
     }
@@ -255,7 +255,7 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     }
 
     /// Restores the state machine and the address book from a snapshot; returns the book.
-    private static func restore(
+    static func restore(
         _ snapshot: Snapshot, into machine: inout Machine, addresses: inout [NodeID: PeerAddress]
     ) throws -> [NodeID: PeerAddress] {
         let (book, state) = try decodeSnapshot(snapshot.data)

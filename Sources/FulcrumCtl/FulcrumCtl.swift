@@ -105,6 +105,34 @@ struct AdminClient {
         return nil
     }
 
+    /// Clusters with API keys: the key (admin scope) comes from FULCRUM_API_KEY, never a flag.
+    static func authorize(_ request: inout HTTPClientRequest) {
+        if let key = ProcessInfo.processInfo.environment["FULCRUM_API_KEY"], !key.isEmpty {
+            request.headers.add(name: "Authorization", value: "Bearer \(key)")
+        }
+    }
+
+    /// The raw body of `GET path` from the first endpoint that answers 200.
+    func download(_ path: String, limit: Int) async throws -> [UInt8] {
+        var lastError = "no endpoint answered"
+        for endpoint in endpoints {
+            var request = HTTPClientRequest(url: endpoint + path)
+            Self.authorize(&request)
+            do {
+                let response = try await Self.http.execute(request, timeout: .seconds(120))
+                let bytes = try await response.body.collect(upTo: limit)
+                guard response.status.code == 200 else {
+                    lastError = "\(endpoint): HTTP \(response.status.code): \(String(buffer: bytes).prefix(300))"
+                    continue
+                }
+                return Array(bytes.readableBytesView)
+            } catch {
+                lastError = "\(endpoint): \(error)"
+            }
+        }
+        throw CommandFailure(lastError)
+    }
+
     private func send(_ method: HTTPMethod, _ url: String, body: [String: Any]?) async throws -> Answer {
         var request = HTTPClientRequest(url: url)
         request.method = method
@@ -112,6 +140,7 @@ struct AdminClient {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
         }
+        Self.authorize(&request)
         let response = try await Self.http.execute(request, timeout: .seconds(15))
         let bytes = try await response.body.collect(upTo: 4 << 20)
         let json = (try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))) as? [String: Any] ?? [:]
@@ -234,11 +263,41 @@ struct Leader: AsyncParsableCommand {
 }
 
 struct SnapshotCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "snapshot", abstract: "Force a snapshot (log compaction) on a node.")
-    @OptionGroup var connection: Connection
+    static let configuration = CommandConfiguration(
+        commandName: "snapshot", abstract: "Snapshots: compact a node's log, or save the state to a file.",
+        subcommands: [Take.self, Save.self], defaultSubcommand: Take.self
+    )
 
-    func run() async throws {
-        let answer = try await AdminClient(endpoints: connection.urls()).call(.POST, "/admin/snapshot", needsLeader: false)
-        if connection.output == .json { try printJSON(answer) } else { print("snapshot at index \(answer["index"] ?? "?")") }
+    struct Take: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Force a snapshot (log compaction) on a node.")
+        @OptionGroup var connection: Connection
+
+        func run() async throws {
+            let answer = try await AdminClient(endpoints: connection.urls()).call(.POST, "/admin/snapshot", needsLeader: false)
+            if connection.output == .json { try printJSON(answer) } else { print("snapshot at index \(answer["index"] ?? "?")") }
+        }
+    }
+
+    struct Save: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Save the cluster's state to FILE (a backup; `fulcrum restore` starts a new cluster from it).",
+            discussion: "The first endpoint that answers takes a fresh snapshot; ask the leader (or use /admin/cluster first) for the newest state."
+        )
+        @OptionGroup var connection: Connection
+        @Argument(help: "The file to write.") var file: String
+
+        func run() async throws {
+            let bytes = try await AdminClient(endpoints: connection.urls()).download("/admin/snapshot/archive", limit: 1 << 30)
+            guard FileManager.default.createFile(atPath: file + ".partial", contents: Data(bytes)) else {
+                throw CommandFailure("cannot write \(file)")
+            }
+            do {
+                if FileManager.default.fileExists(atPath: file) { try FileManager.default.removeItem(atPath: file) }
+                try FileManager.default.moveItem(atPath: file + ".partial", toPath: file)
+            } catch {
+                throw CommandFailure("cannot write \(file): \(error.localizedDescription)")
+            }
+            print("saved \(bytes.count) bytes to \(file)")
+        }
     }
 }

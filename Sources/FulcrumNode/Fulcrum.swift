@@ -11,7 +11,7 @@ struct Fulcrum: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fulcrum",
         abstract: "Fulcrum: a Raft-replicated load balancer for LLM inference fleets.",
-        subcommands: [Serve.self, Agent.self]
+        subcommands: [Serve.self, Agent.self, Restore.self, Recover.self]
     )
 }
 

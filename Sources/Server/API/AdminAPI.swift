@@ -1,6 +1,7 @@
 import Balancer
 public import Cluster
 import Foundation
+import NIOCore
 public import Hummingbird
 import Raft
 import RaftTransport
@@ -89,6 +90,20 @@ public struct AdminAPI: Sendable {
         }
         admin.post("snapshot") { _, _ -> SnapshotAnswer in
             SnapshotAnswer(index: try await cluster { try await node.snapshotNow() })
+        }
+        // The node's state as a snapshot file (`fulcrumctl snapshot save`).
+        admin.get("snapshot/archive") { _, _ -> Response in
+            let archive: SnapshotArchive
+            do {
+                archive = try await node.archive()
+            } catch let error as ClusterError {
+                throw APIError(error)
+            }
+            return Response(
+                status: .ok,
+                headers: [.contentType: "application/octet-stream", .contentDisposition: "attachment; filename=\"fulcrum-\(archive.index).snapshot\""],
+                body: .init(byteBuffer: ByteBuffer(bytes: archive.encoded()))
+            )
         }
         admin.get("workers") { request, _ -> WorkerList in
             if request.uri.queryParameters.get("consistent") == "true" {

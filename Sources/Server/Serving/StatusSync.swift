@@ -44,7 +44,7 @@ public actor StatusSync {
     /// Runs until cancelled.
     public func run() async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.every(milliseconds: 50) { try await self.watchLeadership() } }
+            group.addTask { try await self.every(milliseconds: 20) { try await self.watchLeadership() } }
             group.addTask { try await self.every(milliseconds: self.settings.statusIntervalMilliseconds) { await self.pollRound() } }
             group.addTask { try await self.every(milliseconds: self.settings.flushIntervalMilliseconds) { await self.flush() } }
             try await group.next()
