@@ -34,6 +34,17 @@ import Yams
         }
     }
 
+    @Test func everyConfigurationKeyIsDocumentedWithItsDefault() throws {
+        let text = try String(contentsOf: Self.root.appendingPathComponent("Docs/configuration.md"), encoding: .utf8)
+        let rows = text.split(separator: "\n").filter { $0.hasPrefix("| `") }
+        for key in NodeConfiguration.keys.sorted() {
+            let row = rows.first { $0.contains("`\(key)`") }
+            #expect(row != nil, "Docs/configuration.md has no row for \(key)")
+            // Every row has a default column (a value, "none" or a derivation).
+            if let row { #expect(row.split(separator: "|").count >= 3, "\(key): \(row)") }
+        }
+    }
+
     @Test func theConfigMapCarriesTheKubernetesExample() throws {
         let configMap = try #require(try Self.documents("configmap.yaml").first)
         let data = try #require(configMap["data"] as? [String: String])
