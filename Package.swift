@@ -141,6 +141,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .testTarget(name: "SimulatorTests", dependencies: ["Simulator"], swiftSettings: strict),
         // `fulcrum-sim`: runs simulated engines.
         .executableTarget(
             name: "SimulatorTool",
