@@ -133,7 +133,7 @@ let package = Package(
         .target(
             name: "Simulator",
             dependencies: [
-                "Balancer",
+                "Balancer", "WireCoding",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -141,7 +141,15 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "SimulatorTests", dependencies: ["Simulator"], swiftSettings: strict),
+        .testTarget(
+            name: "SimulatorTests",
+            dependencies: [
+                "Simulator",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: strict
+        ),
         // `fulcrum-sim`: runs simulated engines.
         .executableTarget(
             name: "SimulatorTool",

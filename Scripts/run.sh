@@ -31,7 +31,7 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-.build/debug/fulcrum-sim engines --count 4 --base-port 9101 --token-interval-ms 2 --output-tokens 8 &
+.build/debug/fulcrum-sim engines --count 4 --base-port 9101 --profile h100-8b --output-tokens 8 &
 engines_pid=$!
 Scripts/cluster up 3
 for i in 1 2 3 4; do

@@ -35,7 +35,7 @@ wait_for() {  # URL
 }
 
 # Simulated engines: 8 on 19001-19008.
-.build/release/fulcrum-sim engines --count 8 --base-port 19001 --output-tokens 16 >"$work/engines.log" 2>&1 &
+.build/release/fulcrum-sim engines --count 8 --base-port 19001 --profile fast --output-tokens 16 >"$work/engines.log" 2>&1 &
 pids+=($!)
 for port in $(seq 19001 19008); do wait_for "http://127.0.0.1:$port/health"; done
 

@@ -11,6 +11,9 @@ public struct EngineModel: Sendable {
         public var outputTokens: Int
         /// Virtual time of arrival, seconds.
         public var arrival: Double
+        /// The prompt's KV arrives from a prefill worker (disaggregated decode): nothing to
+        /// compute but the last token.
+        public var transferredPrompt = false
 
         public init(id: UInt64, blocks: [UInt64], inputTokens: Int, outputTokens: Int, arrival: Double) {
             self.id = id
@@ -118,7 +121,8 @@ public struct EngineModel: Sendable {
             guard cache.reserve(request.blocks, extra: outputBlocks) else { break }
             waitingHead += 1
             // At least the last prompt token is computed, as engines do, to produce logits.
-            let cached = min(matched * profile.blockSize, max(0, request.inputTokens - 1))
+            let cached = request.transferredPrompt
+                ? max(0, request.inputTokens - 1) : min(matched * profile.blockSize, max(0, request.inputTokens - 1))
             running.append(Sequence(request: request, cachedTokens: cached, prefilled: cached, outputBlocks: outputBlocks))
             let q = min(request.inputTokens - cached, budget)
             chunks.append((q, cached))

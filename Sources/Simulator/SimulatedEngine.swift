@@ -18,13 +18,19 @@ public final class SimulatedEngine: Sendable {
         public var tokenIntervalMilliseconds: Int
         /// Tokens generated when the request sets no `max_tokens`.
         public var defaultOutputTokens: Int
+        /// The timing model; nil for the fast engine (tokens every `tokenIntervalMilliseconds`).
+        public var profile: EngineProfile?
 
-        public init(id: String, model: String = "sim-model", role: String = "PDFUSION", tokenIntervalMilliseconds: Int = 0, defaultOutputTokens: Int = 16) {
+        public init(
+            id: String, model: String = "sim-model", role: String = "PDFUSION", tokenIntervalMilliseconds: Int = 0,
+            defaultOutputTokens: Int = 16, profile: EngineProfile? = nil
+        ) {
             self.id = id
             self.model = model
             self.role = role
             self.tokenIntervalMilliseconds = tokenIntervalMilliseconds
             self.defaultOutputTokens = defaultOutputTokens
+            self.profile = profile
         }
     }
 
@@ -63,8 +69,13 @@ public final class SimulatedEngine: Sendable {
 
     public let options: Options
     private let state = Mutex(State())
+    /// The timing model's runtime, when the engine has a profile.
+    public let runtime: EngineRuntime?
 
-    public init(options: Options) { self.options = options }
+    public init(options: Options) {
+        self.options = options
+        runtime = options.profile.map(EngineRuntime.init(profile:))
+    }
 
     public var served: [Served] { state.withLock { $0.served } }
     public var running: Int { state.withLock { $0.running } }
@@ -73,10 +84,18 @@ public final class SimulatedEngine: Sendable {
     public func makeRouter() -> Hummingbird.Router<BasicRequestContext> {
         let router = Router()
         router.get("health") { _, _ in HTTPResponse.Status.ok }
-        router.get("status") { _, _ in try await self.status { running in
+        router.post("reset") { _, _ -> HTTPResponse.Status in
+            await self.runtime?.reset()
+            return .ok
+        }
+        router.get("status") { _, _ in
+            if let modelled = try await self.modelledStatus("native") { return modelled }
+            return try await self.status { running in
             #"{"running_requests":\#(running),"waiting_requests":0,"kv_blocks_used":\#(running * 8),"kv_blocks_total":8192,"step_latency_ms":\#(self.options.tokenIntervalMilliseconds)}"#
         } }
-        router.get("metrics") { _, _ in try await self.status { running in
+        router.get("metrics") { _, _ in
+            if let modelled = try await self.modelledStatus("vllm") { return modelled }
+            return try await self.status { running in
             """
             # TYPE vllm:num_requests_running gauge
             vllm:num_requests_running{model_name="\(self.options.model)"} \(running)
@@ -85,7 +104,9 @@ public final class SimulatedEngine: Sendable {
 
             """
         } }
-        router.get("get_load") { _, _ in try await self.status { running in #"[{"dp_rank":0,"num_reqs":\#(running),"num_waiting_reqs":0,"num_tokens":0}]"# } }
+        router.get("get_load") { _, _ in
+            if let modelled = try await self.modelledStatus("sglang") { return modelled }
+            return try await self.status { running in #"[{"dp_rank":0,"num_reqs":\#(running),"num_waiting_reqs":0,"num_tokens":0}]"# } }
         for path in ["model_info", "get_model_info"] {
             router.get(RouterPath(stringLiteral: path)) { _, _ in self.json(#"{"model_path":"\#(self.options.model)","is_generation":true}"#) }
         }
@@ -116,6 +137,32 @@ public final class SimulatedEngine: Sendable {
         return json(render(running))
     }
 
+    /// The modelled engine's load in each status format.
+    private func modelledStatus(_ format: String) async throws -> Response? {
+        guard let runtime else { return nil }
+        let faults = state.withLock { $0.faults }
+        if faults.statusDelayMs > 0 { try await Task.sleep(for: .milliseconds(faults.statusDelayMs)) }
+        if faults.garbageStatus { return json("\u{1}not json at all") }
+        let load = await runtime.load()
+        let usage = load.kvBlocksTotal > 0 ? Double(load.kvBlocksUsed) / Double(load.kvBlocksTotal) : 0
+        switch format {
+        case "vllm":
+            return json("""
+                vllm:num_requests_running{model_name="\(options.model)"} \(load.running)
+                vllm:num_requests_waiting{model_name="\(options.model)"} \(load.waiting)
+                vllm:kv_cache_usage_perc{model_name="\(options.model)"} \(usage)
+
+                """)
+        case "sglang":
+            return json(#"[{"dp_rank":0,"num_reqs":\#(load.running),"num_waiting_reqs":\#(load.waiting),"num_tokens":\#(load.queuedPrefillTokens)}]"#)
+        default:
+            return json(
+                #"{"running_requests":\#(load.running),"waiting_requests":\#(load.waiting),"queued_prefill_tokens":\#(load.queuedPrefillTokens),"#
+                    + #""kv_blocks_used":\#(load.kvBlocksUsed),"kv_blocks_total":\#(load.kvBlocksTotal),"step_latency_ms":\#(load.stepMilliseconds)}"#
+            )
+        }
+    }
+
     private func complete(_ request: Request, chat: Bool) async throws -> Response {
         var request = request
         let body = try await request.collectBody(upTo: 16 << 20)
@@ -135,6 +182,9 @@ public final class SimulatedEngine: Sendable {
         }
         if fail { return Response(status: .internalServerError, body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"injected"}}"#))) }
         while state.withLock({ $0.faults.stall }) { try await Task.sleep(for: .milliseconds(20)) }
+        if let runtime {
+            return try await modelled(runtime, object: object, served: served, chat: chat, stream: stream, maxTokens: maxTokens, faults: faults)
+        }
         let count = max(0, min(maxTokens ?? options.defaultOutputTokens, 100_000))
         let id = "cmpl-\(options.id)-\(UInt32.random(in: 0...UInt32.max))"
         let interval = options.tokenIntervalMilliseconds
@@ -158,6 +208,88 @@ public final class SimulatedEngine: Sendable {
                 try await writer.write(ByteBuffer(string: #"data: {"id":"\#(id)","engine":"\#(engine)","model":"\#(model)","choices":[\#(delta)]}"# + "\n\n"))
             }
             try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: sse)
+    }
+}
+
+extension SimulatedEngine {
+    /// A completion through the timing model: tokens leave when the model produces them.
+    func modelled(
+        _ runtime: EngineRuntime, object: [String: Any], served: Served, chat: Bool, stream: Bool, maxTokens: Int?, faults: Faults
+    ) async throws -> Response {
+        let blockSize = options.profile?.blockSize ?? 16
+        var blocks: [UInt64]
+        var inputTokens: Int
+        if let hashes = object["fulcrum_block_hashes"] as? [NSNumber], !hashes.isEmpty {
+            let perBlock = (object["fulcrum_tokens_per_block"] as? Int) ?? blockSize
+            blocks = hashes.map(\.uint64Value)
+            inputTokens = (object["fulcrum_input_tokens"] as? Int) ?? blocks.count * perBlock
+        } else {
+            let text: String
+            if chat {
+                text = ((object["messages"] as? [[String: Any]]) ?? []).map { message in
+                    "\(message["role"] as? String ?? ""): \(message["content"] as? String ?? "")\n"
+                }.joined()
+            } else if let prompt = object["prompt"] as? String {
+                text = prompt
+            } else {
+                text = ((object["prompt"] as? [Any]) ?? []).map { "\($0) " }.joined()
+            }
+            (blocks, inputTokens) = PromptBlocks.blocks(text: text, tokensPerBlock: blockSize)
+        }
+        let prefillOnly = served.role == "prefill"
+        let outputTokens = prefillOnly ? 1 : max(1, min(maxTokens ?? options.defaultOutputTokens, 100_000))
+        let transferred = served.role == "decode" && served.prefillWorker != nil
+        let outputBlocks = (outputTokens + blockSize - 1) / blockSize
+        let capacity = options.profile?.kvCapacityBlocks ?? .max
+        if blocks.count + outputBlocks > capacity {
+            let reason = "needs \(blocks.count + outputBlocks) KV blocks, the engine has \(capacity)"
+            return Response(status: .badRequest, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"\#(reason)"}}"#)))
+        }
+        let events = await runtime.submit(blocks: blocks, inputTokens: inputTokens, outputTokens: outputTokens, transferredPrompt: transferred)
+        let id = "cmpl-\(options.id)-\(UInt32.random(in: 0...UInt32.max))"
+        let engine = options.id
+        let model = (object["model"] as? String) ?? options.model
+        let promptTokens = inputTokens
+        @Sendable func usage(cached: Int) -> String {
+            #"{"prompt_tokens":\#(promptTokens),"completion_tokens":\#(outputTokens),"prompt_tokens_details":{"cached_tokens":\#(cached)}}"#
+        }
+        let abortAfter = faults.abortAfterTokens
+        if !stream {
+            var cached = 0
+            for await event in events {
+                if case .firstToken(_, _, let tokens) = event { cached = tokens }
+            }
+            let text = (0..<outputTokens).map { "t\($0)" }.joined(separator: " ")
+            let choice = chat ? #"{"index":0,"message":{"role":"assistant","content":"\#(text)"},"finish_reason":"length"}"#
+                : #"{"index":0,"text":"\#(text)","finish_reason":"length"}"#
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string:
+                #"{"id":"\#(id)","object":"\#(chat ? "chat.completion" : "text_completion")","model":"\#(model)","engine":"\#(engine)","choices":[\#(choice)],"usage":\#(usage(cached: cached))}"#
+            )))
+        }
+        let sse = ResponseBody { writer in
+            func chunk(_ index: Int) -> ByteBuffer {
+                let delta = chat ? #"{"index":0,"delta":{"content":"t\#(index) "}}"# : #"{"index":0,"text":"t\#(index) "}"#
+                return ByteBuffer(string: #"data: {"id":"\#(id)","engine":"\#(engine)","model":"\#(model)","choices":[\#(delta)]}"# + "\n\n")
+            }
+            var cached = 0
+            var index = 0
+            for await event in events {
+                switch event {
+                case .firstToken(_, _, let tokens):
+                    cached = tokens
+                case .token:
+                    break
+                case .finished, .rejected:
+                    continue
+                }
+                if let abortAfter, index >= abortAfter { throw SimulatedFailure() }
+                try await writer.write(chunk(index))
+                index += 1
+            }
+            try await writer.write(ByteBuffer(string: #"data: {"id":"\#(id)","engine":"\#(engine)","model":"\#(model)","choices":[],"usage":\#(usage(cached: cached))}"# + "\n\ndata: [DONE]\n\n"))
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: sse)

@@ -22,7 +22,11 @@ struct Engines: AsyncParsableCommand {
     @Option(help: "Listen host.") var host = "127.0.0.1"
     @Option(help: "Model served.") var model = "sim-model"
     @Option(help: "Role of every engine: VIT, PREFILL, DECODE or PDFUSION.") var role = "PDFUSION"
-    @Option(help: "Milliseconds between streamed tokens.") var tokenIntervalMs = 0
+    @Option(help: "Timing model: h100-8b (default), a100-8b, a JSON file of EngineProfile fields, or fast (no model: --token-interval-ms per token).")
+    var profile = "h100-8b"
+    @Option(help: "Tokens per KV block (and per prompt block hash); traces use 512.") var blockSize: Int?
+    @Option(help: "KV-cache capacity in tokens.") var kvTokens: Int?
+    @Option(help: "fast profile: milliseconds between streamed tokens.") var tokenIntervalMs = 0
     @Option(help: "Tokens generated when a request sets no max_tokens.") var outputTokens = 16
 
     func validate() throws {
@@ -32,13 +36,42 @@ struct Engines: AsyncParsableCommand {
         guard tokenIntervalMs >= 0, outputTokens >= 0 else { throw ValidationError("--token-interval-ms and --output-tokens must not be negative") }
     }
 
+    func engineProfile() throws -> EngineProfile? {
+        guard profile != "fast" else { return nil }
+        var chosen: EngineProfile
+        if let named = EngineProfile.named(profile) {
+            chosen = named
+        } else {
+            guard let data = FileManager.default.contents(atPath: profile) else {
+                throw ValidationError("--profile: not h100-8b, a100-8b, fast, or a readable JSON file: \(profile)")
+            }
+            do {
+                chosen = try JSONDecoder().decode(EngineProfile.self, from: data)
+            } catch {
+                throw ValidationError("--profile \(profile): \(error)")
+            }
+        }
+        if let blockSize {
+            guard blockSize > 0 else { throw ValidationError("--block-size must be positive") }
+            chosen.blockSize = blockSize
+        }
+        if let kvTokens {
+            guard kvTokens > 0 else { throw ValidationError("--kv-tokens must be positive") }
+            chosen.kvCapacityTokens = kvTokens
+        }
+        return chosen
+    }
+
     func run() async throws {
         var logger = Logger(label: "fulcrum-sim")
         logger.logLevel = .warning
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        let timing = try engineProfile()
+        FileHandle.standardOutput.write(Data("profile: \(timing.map(\.description) ?? "fast (no timing model, \(tokenIntervalMs) ms per token)")\n".utf8))
         for index in 0..<count {
             let engine = SimulatedEngine(options: .init(
-                id: "engine-\(index + 1)", model: model, role: role, tokenIntervalMilliseconds: tokenIntervalMs, defaultOutputTokens: outputTokens
+                id: "engine-\(index + 1)", model: model, role: role, tokenIntervalMilliseconds: tokenIntervalMs, defaultOutputTokens: outputTokens,
+                profile: timing
             ))
             let app = Application(router: engine.makeRouter(), configuration: .init(address: .hostname(host, port: basePort + index)), logger: logger)
             services.append(.init(service: app))
