@@ -31,6 +31,9 @@ struct ProxyAPI: Sendable {
     struct Completion {
         var model: String
         var prompt: Prompt
+        /// From the extension fields `fulcrum_tokens_per_block` and `fulcrum_input_tokens`.
+        var tokensPerBlock: Int?
+        var inputTokens: Int?
         var stream: Bool
         var maxTokens: Int?
         var user: String?
@@ -86,7 +89,19 @@ struct ProxyAPI: Sendable {
         } else {
             prompt = try completionPrompt(object["prompt"])
         }
-        return Completion(model: model, prompt: prompt, stream: stream, maxTokens: maxTokens, user: user, object: object)
+        var tokensPerBlock: Int?
+        var inputTokens: Int?
+        for (key, range) in [("fulcrum_tokens_per_block", 1...1_000_000), ("fulcrum_input_tokens", 1...100_000_000)] {
+            guard let value = object[key] else { continue }
+            guard let number = value as? NSNumber, !isJSONBoolean(value), range.contains(number.intValue), number.doubleValue == Double(number.intValue) else {
+                throw APIError.badRequest(field: key, "expected an integer in \(range)")
+            }
+            if key == "fulcrum_tokens_per_block" { tokensPerBlock = number.intValue } else { inputTokens = number.intValue }
+        }
+        return Completion(
+            model: model, prompt: prompt, tokensPerBlock: tokensPerBlock, inputTokens: inputTokens, stream: stream, maxTokens: maxTokens,
+            user: user, object: object
+        )
     }
 
     /// The conversation as text, in order, so a longer conversation extends a shorter one's
@@ -156,6 +171,8 @@ struct ProxyAPI: Sendable {
         case .tokens(let tokens): route.tokenIds = tokens.map(Int64.init)
         case .blocks(let blocks): route.blockHashes = blocks.map(BlockHashValue.init)
         }
+        route.tokensPerBlock = completion.tokensPerBlock
+        route.promptTokens = completion.inputTokens
         var excluded: [String] = []
         var lastFailure: (any Error)?
         for _ in 0...settings.upstreamRetries {

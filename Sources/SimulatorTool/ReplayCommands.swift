@@ -1,0 +1,142 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Balancer
+import Foundation
+import NIOCore
+import Simulator
+
+func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+
+/// `fulcrum-sim replay`: one trace against one endpoint, with a report.
+struct Replay: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Replay a trace (Mooncake JSONL or Azure CSV) against an endpoint and write a report.")
+
+    @Option(help: "The trace file.") var trace: String
+    @Option(help: "Base URL of the endpoint (a Fulcrum node, a router, an engine).") var target: String
+    @Option(help: "Time scale: 2 sends twice as fast as recorded.") var speed = 1.0
+    @Option(help: "Seconds of replay (default: the whole trace).") var duration: Double?
+    @Option(help: "Name of this run in the report.") var name = "replay"
+    @Option(help: "Folder for summary.json, report.md and the plots.") var out = "replay-report"
+    @Option(help: "Model to ask for.") var model = "sim-model"
+    @Option(help: "Engine profile, for the report.") var profile = EngineProfile.h100_8b.description
+    @Flag(help: "Also send block ids as fulcrum_block_hashes.") var sendHashes = false
+
+    func validate() throws {
+        guard speed > 0 else { throw ValidationError("--speed must be positive") }
+        if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
+    }
+
+    func run() async throws {
+        let requests: [TraceRequest]
+        do { requests = try Trace.load(path: trace) } catch { throw ValidationError("\(error)") }
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(timeout: .init(connect: .seconds(2))))
+        let replay = LiveReplay(target: target, speed: speed, duration: duration, model: model, sendHashes: sendHashes)
+        say("replaying \(requests.count) requests of \(trace) against \(target) at \(speed)x")
+        let records = await replay.run(requests, client: client, progress: say)
+        try? await client.shutdown()
+        let summary = ReplaySummary(name: name, records: records)
+        try ReportWriter.write(summary, records: records, profile: profile, to: out)
+        say(ReplaySummary.tableHeader)
+        say(summary.tableRow)
+        say("report: \(out)/report.md")
+    }
+}
+
+/// `fulcrum-sim offline`: a trace through the balancer's strategies with no timing.
+struct Offline: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Replay a trace straight through the routing strategies (no timing) to check cache accounting.")
+
+    @Option(help: "The trace file.") var trace: String
+    @Option(help: "Workers.") var workers = 8
+    @Option(help: "KV capacity of each worker, in trace blocks.") var blocks = 800
+    @Option(help: "Requests holding a reservation at once.") var window = 32
+    @Option(help: "Strategies, comma-separated (default: all but sticky and resource_aware).")
+    var strategies = "round_robin,random,least_load,power_of_two,consistent_hash,cache_aware,shortest_ttft"
+    @Flag(help: "Also route everything to one worker (what a herding policy does).") var includeSingle = false
+
+    func run() async throws {
+        let requests: [TraceRequest]
+        do { requests = try Trace.load(path: trace) } catch { throw ValidationError("\(error)") }
+        let replay = OfflineReplay(workers: workers, capacityBlocks: blocks, window: window)
+        say("\(requests.count) requests, \(workers) workers of \(blocks) blocks, window \(window)")
+        say(ReplaySummary.tableHeader)
+        for name in strategies.split(separator: ",") {
+            guard let strategy = StrategyKind(name: String(name)) else { throw ValidationError("unknown strategy \(name)") }
+            say(try replay.run(requests, strategy: strategy).summary.tableRow)
+        }
+        if includeSingle {
+            let single = OfflineReplay(workers: 1, capacityBlocks: blocks, window: window)
+            var summary = try single.run(requests, strategy: .roundRobin, name: "all-to-one").summary
+            summary.requestsPerWorker.merge(Dictionary(uniqueKeysWithValues: (1..<workers).map { ("w\($0)", 0) })) { $1 }
+            summary.maxOverMeanRequestsPerWorker = Double(summary.completed) / (Double(summary.completed) / Double(workers))
+            say(summary.tableRow)
+        }
+    }
+}
+
+/// `fulcrum-sim compare`: the same trace against several targets, engines reset in between.
+struct Compare: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Replay one trace against several targets in one go and print the side-by-side table.",
+        discussion: """
+            Targets are NAME=URL. A Fulcrum target may carry a strategy: NAME=URL#strategy=cache_aware sets the \
+            cluster's default policy (PDFUSION role) through its admin API before the run. Engines listed with \
+            --engines are reset (cold caches) before every run.
+            """
+    )
+
+    @Option(help: "The trace file.") var trace: String
+    @Option(name: .customLong("target"), help: "NAME=URL[#strategy=S] (repeatable).") var targets: [String]
+    @Option(help: "Engine base URLs to reset before each run, comma-separated.") var engines = ""
+    @Option(help: "Time scale.") var speed = 1.0
+    @Option(help: "Seconds of replay per run.") var duration: Double?
+    @Option(help: "Folder for the reports (one subfolder per run) and comparison.md.") var out = "compare-report"
+    @Option(help: "Model to ask for.") var model = "sim-model"
+    @Option(help: "Engine profile, for the report.") var profile = EngineProfile.h100_8b.description
+    @Flag(help: "Also send block ids as fulcrum_block_hashes.") var sendHashes = false
+
+    func run() async throws {
+        let requests: [TraceRequest]
+        do { requests = try Trace.load(path: trace) } catch { throw ValidationError("\(error)") }
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(timeout: .init(connect: .seconds(2))))
+        var rows: [String] = []
+        for target in targets {
+            let parts = target.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2 else { throw ValidationError("--target expects NAME=URL, got \(target)") }
+            let name = String(parts[0])
+            var url = String(parts[1])
+            if let hash = url.firstIndex(of: "#") {
+                let option = url[url.index(after: hash)...]
+                url = String(url[..<hash])
+                if option.hasPrefix("strategy=") {
+                    let strategy = option.dropFirst("strategy=".count)
+                    var request = HTTPClientRequest(url: url + "/admin/config/default_policy")
+                    request.method = .PUT
+                    request.body = .bytes(ByteBuffer(string: #"{"strategies":{"PDFUSION":"\#(strategy)","PREFILL":"\#(strategy)"}}"#))
+                    let response = try await client.execute(request, timeout: .seconds(10))
+                    guard response.status.code == 200 else {
+                        throw ValidationError("setting strategy \(strategy) on \(url): HTTP \(response.status.code)")
+                    }
+                }
+            }
+            for engine in engines.split(separator: ",") where !engine.isEmpty {
+                var reset = HTTPClientRequest(url: String(engine) + "/reset")
+                reset.method = .POST
+                _ = try? await client.execute(reset, timeout: .seconds(5))
+            }
+            say("== \(name): \(url)")
+            let replay = LiveReplay(target: url, speed: speed, duration: duration, model: model, sendHashes: sendHashes)
+            let records = await replay.run(requests, client: client, progress: say)
+            let summary = ReplaySummary(name: name, records: records)
+            try ReportWriter.write(summary, records: records, profile: profile, to: "\(out)/\(name)")
+            say(summary.tableRow)
+            rows.append(summary.tableRow)
+        }
+        try? await client.shutdown()
+        let table = ([ReplaySummary.tableHeader] + rows).joined(separator: "\n")
+        try ("# Comparison\n\nTrace: \(trace), speed \(speed)x\(duration.map { ", \($0) s" } ?? ""). Engine profile: \(profile)\n\n" + table + "\n")
+            .write(toFile: "\(out)/comparison.md", atomically: true, encoding: .utf8)
+        say("")
+        say(table)
+    }
+}
