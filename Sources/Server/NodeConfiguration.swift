@@ -38,7 +38,7 @@ public struct NodeConfiguration: Sendable, Equatable {
         "cluster_id", "node_id", "data_dir", "peer_listen", "peer_advertise", "http_listen", "bootstrap",
         "tick_ms", "election_ticks", "heartbeat_ticks", "snapshot_entries", "durability", "tls_cert", "tls_key", "tls_ca",
         "http_advertise", "fail_open", "status_interval_ms", "status_timeout_ms", "flush_interval_ms", "healthy_successes",
-        "unhealthy_failures", "circuit_failures", "circuit_open_ms", "forward_timeout_ms", "upstream_connect_timeout_ms",
+        "unhealthy_failures", "circuit_failures", "circuit_open_ms", "forward_timeout_ms", "leader_wait_ms", "upstream_connect_timeout_ms",
         "upstream_retries", "upstream_timeout_ms", "default_model", "api_keys", "api_key_file", "allow_cidrs", "rate_limit_rps",
         "rate_limit_burst", "max_body_bytes", "header_timeout_ms", "idle_timeout_ms", "http_tls_cert", "http_tls_key",
         "cors_origins", "log_level",
@@ -129,6 +129,7 @@ public struct NodeConfiguration: Sendable, Equatable {
         case "circuit_failures": serving.circuitFailures = try integer(1...1_000)
         case "circuit_open_ms": serving.circuitOpenMilliseconds = try integer(1...3_600_000)
         case "forward_timeout_ms": serving.forwardTimeoutMilliseconds = try integer(1...600_000)
+        case "leader_wait_ms": serving.leaderWaitMilliseconds = try integer(0...600_000)
         case "upstream_connect_timeout_ms": serving.upstreamConnectTimeoutMilliseconds = try integer(1...600_000)
         case "upstream_retries": serving.upstreamRetries = try integer(0...10)
         case "upstream_timeout_ms": serving.upstreamTimeoutMilliseconds = try integer(1...86_400_000)

@@ -93,6 +93,12 @@ public enum ReportWriter {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.keyEncodingStrategy = .convertToSnakeCase
         try encoder.encode(summary).write(to: URL(fileURLWithPath: directory + "/summary.json"))
+        let lines = JSONEncoder()
+        lines.keyEncodingStrategy = .convertToSnakeCase
+        lines.outputFormatting = [.sortedKeys]
+        var text = ""
+        for record in records { text += String(decoding: try lines.encode(record), as: UTF8.self) + "\n" }
+        try text.write(toFile: directory + "/requests.jsonl", atomically: true, encoding: .utf8)
         try ttftCDF(records).write(toFile: directory + "/ttft-cdf.svg", atomically: true, encoding: .utf8)
         try hitRatioOverTime(records).write(toFile: directory + "/hit-ratio.svg", atomically: true, encoding: .utf8)
         try perWorker(summary).write(toFile: directory + "/requests-per-worker.svg", atomically: true, encoding: .utf8)

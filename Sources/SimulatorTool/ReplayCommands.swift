@@ -29,7 +29,7 @@ struct Replay: AsyncParsableCommand {
     func run() async throws {
         let requests: [TraceRequest]
         do { requests = try Trace.load(path: trace) } catch { throw ValidationError("\(error)") }
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(timeout: .init(connect: .seconds(2))))
+        let client = HTTPClient.replayClient()
         let replay = LiveReplay(target: target, speed: speed, duration: duration, model: model, sendHashes: sendHashes)
         say("replaying \(requests.count) requests of \(trace) against \(target) at \(speed)x")
         let records = await replay.run(requests, client: client, progress: say)
@@ -98,7 +98,35 @@ struct Compare: AsyncParsableCommand {
     func run() async throws {
         let requests: [TraceRequest]
         do { requests = try Trace.load(path: trace) } catch { throw ValidationError("\(error)") }
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(timeout: .init(connect: .seconds(2))))
+        let client = HTTPClient.replayClient()
+        do {
+            try await compare(requests, client: client)
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+        try? await client.shutdown()
+    }
+
+    /// Sets a Fulcrum cluster's default strategy through its leader (found from any node).
+    func setStrategy(_ strategy: Substring, via url: String, client: HTTPClient) async throws {
+        var base = url
+        let info = try await client.execute(HTTPClientRequest(url: url + "/rtp_llm/master/info"), timeout: .seconds(5))
+        let body = try await info.body.collect(upTo: 1 << 16)
+        if let json = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any],
+           let host = json["real_master_host"] as? String, !host.isEmpty {
+            base = (url.hasPrefix("https") ? "https://" : "http://") + host
+        }
+        var request = HTTPClientRequest(url: base + "/admin/config/default_policy")
+        request.method = .PUT
+        request.body = .bytes(ByteBuffer(string: #"{"strategies":{"PDFUSION":"\#(strategy)","PREFILL":"\#(strategy)"}}"#))
+        let response = try await client.execute(request, timeout: .seconds(10))
+        guard response.status.code == 200 else {
+            throw ValidationError("setting strategy \(strategy) on \(base): HTTP \(response.status.code)")
+        }
+    }
+
+    func compare(_ requests: [TraceRequest], client: HTTPClient) async throws {
         var rows: [String] = []
         for target in targets {
             let parts = target.split(separator: "=", maxSplits: 1)
@@ -109,14 +137,7 @@ struct Compare: AsyncParsableCommand {
                 let option = url[url.index(after: hash)...]
                 url = String(url[..<hash])
                 if option.hasPrefix("strategy=") {
-                    let strategy = option.dropFirst("strategy=".count)
-                    var request = HTTPClientRequest(url: url + "/admin/config/default_policy")
-                    request.method = .PUT
-                    request.body = .bytes(ByteBuffer(string: #"{"strategies":{"PDFUSION":"\#(strategy)","PREFILL":"\#(strategy)"}}"#))
-                    let response = try await client.execute(request, timeout: .seconds(10))
-                    guard response.status.code == 200 else {
-                        throw ValidationError("setting strategy \(strategy) on \(url): HTTP \(response.status.code)")
-                    }
+                    try await setStrategy(option.dropFirst("strategy=".count), via: url, client: client)
                 }
             }
             for engine in engines.split(separator: ",") where !engine.isEmpty {
@@ -132,11 +153,20 @@ struct Compare: AsyncParsableCommand {
             say(summary.tableRow)
             rows.append(summary.tableRow)
         }
-        try? await client.shutdown()
         let table = ([ReplaySummary.tableHeader] + rows).joined(separator: "\n")
         try ("# Comparison\n\nTrace: \(trace), speed \(speed)x\(duration.map { ", \($0) s" } ?? ""). Engine profile: \(profile)\n\n" + table + "\n")
             .write(toFile: "\(out)/comparison.md", atomically: true, encoding: .utf8)
         say("")
         say(table)
+    }
+}
+
+extension HTTPClient {
+    /// Open-loop replays keep hundreds of streams open at once: one connection each.
+    static func replayClient() -> HTTPClient {
+        var configuration = HTTPClient.Configuration(timeout: .init(connect: .seconds(5)))
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 8_192)
+        configuration.decompression = .disabled
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 }

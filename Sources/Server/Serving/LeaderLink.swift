@@ -88,7 +88,7 @@ extension HTTPClient {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
             timeout: .init(connect: .milliseconds(Int64(settings.upstreamConnectTimeoutMilliseconds))),
-            connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
+            connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 4_096)
         )
         configuration.decompression = .disabled
         // A refused connection fails at once, so the proxy can retry on another worker.

@@ -37,44 +37,54 @@ struct RoutingService: Sendable {
         let request = try body.routingRequest()
         let now = StatusSync.now()
         let started = ContinuousClock.now
-        let attempt = await node.withMachine { machine, leadership -> Attempt in
-            guard leadership.isLeader else {
-                return .follower(leader: leadership.leader, endpoint: leadership.leader.flatMap { machine.state.nodeEndpoints[$0] })
-            }
-            machine.prepareToRoute(asLeaderOf: leadership.term)
-            do throws(BalancerError) {
-                return .decided(try machine.route(request, now: now), epoch: machine.routerEpoch)
-            } catch {
-                return .refused(error)
-            }
-        }
-        switch attempt {
-        case .decided(let decision, let epoch):
-            count(decision, duration: .now - started)
-            return .decided(RouteResponseBody(decision, token: ReleaseToken(node: node.id, epoch: epoch, token: decision.releaseToken), degraded: false))
-        case .refused(let error):
-            metrics.routingError(model: request.model, code: error.code.rawValue)
-            throw APIError(error)
-        case .follower(let leader, let endpoint):
-            if headers[.fulcrumForwarded] != nil {
-                throw APIError.noLeader("this node is not the leader any more (node \(leader.map(String.init) ?? "none") is)")
-            }
-            if let endpoint {
-                do {
-                    let encoded = try JSONEncoder.snakeCase.encode(body)
-                    return .relayed(try await link.forward(
-                        to: endpoint, method: .post, path: "/v1/route", body: ByteBuffer(bytes: encoded), headers: headers
-                    ))
+        // Without a reachable leader (an election, say) a follower waits up to leader_wait_ms
+        // for one before failing open or answering 503: a request that reaches no worker
+        // should not fail because of a few hundred milliseconds without a leader.
+        let deadline = ContinuousClock.now + .milliseconds(settings.leaderWaitMilliseconds)
+        var lastLeader: UInt64?
+        while true {
+            let attempt = await node.withMachine { machine, leadership -> Attempt in
+                guard leadership.isLeader else {
+                    return .follower(leader: leadership.leader, endpoint: leadership.leader.flatMap { machine.state.nodeEndpoints[$0] })
+                }
+                machine.prepareToRoute(asLeaderOf: leadership.term)
+                do throws(BalancerError) {
+                    return .decided(try machine.route(request, now: now), epoch: machine.routerEpoch)
                 } catch {
-                    metrics.forwardFailures.increment()
-                    logger.warning("forwarding to the leader at \(endpoint) failed: \(error)")
+                    return .refused(error)
                 }
             }
-            guard settings.failOpen else {
-                throw APIError.noLeader(leader == nil ? "no leader is known" : "the leader (node \(leader!)) is not reachable")
+            switch attempt {
+            case .decided(let decision, let epoch):
+                count(decision, duration: .now - started)
+                return .decided(RouteResponseBody(decision, token: ReleaseToken(node: node.id, epoch: epoch, token: decision.releaseToken), degraded: false))
+            case .refused(let error):
+                metrics.routingError(model: request.model, code: error.code.rawValue)
+                throw APIError(error)
+            case .follower(let leader, let endpoint):
+                if headers[.fulcrumForwarded] != nil {
+                    throw APIError.noLeader("this node is not the leader any more (node \(leader.map(String.init) ?? "none") is)")
+                }
+                lastLeader = leader
+                if let endpoint {
+                    do {
+                        let encoded = try JSONEncoder.snakeCase.encode(body)
+                        return .relayed(try await link.forward(
+                            to: endpoint, method: .post, path: "/v1/route", body: ByteBuffer(bytes: encoded), headers: headers
+                        ))
+                    } catch {
+                        metrics.forwardFailures.increment()
+                        logger.warning("forwarding to the leader at \(endpoint) failed: \(error)")
+                    }
+                }
             }
-            return .decided(try await placeDegraded(request))
+            guard ContinuousClock.now < deadline else { break }
+            try await Task.sleep(for: .milliseconds(25))
         }
+        guard settings.failOpen else {
+            throw APIError.noLeader(lastLeader == nil ? "no leader is known" : "the leader (node \(lastLeader!)) is not reachable")
+        }
+        return .decided(try await placeDegraded(request))
     }
 
     /// Decides on this follower's replicated state. Its prefixes and bindings are not proposed

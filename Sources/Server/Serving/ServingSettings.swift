@@ -19,6 +19,8 @@ public struct ServingSettings: Sendable, Equatable {
     /// how long it stays open before a trial request is let through.
     public var circuitFailures = 5
     public var circuitOpenMilliseconds = 5_000
+    /// How long a follower waits for a reachable leader before failing open or answering 503.
+    public var leaderWaitMilliseconds = 1_000
     /// Deadline of a request forwarded to the leader.
     public var forwardTimeoutMilliseconds = 2_000
     /// Connecting to a worker; a request whose connection fails is retried on another worker
