@@ -32,6 +32,9 @@ struct Replay: AsyncParsableCommand {
         let client = HTTPClient.replayClient()
         let replay = LiveReplay(target: target, speed: speed, duration: duration, model: model, sendHashes: sendHashes)
         say("replaying \(requests.count) requests of \(trace) against \(target) at \(speed)x")
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        // When the replay started (Unix seconds): request times in requests.jsonl count from here.
+        try String(format: "%.3f\n", Date().timeIntervalSince1970).write(toFile: out + "/started_at", atomically: true, encoding: .utf8)
         let records = await replay.run(requests, client: client, progress: say)
         try? await client.shutdown()
         let summary = ReplaySummary(name: name, records: records)

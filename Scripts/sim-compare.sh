@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Routing on a real trace, one run, same engines: 8 simulated H100 engines (8B model, KV blocks
+# of 512 tokens as the trace's), the Mooncake synthetic trace replayed at SPEED for DURATION
+# seconds per run, cold caches before each run, against:
+#   Fulcrum (3-node cluster, through a follower): cache_aware, shortest_ttft, power_of_two,
+#   round_robin (the floor); sglang-router from PyPI (pinned flags): cache_aware, round_robin,
+#   power_of_two.
+# Then failover under load: Fulcrum cache_aware, the leader killed (-9) half way; errors, the
+# routing gap, and the hit ratio in the 10 s after the kill against the 60 s before.
+# Prints the side-by-side table and the ratios; reports land in sim-compare-report/.
+#   Scripts/sim-compare.sh [SPEED] [DURATION]
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+
+speed="${1:-4}"
+duration="${2:-120}"
+out="${OUT:-$PWD/sim-compare-report}"
+trace="${TRACE:-$(cd .. && pwd)/shared/traces/mooncake/synthetic_trace.jsonl}"
+[ -f "$trace" ] || { echo "error: trace not found: $trace (set TRACE=…)" >&2; exit 1; }
+install_system_dependencies curl python3-venv
+swift build -c release --product fulcrum
+swift build -c release --product fulcrum-sim
+start_scratch
+rm -rf "$out" && mkdir -p "$out"
+
+venv="${FULCRUM_BENCH_VENV:-$HOME/.cache/fulcrum-bench-venv}"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import sglang_router" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q sglang-router
+fi
+sglang_version=$("$venv/bin/pip" show sglang-router | awk '/^Version/ {print $2}')
+
+wait_for() { for _ in $(seq 1 300); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "error: $1 not up" >&2; return 1; }
+
+sim=.build/release/fulcrum-sim
+"$sim" engines --count 8 --base-port 19101 --block-size 512 >"$work/engines.log" 2>&1 &
+pids+=($!)
+engines=""
+for port in $(seq 19101 19108); do wait_for "http://127.0.0.1:$port/health"; engines+="http://127.0.0.1:$port,"; done
+profile=$(head -1 "$work/engines.log" | sed 's/^profile: //')
+
+bootstrap="1=127.0.0.1:17501,2=127.0.0.1:17502,3=127.0.0.1:17503"
+for i in 1 2 3; do
+    FULCRUM_LOG_LEVEL=warning .build/release/fulcrum serve --cluster-id simcompare --node-id "$i" --data-dir "$work/fulcrum-$i" \
+        --peer-listen "127.0.0.1:1750$i" --http-listen "127.0.0.1:1850$i" --bootstrap "$bootstrap" >"$work/fulcrum-$i.log" 2>&1 &
+    pids+=($!)
+done
+for i in 1 2 3; do wait_for "http://127.0.0.1:1850$i/readyz"; done
+leader=$(curl -s http://127.0.0.1:18501/admin/cluster | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"])')
+follower=$(( leader % 3 + 1 ))
+for i in $(seq 1 8); do
+    curl -sf -X POST "http://127.0.0.1:1850$follower/v1/workers" -H 'Content-Type: application/json' -d "{\"id\":\"engine-$i\",\"model\":\"sim-model\",\"role\":\"PDFUSION\",\"address\":\"127.0.0.1:$((19100 + i))\",\"capacity\":{\"kv_blocks\":781,\"block_size\":512,\"prefill_tokens_per_second\":48000}}" >/dev/null
+done
+
+port=18601
+sglang_targets=()
+for policy in cache_aware round_robin power_of_two; do
+    "$venv/bin/python" -m sglang_router.launch_router --host 127.0.0.1 --port "$port" \
+        --worker-urls $(for p in $(seq 19101 19108); do printf 'http://127.0.0.1:%s ' "$p"; done) \
+        --policy "$policy" --cache-threshold 0.5 --balance-abs-threshold 32 --balance-rel-threshold 1.5 \
+        --prometheus-host 127.0.0.1 --prometheus-port $((port + 100)) --log-level warn >"$work/sglang-$policy.log" 2>&1 &
+    pids+=($!)
+    sglang_targets+=(--target "sglang-$policy=http://127.0.0.1:$port")
+    port=$((port + 1))
+done
+for p in 18601 18602 18603; do
+    for _ in $(seq 1 300); do
+        curl -sf -o /dev/null -X POST "http://127.0.0.1:$p/v1/completions" -H 'Content-Type: application/json' \
+            -d '{"model":"sim-model","prompt":"warm up","max_tokens":1}' && break
+        sleep 0.2
+    done
+done
+
+fulcrum="http://127.0.0.1:1850$follower"
+"$sim" compare --trace "$trace" --engines "$engines" --speed "$speed" --duration "$duration" --out "$out" --profile "$profile" \
+    --target "fulcrum-cache_aware=$fulcrum#strategy=cache_aware" \
+    --target "fulcrum-shortest_ttft=$fulcrum#strategy=shortest_ttft" \
+    --target "fulcrum-power_of_two=$fulcrum#strategy=power_of_two" \
+    --target "fulcrum-round_robin=$fulcrum#strategy=round_robin" \
+    "${sglang_targets[@]}" | tee "$work/compare.txt"
+
+echo "== failover under load: Fulcrum cache_aware through node $follower, leader $leader killed at $((duration / 2)) s"
+curl -sf -X PUT "http://127.0.0.1:1850$leader/admin/config/default_policy" -d '{"strategies":{"PDFUSION":"cache_aware"}}' >/dev/null
+for engine in ${engines//,/ }; do curl -s -o /dev/null -X POST "$engine/reset"; done
+( sleep $((duration / 2)); date +%s.%N >"$work/killed_at"; kill -9 "${pids[$leader]}" ) &
+"$sim" replay --trace "$trace" --target "$fulcrum" --speed "$speed" --duration "$duration" --name failover --out "$out/failover" --profile "$profile" | tail -2
+
+python3 - "$out" "$work/killed_at" "$sglang_version" <<'PY'
+import json, sys
+out, killed_file, version = sys.argv[1], sys.argv[2], sys.argv[3]
+rows = {}
+for line in open(f"{out}/comparison.md"):
+    if line.startswith("| ") and not line.startswith("| run"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows[cells[0]] = cells
+def summary(name):
+    return json.load(open(f"{out}/{name}/summary.json"))
+f, s = summary("fulcrum-cache_aware"), summary("sglang-cache_aware")
+print()
+print(f"Fulcrum cache_aware vs sglang-router {version} cache_aware: hit ratio {100*f['hit_ratio']:.1f} % vs {100*s['hit_ratio']:.1f} %, "
+      f"TTFT p99 {f['ttft_p99']:.3f} vs {s['ttft_p99']:.3f} s ({f['ttft_p99']/s['ttft_p99'] if s['ttft_p99'] else float('nan'):.2f}x), "
+      f"mean {f['ttft_mean']:.3f} vs {s['ttft_mean']:.3f} s")
+started = float(open(f"{out}/failover/started_at").read())
+killed = float(open(killed_file).read()) - started
+records = [json.loads(l) for l in open(f"{out}/failover/requests.jsonl")]
+def hit(lo, hi):
+    sel = [r for r in records if lo <= r["sent_at"] < hi and r.get("error") is None]
+    i = sum(r["input_tokens"] for r in sel)
+    return (100 * sum(r["cached_tokens"] for r in sel) / i) if i else float("nan"), len(sel)
+before, n_before = hit(killed - 60, killed)
+after, n_after = hit(killed, killed + 10)
+errors = [r for r in records if r.get("error")]
+never_reached = [r for r in errors if "HTTP 503" in r["error"] or "HTTP 502" in r["error"]]
+after_kill = sorted(r["sent_at"] + (r.get("ttft") or 0) for r in records if r.get("error") is None and r["sent_at"] >= killed)
+gap = (after_kill[0] - killed) if after_kill else float("nan")
+print(f"failover: leader killed at {killed:.1f} s; errors {len(errors)} (not reaching a worker: {len(never_reached)}); "
+      f"first token after the kill {gap*1000:.0f} ms later; hit ratio 60 s before {before:.1f} % ({n_before} requests), "
+      f"10 s after {after:.1f} % ({n_after}), ratio {after/before if before else float('nan'):.2f}")
+PY
