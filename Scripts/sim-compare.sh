@@ -8,12 +8,12 @@
 # Then failover under load: Fulcrum cache_aware, the leader killed (-9) half way; errors, the
 # routing gap, and the hit ratio in the 10 s after the kill against the 60 s before.
 # Prints the side-by-side table and the ratios; reports land in sim-compare-report/.
-#   Scripts/sim-compare.sh [SPEED] [DURATION]
+#   Scripts/sim-compare.sh [SPEED] [DURATION]     (DURATION 0 or empty: the whole trace)
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
-speed="${1:-4}"
-duration="${2:-120}"
+speed="${1:-5}"
+duration="${2:-0}"
 out="${OUT:-$PWD/sim-compare-report}"
 trace="${TRACE:-$(cd .. && pwd)/shared/traces/mooncake/synthetic_trace.jsonl}"
 [ -f "$trace" ] || { echo "error: trace not found: $trace (set TRACE=…)" >&2; exit 1; }
@@ -39,18 +39,29 @@ engines=""
 for port in $(seq 19101 19108); do wait_for "http://127.0.0.1:$port/health"; engines+="http://127.0.0.1:$port,"; done
 profile=$(head -1 "$work/engines.log" | sed 's/^profile: //')
 
-bootstrap="1=127.0.0.1:17501,2=127.0.0.1:17502,3=127.0.0.1:17503"
-for i in 1 2 3; do
-    FULCRUM_LOG_LEVEL=warning .build/release/fulcrum serve --cluster-id simcompare --node-id "$i" --data-dir "$work/fulcrum-$i" \
-        --peer-listen "127.0.0.1:1750$i" --http-listen "127.0.0.1:1850$i" --bootstrap "$bootstrap" >"$work/fulcrum-$i.log" 2>&1 &
-    pids+=($!)
-done
-for i in 1 2 3; do wait_for "http://127.0.0.1:1850$i/readyz"; done
-leader=$(curl -s http://127.0.0.1:18501/admin/cluster | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"])')
-follower=$(( leader % 3 + 1 ))
-for i in $(seq 1 8); do
-    curl -sf -X POST "http://127.0.0.1:1850$follower/v1/workers" -H 'Content-Type: application/json' -d "{\"id\":\"engine-$i\",\"model\":\"sim-model\",\"role\":\"PDFUSION\",\"address\":\"127.0.0.1:$((19100 + i))\",\"capacity\":{\"kv_blocks\":781,\"block_size\":512,\"prefill_tokens_per_second\":48000}}" >/dev/null
-done
+# A fresh Fulcrum cluster per run: its replicated prefix index must start as cold as the engines.
+node_pids=()
+fresh_fulcrum() {
+    for pid in "${node_pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    node_pids=()
+    rm -rf "$work"/fulcrum-*
+    local bootstrap="1=127.0.0.1:17501,2=127.0.0.1:17502,3=127.0.0.1:17503" i
+    for i in 1 2 3; do
+        FULCRUM_LOG_LEVEL=warning .build/release/fulcrum serve --cluster-id simcompare --node-id "$i" --data-dir "$work/fulcrum-$i" \
+            --peer-listen "127.0.0.1:1750$i" --http-listen "127.0.0.1:1850$i" --bootstrap "$bootstrap" >>"$work/fulcrum-$i.log" 2>&1 &
+        node_pids[$i]=$!
+        pids+=($!)
+    done
+    for i in 1 2 3; do wait_for "http://127.0.0.1:1850$i/readyz"; done
+    leader=$(curl -s http://127.0.0.1:18501/admin/cluster | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"])')
+    follower=$(( leader % 3 + 1 ))
+    for i in $(seq 1 8); do
+        curl -sf -X POST "http://127.0.0.1:1850$follower/v1/workers" -H 'Content-Type: application/json' -d "{\"id\":\"engine-$i\",\"model\":\"sim-model\",\"role\":\"PDFUSION\",\"address\":\"127.0.0.1:$((19100 + i))\",\"capacity\":{\"kv_blocks\":781,\"block_size\":512,\"prefill_tokens_per_second\":48000}}" >/dev/null
+    done
+    # The router's prefix index should not believe a worker holds more than its KV cache does:
+    # 400 k tokens per engine is 25,000 of the router's text blocks (64 bytes, 16 tokens each).
+    curl -sf -X PATCH "http://127.0.0.1:1850$leader/admin/config/settings" -d '{"prefix_blocks_per_worker":25000}' >/dev/null
+}
 
 port=18601
 sglang_targets=()
@@ -71,31 +82,39 @@ for p in 18601 18602 18603; do
     done
 done
 
-fulcrum="http://127.0.0.1:1850$follower"
-"$sim" compare --trace "$trace" --engines "$engines" --speed "$speed" --duration "$duration" --out "$out" --profile "$profile" \
-    --target "fulcrum-cache_aware=$fulcrum#strategy=cache_aware" \
-    --target "fulcrum-shortest_ttft=$fulcrum#strategy=shortest_ttft" \
-    --target "fulcrum-power_of_two=$fulcrum#strategy=power_of_two" \
-    --target "fulcrum-round_robin=$fulcrum#strategy=round_robin" \
-    "${sglang_targets[@]}" | tee "$work/compare.txt"
+window=()
+[ -n "$duration" ] && [ "$duration" != 0 ] && window=(--duration "$duration")
+for strategy in cache_aware shortest_ttft round_robin; do
+    fresh_fulcrum
+    "$sim" compare --trace "$trace" --engines "$engines" --speed "$speed" "${window[@]}" --out "$out/runs-fulcrum-$strategy" --profile "$profile" \
+        --target "fulcrum-$strategy=http://127.0.0.1:1850$follower#strategy=$strategy" | grep -v '^t=' | tail -1
+done
+"$sim" compare --trace "$trace" --engines "$engines" --speed "$speed" "${window[@]}" --out "$out/runs-sglang" --profile "$profile" \
+    "${sglang_targets[@]}" | grep -v '^t=' | tail -4
 
-echo "== failover under load: Fulcrum cache_aware through node $follower, leader $leader killed at $((duration / 2)) s"
+fresh_fulcrum
+failover_window="${FAILOVER_DURATION:-120}"
+echo "== failover under load: Fulcrum cache_aware through node $follower, leader $leader killed at $((failover_window / 2)) s"
 curl -sf -X PUT "http://127.0.0.1:1850$leader/admin/config/default_policy" -d '{"strategies":{"PDFUSION":"cache_aware"}}' >/dev/null
 for engine in ${engines//,/ }; do curl -s -o /dev/null -X POST "$engine/reset"; done
-( sleep $((duration / 2)); date +%s.%N >"$work/killed_at"; kill -9 "${pids[$leader]}" ) &
-"$sim" replay --trace "$trace" --target "$fulcrum" --speed "$speed" --duration "$duration" --name failover --out "$out/failover" --profile "$profile" | tail -2
+( sleep $((failover_window / 2)); date +%s.%N >"$work/killed_at"; kill -9 "${node_pids[$leader]}" ) &
+"$sim" replay --trace "$trace" --target "http://127.0.0.1:1850$follower" --speed "$speed" --duration "$failover_window" --name failover --out "$out/failover" --profile "$profile" | tail -2
 
 python3 - "$out" "$work/killed_at" "$sglang_version" <<'PY'
 import json, sys
 out, killed_file, version = sys.argv[1], sys.argv[2], sys.argv[3]
-rows = {}
-for line in open(f"{out}/comparison.md"):
-    if line.startswith("| ") and not line.startswith("| run"):
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        rows[cells[0]] = cells
-def summary(name):
-    return json.load(open(f"{out}/{name}/summary.json"))
-f, s = summary("fulcrum-cache_aware"), summary("sglang-cache_aware")
+import glob, os
+summaries = {}
+for path in sorted(glob.glob(f"{out}/runs-*/*/summary.json")):
+    data = json.load(open(path))
+    summaries[data["name"]] = data
+print()
+print("| run | completed | errors | hit ratio | TTFT mean s | p50 s | p90 s | p99 s | req/s | max/mean per worker |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for name, d in summaries.items():
+    print(f"| {name} | {d['completed']} | {d['errors']} | {100*d['hit_ratio']:.1f} % | {d['ttft_mean']:.3f} | {d['ttft_p50']:.3f} | "
+          f"{d['ttft_p90']:.3f} | {d['ttft_p99']:.3f} | {d['throughput']:.2f} | {d['max_over_mean_requests_per_worker']:.2f} |")
+f, s = summaries["fulcrum-cache_aware"], summaries["sglang-cache_aware"]
 print()
 print(f"Fulcrum cache_aware vs sglang-router {version} cache_aware: hit ratio {100*f['hit_ratio']:.1f} % vs {100*s['hit_ratio']:.1f} %, "
       f"TTFT p99 {f['ttft_p99']:.3f} vs {s['ttft_p99']:.3f} s ({f['ttft_p99']/s['ttft_p99'] if s['ttft_p99'] else float('nan'):.2f}x), "

@@ -52,6 +52,10 @@ public struct EngineModel: Sendable {
     private var cache: KVBlockCache
     /// The duration of the latest iteration, seconds.
     public private(set) var lastIterationSeconds: Double = 0
+    /// Prompt tokens admitted, and how many of them came from the cache (vLLM's prefix-cache
+    /// queries and hits).
+    public private(set) var promptTokensTotal = 0
+    public private(set) var cachedTokensTotal = 0
 
     public init(profile: EngineProfile) {
         self.profile = profile
@@ -124,6 +128,8 @@ public struct EngineModel: Sendable {
             let cached = request.transferredPrompt
                 ? max(0, request.inputTokens - 1) : min(matched * profile.blockSize, max(0, request.inputTokens - 1))
             running.append(Sequence(request: request, cachedTokens: cached, prefilled: cached, outputBlocks: outputBlocks))
+            promptTokensTotal += request.inputTokens
+            cachedTokensTotal += cached
             let q = min(request.inputTokens - cached, budget)
             chunks.append((q, cached))
             chunked.append((running.count - 1, q))

@@ -40,13 +40,16 @@ public actor EngineRuntime {
         public var kvBlocksTotal: Int
         public var queuedPrefillTokens: Int
         public var stepMilliseconds: Double
+        public var promptTokensTotal: Int
+        public var cachedTokensTotal: Int
     }
 
     public func load() -> Load {
         Load(
             running: model.runningRequests, waiting: model.waitingRequests, kvBlocksUsed: model.kvBlocksUsed,
             kvBlocksTotal: model.kvBlocksTotal, queuedPrefillTokens: model.queuedPrefillTokens,
-            stepMilliseconds: model.lastIterationSeconds * 1000
+            stepMilliseconds: model.lastIterationSeconds * 1000,
+            promptTokensTotal: model.promptTokensTotal, cachedTokensTotal: model.cachedTokensTotal
         )
     }
 

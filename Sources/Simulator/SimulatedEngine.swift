@@ -46,6 +46,10 @@ public final class SimulatedEngine: Sendable {
         public var stall: Bool = false
         /// Streams break (the connection closes) after this many tokens.
         public var abortAfterTokens: Int?
+        /// Crash now and come back after this many milliseconds: until then every request,
+        /// health checks included, fails with 503 and `Connection: close`; the engine restarts
+        /// cold (its KV cache is lost).
+        public var crashForMs: Int?
 
         public init() {}
     }
@@ -61,6 +65,7 @@ public final class SimulatedEngine: Sendable {
     }
 
     private struct State {
+        var downUntil: ContinuousClock.Instant?
         var running = 0
         var served: [Served] = []
         var faults = Faults()
@@ -79,10 +84,29 @@ public final class SimulatedEngine: Sendable {
 
     public var served: [Served] { state.withLock { $0.served } }
     public var running: Int { state.withLock { $0.running } }
-    public func setFaults(_ faults: Faults) { state.withLock { $0.faults = faults } }
+    public func setFaults(_ faults: Faults) {
+        var faults = faults
+        let crash = faults.crashForMs.map { ContinuousClock.now + .milliseconds($0) }
+        faults.crashForMs = nil
+        state.withLock {
+            $0.faults = faults
+            if let crash { $0.downUntil = crash }
+        }
+        if crash != nil, let runtime { Task { await runtime.reset() } }
+    }
+
+    /// Whether the engine is "crashed" now.
+    var isDown: Bool {
+        state.withLock { state in
+            guard let until = state.downUntil else { return false }
+            if ContinuousClock.now >= until { state.downUntil = nil; return false }
+            return true
+        }
+    }
 
     public func makeRouter() -> Hummingbird.Router<BasicRequestContext> {
         let router = Router()
+        router.add(middleware: CrashMiddleware(engine: self))
         router.get("health") { _, _ in HTTPResponse.Status.ok }
         router.post("reset") { _, _ -> HTTPResponse.Status in
             await self.runtime?.reset()
@@ -151,6 +175,8 @@ public final class SimulatedEngine: Sendable {
                 vllm:num_requests_running{model_name="\(options.model)"} \(load.running)
                 vllm:num_requests_waiting{model_name="\(options.model)"} \(load.waiting)
                 vllm:kv_cache_usage_perc{model_name="\(options.model)"} \(usage)
+                vllm:prefix_cache_queries_total{model_name="\(options.model)"} \(load.promptTokensTotal)
+                vllm:prefix_cache_hits_total{model_name="\(options.model)"} \(load.cachedTokensTotal)
 
                 """)
         case "sglang":
@@ -293,6 +319,20 @@ extension SimulatedEngine {
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: sse)
+    }
+}
+
+/// While an engine is "crashed", everything but `/fault` fails as a dead process would look to
+/// a client that still reaches the port: 503 and the connection closed.
+struct CrashMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let engine: SimulatedEngine
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if engine.isDown && request.uri.path != "/fault" {
+            return Response(status: .serviceUnavailable, headers: [.connection: "close"], body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"engine down"}}"#)))
+        }
+        return try await next(request, context)
     }
 }
 
