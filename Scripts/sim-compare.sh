@@ -7,7 +7,8 @@
 #   power_of_two.
 # Then failover under load: Fulcrum cache_aware, the leader killed (-9) half way; errors, the
 # routing gap, and the hit ratio in the 10 s after the kill against the 60 s before.
-# Prints the side-by-side table and the ratios; reports land in sim-compare-report/.
+# Prints the side-by-side table and the ratios; reports land in sim-compare-report/ (OUT=…).
+# FULCRUM_STRATEGIES="cache_aware …" limits the Fulcrum runs (earlier runs' reports are kept).
 #   Scripts/sim-compare.sh [SPEED] [DURATION]     (DURATION 0 or empty: the whole trace)
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -21,7 +22,7 @@ install_system_dependencies curl python3-venv
 swift build -c release --product fulcrum
 swift build -c release --product fulcrum-sim
 start_scratch
-rm -rf "$out" && mkdir -p "$out"
+mkdir -p "$out"
 
 venv="${FULCRUM_BENCH_VENV:-$HOME/.cache/fulcrum-bench-venv}"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import sglang_router" 2>/dev/null; then
@@ -42,7 +43,7 @@ profile=$(head -1 "$work/engines.log" | sed 's/^profile: //')
 # A fresh Fulcrum cluster per run: its replicated prefix index must start as cold as the engines.
 node_pids=()
 fresh_fulcrum() {
-    for pid in "${node_pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    for pid in "${node_pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     node_pids=()
     rm -rf "$work"/fulcrum-*
     local bootstrap="1=127.0.0.1:17501,2=127.0.0.1:17502,3=127.0.0.1:17503" i
@@ -84,11 +85,13 @@ done
 
 window=()
 [ -n "$duration" ] && [ "$duration" != 0 ] && window=(--duration "$duration")
-for strategy in cache_aware shortest_ttft round_robin; do
+for strategy in ${FULCRUM_STRATEGIES:-cache_aware shortest_ttft round_robin}; do
+    rm -rf "$out/runs-fulcrum-$strategy"
     fresh_fulcrum
     "$sim" compare --trace "$trace" --engines "$engines" --speed "$speed" "${window[@]}" --out "$out/runs-fulcrum-$strategy" --profile "$profile" \
         --target "fulcrum-$strategy=http://127.0.0.1:1850$follower#strategy=$strategy" | grep -v '^t=' | tail -1
 done
+rm -rf "$out/runs-sglang" "$out/failover"
 "$sim" compare --trace "$trace" --engines "$engines" --speed "$speed" "${window[@]}" --out "$out/runs-sglang" --profile "$profile" \
     "${sglang_targets[@]}" | grep -v '^t=' | tail -4
 

@@ -52,6 +52,17 @@ public final class SimulatedEngine: Sendable {
         public var crashForMs: Int?
 
         public init() {}
+
+        /// Every knob is optional in JSON (`/fault` takes snake_case keys).
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            errorRate = try container.decodeIfPresent(Double.self, forKey: .errorRate) ?? 0
+            statusDelayMs = try container.decodeIfPresent(Int.self, forKey: .statusDelayMs) ?? 0
+            garbageStatus = try container.decodeIfPresent(Bool.self, forKey: .garbageStatus) ?? false
+            stall = try container.decodeIfPresent(Bool.self, forKey: .stall) ?? false
+            abortAfterTokens = try container.decodeIfPresent(Int.self, forKey: .abortAfterTokens)
+            crashForMs = try container.decodeIfPresent(Int.self, forKey: .crashForMs)
+        }
     }
 
     /// What a completion request looked like, for tests.
@@ -139,10 +150,20 @@ public final class SimulatedEngine: Sendable {
             router.get(RouterPath(stringLiteral: path)) { _, _ in self.json(#"{"disaggregation_mode":"null","tp_size":1,"dp_size":1}"#) }
         }
         router.get("v1/models") { _, _ in self.json(#"{"object":"list","data":[{"id":"\#(self.options.model)","object":"model"}]}"#) }
-        router.post("fault") { request, context -> HTTPResponse.Status in
-            let faults = try await request.decode(as: Faults.self, context: context)
-            self.setFaults(faults)
-            return .ok
+        router.post("fault") { request, context -> Response in
+            var request = request
+            let body = try await request.collectBody(upTo: 1 << 16)
+            let decoder = JSONDecoder()
+            decoder.keyDecodingStrategy = .convertFromSnakeCase
+            do {
+                self.setFaults(try decoder.decode(Faults.self, from: Data(body.readableBytesView)))
+                return self.json("{}")
+            } catch {
+                let field = (error as? DecodingError).flatMap(\.failingField) ?? "body"
+                var response = self.json(#"{"error":"invalid fault knob","field":"\#(field)"}"#)
+                response.status = .badRequest
+                return response
+            }
         }
         router.post("v1/completions") { request, _ in try await self.complete(request, chat: false) }
         router.post("v1/chat/completions") { request, _ in try await self.complete(request, chat: true) }
@@ -338,3 +359,17 @@ struct CrashMiddleware: RouterMiddleware {
 
 /// A failure the engine was told to inject.
 struct SimulatedFailure: Error {}
+
+extension DecodingError {
+    /// The JSON key a decoding error is about (the knob names are plain identifiers).
+    var failingField: String? {
+        switch self {
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+            context.codingPath.last?.stringValue
+        case .keyNotFound(let key, _):
+            key.stringValue
+        @unknown default:
+            nil
+        }
+    }
+}

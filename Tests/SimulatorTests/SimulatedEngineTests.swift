@@ -66,6 +66,28 @@ import Testing
         }
     }
 
+    @Test(.timeLimit(.minutes(1)))
+    func aCrashedEngineRefusesEverythingThenComesBackCold() async throws {
+        var profile = EngineProfile.h100_8b
+        profile.blockSize = 512
+        let engine = SimulatedEngine(options: .init(id: "e", profile: profile))
+        try await Application(router: engine.makeRouter()).test(.router) { client in
+            let body = #"{"model":"m","prompt":"x","max_tokens":1,"fulcrum_block_hashes":[1,2,3]}"#
+            try await client.execute(uri: "/v1/completions", method: .post, body: ByteBuffer(string: body)) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/fault", method: .post, body: ByteBuffer(string: #"{"crash_for_ms":300}"#)) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/health", method: .get) { #expect($0.status == .serviceUnavailable) }
+            try await client.execute(uri: "/v1/completions", method: .post, body: ByteBuffer(string: body)) { #expect($0.status == .serviceUnavailable) }
+            try await Task.sleep(for: .milliseconds(350))
+            try await client.execute(uri: "/health", method: .get) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/v1/completions", method: .post, body: ByteBuffer(string: body)) { response in
+                #expect(Self.usage(String(buffer: response.body))?.cached == 0, "a restarted engine has lost its cache")
+            }
+            try await client.execute(uri: "/metrics", method: .get) { response in
+                #expect(String(buffer: response.body).contains("vllm:prefix_cache_queries_total"))
+            }
+        }
+    }
+
     @Test func textBlocksFollowTheDocumentedScheme() {
         let (blocks, tokens) = PromptBlocks.blocks(text: String(repeating: "x", count: 100), tokensPerBlock: 8)
         #expect(tokens == 25 && blocks.count == 4)
