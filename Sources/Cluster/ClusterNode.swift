@@ -34,10 +34,7 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     private var failure: ClusterError?
 
     /// Entry payloads start with a tag: application commands, or the runtime's own records.
-    enum Tag: UInt8 {
-        case application = 0
-        case memberAddress = 1
-    }
+    typealias Tag = LogEntryTag
 
     public init(settings: NodeSettings, machine: Machine, logger: Logger = Logger(label: "fulcrum.cluster")) throws {
         try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
@@ -553,4 +550,20 @@ public struct NodeStatus: Sendable, Hashable, Codable {
     public var lastIndex: UInt64
     public var firstIndex: UInt64
     public var members: [Member]
+}
+
+/// The first byte of every normal entry's data: whose entry it is.
+enum LogEntryTag: UInt8 {
+    case application = 0
+    case memberAddress = 1
+}
+
+/// How application commands sit in the Raft log, for tools that read a node's log directly.
+public enum ClusterLog {
+    /// The application command a normal entry carries, or nil for the cluster's own entries
+    /// (member addresses) and empty ones (a new leader's first entry).
+    public static func applicationCommand(_ data: [UInt8]) -> [UInt8]? {
+        guard data.first == LogEntryTag.application.rawValue else { return nil }
+        return Array(data.dropFirst())
+    }
 }
