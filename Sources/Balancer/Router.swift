@@ -227,11 +227,16 @@ public struct Router: Sendable {
     private func validate(_ request: RoutingRequest, state: BalancerState) throws(BalancerError) {
         if request.model.isEmpty { throw .invalidRequest(field: "model", "must not be empty") }
         if request.requestID.isEmpty { throw .invalidRequest(field: "request_id", "must not be empty") }
-        if request.promptTokens < 0 { throw .invalidRequest(field: "prompt_tokens", "must not be negative, got \(request.promptTokens)") }
-        if request.expectedOutputTokens < 0 {
-            throw .invalidRequest(field: "expected_output_tokens", "must not be negative, got \(request.expectedOutputTokens)")
+        let maxTokens = RoutingRequest.maxTokens
+        if !(0...maxTokens).contains(request.promptTokens) {
+            throw .invalidRequest(field: "prompt_tokens", "must be in 0...\(maxTokens), got \(request.promptTokens)")
         }
-        if request.tokensPerBlock <= 0 { throw .invalidRequest(field: "tokens_per_block", "must be positive, got \(request.tokensPerBlock)") }
+        if !(0...maxTokens).contains(request.expectedOutputTokens) {
+            throw .invalidRequest(field: "expected_output_tokens", "must be in 0...\(maxTokens), got \(request.expectedOutputTokens)")
+        }
+        if !(1...RoutingRequest.maxTokensPerBlock).contains(request.tokensPerBlock) {
+            throw .invalidRequest(field: "tokens_per_block", "must be in 1...\(RoutingRequest.maxTokensPerBlock), got \(request.tokensPerBlock)")
+        }
         if case .blocks(let blocks) = request.prompt, blocks.count > RoutingRequest.maxBlocks {
             throw .invalidRequest(field: "block_hashes", "at most \(RoutingRequest.maxBlocks) blocks, got \(blocks.count)")
         }

@@ -52,6 +52,10 @@ public struct RoutingRequest: Sendable, Hashable {
 
     /// Prompts longer than this many blocks are refused (1M tokens at 16 per block).
     public static let maxBlocks = 65_536
+    /// Bounds on token counts and block sizes: far above any model's context, and low enough
+    /// that no arithmetic on them can overflow.
+    public static let maxTokens = 1 << 30
+    public static let maxTokensPerBlock = 1 << 20
 }
 
 /// Why a worker was chosen.

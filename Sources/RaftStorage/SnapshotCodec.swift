@@ -1,10 +1,10 @@
 import Raft
 import RaftCoding
-import WireCoding
+package import WireCoding
 
 /// How a snapshot's parts are stored: the configuration as a small binary record, the data
 /// LZ4-compressed behind a header that names its format, size and checksum.
-enum SnapshotCodec {
+package enum SnapshotCodec {
     static let formatVersion: UInt8 = 1
 
     static func encode(_ conf: ConfState) -> [UInt8] {
@@ -24,7 +24,7 @@ enum SnapshotCodec {
     }
 
     /// `[format][raw size][checksum of raw data][LZ4 block]`.
-    static func compress(_ data: [UInt8]) -> [UInt8] {
+    package static func compress(_ data: [UInt8]) -> [UInt8] {
         var writer = ByteWriter()
         writer.write(formatVersion)
         writer.write(UInt64(data.count))
@@ -34,13 +34,18 @@ enum SnapshotCodec {
         return bytes
     }
 
-    static func decompress(_ stored: [UInt8]) throws(DecodingError) -> [UInt8] {
+    package static func decompress(_ stored: [UInt8]) throws(DecodingError) -> [UInt8] {
         var reader = ByteReader(stored)
         let format = try reader.readByte()
         guard format == formatVersion else { throw DecodingError("snapshot format \(format) is not \(formatVersion)") }
         let size = try reader.readUInt64()
         let expected = try reader.readUInt64()
-        guard size <= UInt64(Int32.max) else { throw DecodingError("snapshot size \(size) is implausible") }
+        // LZ4 expands at most 255-fold: a larger claimed size is corrupt, and must not be
+        // allocated before the block is even read.
+        let block = stored.count - reader.offset
+        guard size <= UInt64(Int32.max), size <= UInt64(block) * 255 + 16 else {
+            throw DecodingError("snapshot size \(size) is implausible for a \(block)-byte block")
+        }
         guard let data = LZ4.decompress(Array(stored[reader.offset...]), size: Int(size)) else {
             throw DecodingError("LZ4 block does not decompress to \(size) bytes")
         }

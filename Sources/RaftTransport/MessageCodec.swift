@@ -1,3 +1,4 @@
+import Synchronization
 public import Raft
 import RaftCoding
 public import WireCoding
@@ -119,15 +120,49 @@ public enum MessageCodec {
     }
 }
 
-/// Puts chunked payloads back together, within a bound on what one connection may buffer.
+/// Bytes that all inbound chunked transfers of a node hold together, so that many connections
+/// (or many peers) cannot each buffer a transfer's worth of memory.
+public final class TransferBudget: Sendable {
+    public let limit: Int
+    private let used = Mutex(0)
+
+    public init(limit: Int) { self.limit = limit }
+
+    public var inUse: Int { used.withLock { $0 } }
+
+    /// Takes `bytes` from the budget; false (and nothing taken) when that would exceed it.
+    func reserve(_ bytes: Int) -> Bool {
+        used.withLock { used in
+            guard used + bytes <= limit else { return false }
+            used += bytes
+            return true
+        }
+    }
+
+    func release(_ bytes: Int) { used.withLock { $0 -= bytes } }
+}
+
+/// Puts chunked payloads back together, within a bound on what one connection may buffer and,
+/// with a ``TransferBudget``, on what all connections buffer together.
 public struct ChunkAssembler: Sendable {
     public let maxAssembledBytes: Int
+    private let budget: TransferBudget?
     private var transfer: UInt64?
     private var expectedCount = 0
     private var parts: [UInt8] = []
     private var received = 0
 
-    public init(maxAssembledBytes: Int) { self.maxAssembledBytes = maxAssembledBytes }
+    public init(maxAssembledBytes: Int, budget: TransferBudget? = nil) {
+        self.maxAssembledBytes = maxAssembledBytes
+        self.budget = budget
+    }
+
+    /// Drops a transfer in progress (its connection closed) and returns its bytes to the budget.
+    public mutating func abandon() {
+        budget?.release(parts.count)
+        parts = []
+        transfer = nil
+    }
 
     /// Adds one chunk; returns the whole payload when it is complete. Chunks of one transfer
     /// arrive in order on one connection; anything else is an error.
@@ -147,9 +182,9 @@ public struct ChunkAssembler: Sendable {
             throw TransportError(.malformedPayload, "chunk: \(error.message)")
         }
         if position == 0 {
+            abandon()
             transfer = id
             expectedCount = Int(clamping: count)
-            parts = []
             received = 0
         }
         guard transfer == id, position == UInt64(received), count == UInt64(expectedCount), count > 0 else {
@@ -158,13 +193,13 @@ public struct ChunkAssembler: Sendable {
         guard parts.count + bytes.count <= maxAssembledBytes else {
             throw TransportError(.frameTooLarge, "chunked transfer exceeds \(maxAssembledBytes) bytes")
         }
+        if let budget, !budget.reserve(bytes.count) {
+            throw TransportError(.frameTooLarge, "inbound chunked transfers together exceed \(budget.limit) bytes")
+        }
         parts += bytes
         received += 1
         guard received == expectedCount else { return nil }
-        defer {
-            transfer = nil
-            parts = []
-        }
+        defer { abandon() }
         return parts
     }
 }

@@ -38,7 +38,8 @@ public final class RaftTransport: Sendable {
     public struct Settings: Sendable {
         /// Largest frame payload accepted or sent; larger batches travel in chunks.
         public var maxFramePayloadBytes = 8 << 20
-        /// Largest batch (e.g. a snapshot) reassembled from chunks.
+        /// Largest batch (e.g. a snapshot) reassembled from chunks, and the most that all
+        /// inbound transfers together may buffer.
         public var maxAssembledBytes = 1 << 30
         /// Messages waiting for one peer before the oldest are dropped (Raft retries).
         public var maxQueuedMessagesPerPeer = 8192
@@ -109,6 +110,8 @@ public final class RaftTransport: Sendable {
 
     private let state = Mutex(State())
     private let transferCounter = Atomic<UInt64>(1)
+    /// Shared by every inbound connection's chunk assembler.
+    private let transferBudget: TransferBudget
 
     public init(
         nodeID: NodeID, clusterID: String, listen: PeerAddress, advertise: PeerAddress? = nil,
@@ -118,6 +121,7 @@ public final class RaftTransport: Sendable {
         self.nodeID = nodeID
         self.clusterID = clusterID
         self.settings = settings
+        self.transferBudget = TransferBudget(limit: settings.maxAssembledBytes)
         self.listenAddress = listen
         self.advertisedAddress = advertise
         var logger = logger
@@ -282,7 +286,8 @@ public final class RaftTransport: Sendable {
     private func receive(on connection: NIOAsyncChannel<Frame, Frame>) async throws {
         try await connection.executeThenClose { inbound, _ in
             var sender: NodeID?
-            var assembler = ChunkAssembler(maxAssembledBytes: settings.maxAssembledBytes)
+            var assembler = ChunkAssembler(maxAssembledBytes: settings.maxAssembledBytes, budget: transferBudget)
+            defer { assembler.abandon() }
             for try await frame in inbound {
                 guard let from = sender else {
                     guard frame.kind == .hello else {

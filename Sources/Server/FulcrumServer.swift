@@ -41,9 +41,9 @@ public struct FulcrumServer: Sendable {
         })
         let link = LeaderLink(node: node, client: client, settings: serving, metrics: metrics)
         let routing = RoutingService(link: link, sync: sync, settings: serving, metrics: metrics, logger: logger)
-        AdminAPI(node: node).addRoutes(to: router)
+        AdminAPI(node: node, workerNetworks: security.workerNetworks).addRoutes(to: router)
         ConfigAPI(node: node, metrics: metrics).addRoutes(to: router)
-        WorkerAPI(link: link, sync: sync, metrics: metrics).addRoutes(to: router)
+        WorkerAPI(link: link, sync: sync, metrics: metrics, workerNetworks: security.workerNetworks).addRoutes(to: router)
         RouteAPI(routing: routing, settings: serving).addRoutes(to: router)
         ProxyAPI(routing: routing, client: client, settings: serving, metrics: metrics, logger: logger).addRoutes(to: router)
         let metrics = metrics

@@ -19,6 +19,8 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var electionTicks = 10
     public var heartbeatTicks = 2
     public var snapshotEntries = 10_000
+    /// The most a node buffers of inbound chunked transfers (large snapshots), all peers together.
+    public var peerMaxTransferBytes = 1 << 30
     public var durability = "full"
     /// Mutual TLS between peers: this node's certificate chain, its key, and the cluster's CA.
     public var tlsCertificate: String?
@@ -36,10 +38,10 @@ public struct NodeConfiguration: Sendable, Equatable {
 
     public static let keys: Set<String> = [
         "cluster_id", "node_id", "data_dir", "peer_listen", "peer_advertise", "http_listen", "bootstrap",
-        "tick_ms", "election_ticks", "heartbeat_ticks", "snapshot_entries", "durability", "tls_cert", "tls_key", "tls_ca",
+        "tick_ms", "election_ticks", "heartbeat_ticks", "snapshot_entries", "peer_max_transfer_bytes", "durability", "tls_cert", "tls_key", "tls_ca",
         "http_advertise", "fail_open", "status_interval_ms", "status_timeout_ms", "flush_interval_ms", "healthy_successes",
         "unhealthy_failures", "circuit_failures", "circuit_open_ms", "forward_timeout_ms", "leader_wait_ms", "upstream_connect_timeout_ms",
-        "upstream_retries", "upstream_timeout_ms", "default_model", "api_keys", "api_key_file", "allow_cidrs", "rate_limit_rps",
+        "upstream_retries", "upstream_timeout_ms", "default_model", "api_keys", "api_key_file", "allow_cidrs", "worker_cidrs", "rate_limit_rps",
         "rate_limit_burst", "max_body_bytes", "header_timeout_ms", "idle_timeout_ms", "http_tls_cert", "http_tls_key",
         "cors_origins", "log_level",
     ]
@@ -114,6 +116,7 @@ public struct NodeConfiguration: Sendable, Equatable {
         case "election_ticks": electionTicks = try integer(2...10_000)
         case "heartbeat_ticks": heartbeatTicks = try integer(1...10_000)
         case "snapshot_entries": snapshotEntries = try integer(1...100_000_000)
+        case "peer_max_transfer_bytes": peerMaxTransferBytes = try integer((1 << 20)...(16 << 30))
         case "http_advertise":
             let text = try string()
             guard text.hasPrefix("http://") || text.hasPrefix("https://"), URL(string: text)?.host != nil else {
@@ -139,6 +142,11 @@ public struct NodeConfiguration: Sendable, Equatable {
         case "api_key_file": apiKeyFile = try string()
         case "allow_cidrs":
             security.allowedNetworks = try list().map { text in
+                guard let network = CIDR(text) else { throw fail("'\(text)' is not an address or network such as 10.0.0.0/8") }
+                return network
+            }
+        case "worker_cidrs":
+            security.workerNetworks = try list().map { text in
                 guard let network = CIDR(text) else { throw fail("'\(text)' is not an address or network such as 10.0.0.0/8") }
                 return network
             }
@@ -285,6 +293,7 @@ public struct NodeConfiguration: Sendable, Equatable {
         settings.raft.electionTicks = electionTicks
         settings.raft.heartbeatTicks = heartbeatTicks
         settings.snapshotEntries = snapshotEntries
+        settings.transport.maxAssembledBytes = peerMaxTransferBytes
         settings.durability = durability == "normal" ? .normal : .full
         if let tlsCertificate, let tlsKey, let tlsCA {
             settings.transport.tls = .init(certificateChain: tlsCertificate, privateKey: tlsKey, trustRoots: tlsCA)

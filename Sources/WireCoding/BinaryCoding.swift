@@ -124,7 +124,11 @@ public struct ByteReader: Sendable {
         var bits: UInt64 = 0
         for position in 0..<8 { bits |= UInt64(bytes[offset + position]) << (8 * UInt64(position)) }
         offset += 8
-        return Double(bitPattern: bits)
+        // Nothing Fulcrum writes is NaN or infinite; such a value can only be corruption, and
+        // would poison every comparison the router makes with it.
+        let value = Double(bitPattern: bits)
+        guard value.isFinite else { throw DecodingError("non-finite double at byte \(offset - 8)") }
+        return value
     }
 
     public mutating func readString() throws(DecodingError) -> String {

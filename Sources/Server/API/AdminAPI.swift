@@ -14,8 +14,12 @@ extension NodeStatus: ResponseEncodable {}
 /// naming the leader; `fulcrumctl` follows that to the leader's endpoint.
 public struct AdminAPI: Sendable {
     let node: ClusterNode<BalancerMachine>
+    let workerNetworks: [CIDR]
 
-    public init(node: ClusterNode<BalancerMachine>) { self.node = node }
+    public init(node: ClusterNode<BalancerMachine>, workerNetworks: [CIDR] = []) {
+        self.node = node
+        self.workerNetworks = workerNetworks
+    }
 
     /// A node is ready when it knows a leader and has applied all but this many committed entries.
     static let maxReadyLag: UInt64 = 1_000
@@ -44,6 +48,13 @@ public struct AdminAPI: Sendable {
         var gpus: Int
     }
     struct WorkerList: ResponseEncodable { var workers: [WorkerView] }
+    /// What replicas compare: equal fingerprints at an equal applied index mean equal states.
+    struct StateDigest: ResponseEncodable {
+        var appliedIndex: UInt64
+        var appliedCommands: UInt64
+        var fingerprint: String
+        var workers: Int
+    }
 
     public func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
         router.get("healthz") { _, _ in Ok() }
@@ -63,6 +74,14 @@ public struct AdminAPI: Sendable {
         }
         let admin = router.group("admin")
         admin.get("cluster") { _, _ in await node.status() }
+        admin.get("state") { _, _ -> StateDigest in
+            await node.withMachine { machine, leadership in
+                StateDigest(
+                    appliedIndex: leadership.appliedIndex, appliedCommands: machine.state.appliedCommands,
+                    fingerprint: String(machine.state.fingerprint, radix: 16), workers: machine.state.workers.count
+                )
+            }
+        }
         admin.get("members") { _, _ in await node.status() }
         admin.post("members") { request, context -> NodeStatus in
             let body = try await request.decode(as: AddMember.self, context: context)
@@ -121,7 +140,7 @@ public struct AdminAPI: Sendable {
         }
         admin.post("workers") { request, context -> CommandAnswer in
             var request = request
-            let worker = try await request.decodeJSON(WorkerAPI.Registration.self, context: context).worker()
+            let worker = try await request.decodeJSON(WorkerAPI.Registration.self, context: context).worker(allowedNetworks: workerNetworks)
             return CommandAnswer(result: try await propose(.registerWorker(worker)))
         }
         admin.delete("workers/:id") { _, context -> CommandAnswer in

@@ -91,7 +91,9 @@ struct RouteAPI: Sendable {
     }
 
     private func schedule(_ body: ScheduleRequest, request: Request, context: FulcrumRequestContext) async throws -> Response {
-        guard body.seqLen >= 0 else { throw APIError.badRequest(field: "seq_len", "must not be negative, got \(body.seqLen)") }
+        guard (0...RoutingRequest.maxTokens).contains(body.seqLen) else {
+            throw APIError.badRequest(field: "seq_len", "must be in 0...\(RoutingRequest.maxTokens), got \(body.seqLen)")
+        }
         if let timeout = body.generateTimeout, timeout < 0 {
             throw APIError.badRequest(field: "generate_timeout", "must not be negative, got \(timeout)")
         }

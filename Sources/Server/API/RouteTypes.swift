@@ -36,9 +36,14 @@ struct RouteRequestBody: Codable, Sendable {
         }
         let given = [prompt != nil, tokenIds != nil, blockHashes != nil].filter { $0 }.count
         guard given <= 1 else { throw APIError.badRequest(field: "prompt", "give at most one of prompt, token_ids and block_hashes") }
-        if let promptTokens, promptTokens < 0 { throw APIError.badRequest(field: "prompt_tokens", "must not be negative, got \(promptTokens)") }
-        if let maxTokens, maxTokens < 0 { throw APIError.badRequest(field: "max_tokens", "must not be negative, got \(maxTokens)") }
-        if let tokensPerBlock, tokensPerBlock <= 0 { throw APIError.badRequest(field: "tokens_per_block", "must be positive, got \(tokensPerBlock)") }
+        let tokenRange = 0...RoutingRequest.maxTokens
+        if let promptTokens, !tokenRange.contains(promptTokens) {
+            throw APIError.badRequest(field: "prompt_tokens", "must be in \(tokenRange), got \(promptTokens)")
+        }
+        if let maxTokens, !tokenRange.contains(maxTokens) { throw APIError.badRequest(field: "max_tokens", "must be in \(tokenRange), got \(maxTokens)") }
+        if let tokensPerBlock, !(1...RoutingRequest.maxTokensPerBlock).contains(tokensPerBlock) {
+            throw APIError.badRequest(field: "tokens_per_block", "must be in 1...\(RoutingRequest.maxTokensPerBlock), got \(tokensPerBlock)")
+        }
         var roleList: [WorkerRole] = []
         for (index, name) in (roles ?? []).enumerated() {
             guard let role = WorkerRole(name: name) else {

@@ -11,6 +11,8 @@ struct WorkerAPI: Sendable {
     let link: LeaderLink
     let sync: StatusSync
     let metrics: ServerMetrics
+    /// Networks worker addresses must lie in (`worker_cidrs`); empty allows any host.
+    let workerNetworks: [CIDR]
 
     struct Registration: Codable, Sendable {
         struct Capacity: Codable, Sendable {
@@ -30,11 +32,17 @@ struct WorkerAPI: Sendable {
         var capacity: Capacity?
         var location: RouteRequestBody.Location?
 
-        func worker() throws -> Worker {
+        func worker(allowedNetworks: [CIDR] = []) throws -> Worker {
             guard !id.isEmpty, id.utf8.count <= 256 else { throw APIError.badRequest(field: "id", "must be 1 to 256 bytes") }
             guard !model.isEmpty, model.utf8.count <= 256 else { throw APIError.badRequest(field: "model", "must be 1 to 256 bytes") }
             guard let role = WorkerRole(name: role) else { throw APIError.badRequest(field: "role", "one of VIT, PREFILL, DECODE, PDFUSION") }
             guard PeerAddressText.isValid(address) else { throw APIError.badRequest(field: "address", "expected host:port of the worker") }
+            if !allowedNetworks.isEmpty {
+                let host = splitHostPort(address).0
+                guard allowedNetworks.contains(where: { $0.contains(host) }) else {
+                    throw APIError.badRequest(field: "address", "\(host) is not an IP address in worker_cidrs")
+                }
+            }
             if let labels, labels.count > 64 { throw APIError.badRequest(field: "labels", "at most 64 labels") }
             if let format = labels?["status"], StatusFormat(rawValue: format) == nil {
                 throw APIError.badRequest(field: "labels.status", "one of \(StatusFormat.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -88,7 +96,7 @@ struct WorkerAPI: Sendable {
         router.post("v1/workers") { request, context -> Response in
             var request = request
             let body = try await request.collectBody(upTo: context.maxUploadSize)
-            let worker = try decodeJSONBody(Registration.self, Data(body.readableBytesView), decoder: context.requestDecoder).worker()
+            let worker = try decodeJSONBody(Registration.self, Data(body.readableBytesView), decoder: context.requestDecoder).worker(allowedNetworks: workerNetworks)
             return try await link.leaderOrForward(request, body: body) {
                 try context.responseEncoder.encode(Result(result: try await propose(.registerWorker(worker))), from: request, context: context)
             }

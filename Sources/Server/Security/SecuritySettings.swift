@@ -28,6 +28,10 @@ public struct SecuritySettings: Sendable, Equatable {
     public var apiKeys: [APIKey] = []
     /// Source networks allowed to connect; empty allows all.
     public var allowedNetworks: [CIDR] = []
+    /// Networks a registered worker's address must lie in (an IP literal then, no host names),
+    /// so a caller with the worker scope cannot point the balancer's polls and proxied traffic
+    /// at arbitrary hosts; empty allows any address.
+    public var workerNetworks: [CIDR] = []
     /// Requests per second per client (API key, else source address); 0 turns limiting off.
     public var rateLimitPerSecond: Double = 0
     public var rateLimitBurst = 0

@@ -32,6 +32,11 @@ struct LeaderLink: Sendable {
         var body: ByteBuffer
 
         var response: Response { Response(status: status, headers: headers, body: .init(byteBuffer: body)) }
+
+        /// The node asked is not (or no longer) the leader and refused before doing anything.
+        var isNoLeader: Bool {
+            status == .serviceUnavailable && body.readableBytesView.firstRange(of: Array(#""code":"no_leader""#.utf8)) != nil
+        }
     }
 
     /// Sends the request to `endpoint` and returns the leader's answer as it is.

@@ -69,9 +69,13 @@ struct RoutingService: Sendable {
                 if let endpoint {
                     do {
                         let encoded = try JSONEncoder.snakeCase.encode(body)
-                        return .relayed(try await link.forward(
+                        let answer = try await link.forward(
                             to: endpoint, method: .post, path: "/v1/route", body: ByteBuffer(bytes: encoded), headers: headers
-                        ))
+                        )
+                        // A leader that stepped down in the meantime refuses before deciding
+                        // anything, so asking the next leader cannot route the request twice.
+                        guard answer.isNoLeader else { return .relayed(answer) }
+                        logger.debug("the leader at \(endpoint) stepped down; waiting for the next one")
                     } catch {
                         metrics.forwardFailures.increment()
                         logger.warning("forwarding to the leader at \(endpoint) failed: \(error)")
