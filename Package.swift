@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "fulcrum", targets: ["FulcrumNode"]),
         .executable(name: "fulcrumctl", targets: ["FulcrumCtl"]),
         .executable(name: "fulcrum-sim", targets: ["SimulatorTool"]),
+        .executable(name: "fulcrum-fuzz", targets: ["FuzzTool"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -116,7 +117,7 @@ let package = Package(
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "Cluster", "Raft", "RaftTransport", "Balancer", "Simulator", "NetworkTestSupport",
+                "Server", "Cluster", "Raft", "RaftTransport", "Balancer", "Simulator", "NetworkTestSupport", "Fuzzing",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -194,8 +195,10 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "FulcrumNode", "FulcrumCtl", "SimulatorTool", "Simulator", "NetworkTestSupport",
+                "FulcrumNode", "FulcrumCtl", "SimulatorTool", "Simulator", "NetworkTestSupport", "RaftTransport",
+                "Raft", "RaftStorage", "RaftTestKit", "Balancer", "WireCoding", "Cluster",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -204,6 +207,29 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Seeded mutation fuzzing of the decoders a peer, the log or a client can feed.
+        .target(
+            name: "Fuzzing",
+            dependencies: [
+                "Balancer", "Raft", "RaftStorage", "RaftTransport", "WireCoding",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: strict
+        ),
+        // `fulcrum-fuzz`: runs the fuzzing campaigns for a given time (Scripts/fuzz.sh).
+        .executableTarget(
+            name: "FuzzTool",
+            dependencies: [
+                "Fuzzing",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "FuzzingTests", dependencies: ["Fuzzing"], exclude: ["Corpus"], swiftSettings: strict),
         // Helpers for tests that open sockets (free loopback ports).
         .target(name: "NetworkTestSupport", swiftSettings: strict),
         // A child process for the crash-safety tests: appends and snapshots until killed.

@@ -50,3 +50,15 @@ start_scratch() {
     pids=()
     trap 'for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 }
+
+# Waits (up to 30 s) until URL answers 2xx.
+wait_for() {
+    for _ in $(seq 1 300); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
+    echo "error: $1 not up" >&2
+    return 1
+}
+
+# A TCP port on loopback that nothing listens on now.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
