@@ -13,6 +13,8 @@ final class ProcessCluster: @unchecked Sendable {
     let root = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-it-\(UUID().uuidString)").path
     let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     var peerPorts: [UInt64: Int] = [:]
+    /// Where peers dial a node when its peer traffic goes through a proxy (the nemesis test).
+    var advertisedPeerPorts: [UInt64: Int] = [:]
     var httpPorts: [UInt64: Int] = [:]
     var processes: [UInt64: Process] = [:]
     let founders: [UInt64]
@@ -20,17 +22,26 @@ final class ProcessCluster: @unchecked Sendable {
     /// Sent with every request (an API key, say).
     var defaultHeaders: [(String, String)] = []
 
-    init(founders count: Int, snapshotEntries: Int = 10_000, environment extra: [String: String] = [:]) throws {
+    /// Starts `count` founders; with `proxied`, each advertises a separate port for its peer
+    /// traffic, where the caller puts a proxy, and nothing starts until ``start(_:)`` is called.
+    init(founders count: Int, snapshotEntries: Int = 10_000, environment extra: [String: String] = [:], proxied: Bool = false) throws {
         founders = (1...UInt64(count)).map { $0 }
         environment = extra
         environment["FULCRUM_SNAPSHOT_ENTRIES"] = String(snapshotEntries)
         environment["FULCRUM_DURABILITY"] = "full"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         for id in founders { try reservePorts(id) }
+        if proxied {
+            let ports = freePorts(count)
+            for (index, id) in founders.enumerated() { advertisedPeerPorts[id] = ports[index] }
+            return
+        }
         for id in founders { try start(id) }
     }
 
-    var bootstrap: String { founders.map { "\($0)=127.0.0.1:\(peerPorts[$0]!)" }.joined(separator: ",") }
+    var bootstrap: String {
+        founders.map { "\($0)=127.0.0.1:\(advertisedPeerPorts[$0] ?? peerPorts[$0]!)" }.joined(separator: ",")
+    }
     var endpoints: [String] { httpPorts.keys.sorted().map { "http://127.0.0.1:\(httpPorts[$0]!)" } }
     func endpoint(_ id: UInt64) -> String { "http://127.0.0.1:\(httpPorts[id]!)" }
 
@@ -49,6 +60,7 @@ final class ProcessCluster: @unchecked Sendable {
             "--peer-listen", "127.0.0.1:\(peerPorts[id]!)", "--http-listen", "127.0.0.1:\(httpPorts[id]!)",
         ]
         if founders.contains(id) { arguments += ["--bootstrap", bootstrap] }
+        if let advertised = advertisedPeerPorts[id] { arguments += ["--peer-advertise", "127.0.0.1:\(advertised)"] }
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         let log = FileHandle(forWritingAtPath: "\(root)/node-\(id).log") ?? {

@@ -1,0 +1,461 @@
+import AsyncHTTPClient
+import Balancer
+import Cluster
+import Foundation
+import NIOCore
+import Raft
+import RaftStorage
+import RaftTestKit
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real `fulcrum` processes under a seeded nemesis (kill -9 with the leader the likeliest victim,
+/// SIGSTOP past the election timeout, partitions — isolated leader, majority/minority, one-way —
+/// through proxies on the peer ports, leadership transfers) while clients register, update and
+/// deregister workers, read them linearizably and route. After healing: one leader per term,
+/// every acknowledged write in every log, none twice, logs that agree, equal state fingerprints,
+/// and a linearizable history.
+///
+/// `FULCRUM_NEMESIS_FAULTS`, `_SECONDS`, `_SEED` and `_NODES` scale it (`Scripts/nemesis.sh`).
+@Suite(.serialized) struct NemesisTests {
+    struct Options {
+        var faults = 60
+        var seconds = 240.0
+        var seed: UInt64 = 20_261_202
+        var nodes = 3
+
+        static var fromEnvironment: Options {
+            let environment = ProcessInfo.processInfo.environment
+            var options = Options()
+            if let value = environment["FULCRUM_NEMESIS_FAULTS"].flatMap(Int.init) { options.faults = value }
+            if let value = environment["FULCRUM_NEMESIS_SECONDS"].flatMap(Double.init) { options.seconds = value }
+            if let value = environment["FULCRUM_NEMESIS_SEED"].flatMap(UInt64.init) { options.seed = value }
+            if let value = environment["FULCRUM_NEMESIS_NODES"].flatMap(Int.init) { options.nodes = value }
+            return options
+        }
+    }
+
+    @Test(.timeLimit(.minutes(Int(Options.fromEnvironment.seconds / 60) + 4)))
+    func faultsLoseNothingAndTheHistoryIsLinearizable() async throws {
+        let options = Options.fromEnvironment
+        let run = try await NemesisRun(options: options)
+        let summary = try await run.execute()
+        print(summary.description)
+        #expect(summary.faults >= min(options.faults, 60), "\(summary.faults) faults injected")
+        #expect(summary.violations.isEmpty, "seed \(options.seed): \(summary.violations.joined(separator: "; "))")
+        #expect(summary.acknowledgedWrites > 50, "clients got writes through: \(summary.acknowledgedWrites)")
+    }
+
+    /// The log checks catch a lost acknowledged write, a write committed twice and logs that
+    /// disagree at a committed index.
+    @Test func theLogChecksCatchPlantedFaults() {
+        func entry(_ index: UInt64, term: UInt64 = 1, value: UInt64) -> Entry {
+            let worker = Worker(id: "k1", model: "m", role: .pdfusion, address: "127.0.0.1:9", group: "v\(value)")
+            return Entry(term: term, index: index, data: [0] + CommandEnvelope(issuedAt: 1, command: .registerWorker(worker)).encoded())
+        }
+        func log(_ entries: [Entry], commit: UInt64) -> PersistentState {
+            PersistentState(
+                hardState: HardState(term: 2, vote: 1, commit: commit),
+                snapshot: Snapshot(metadata: SnapshotMetadata(index: 0, term: 0, confState: ConfState(voters: [1, 2])), data: []),
+                entries: entries
+            )
+        }
+        let good = [entry(1, value: 1), entry(2, value: 2)]
+        #expect(NemesisRun.checkLogs([1: log(good, commit: 2), 2: log(good, commit: 2)], acknowledged: [1: 1, 2: 1]).isEmpty)
+        let lost = NemesisRun.checkLogs([1: log(good, commit: 2), 2: log([entry(1, value: 1)], commit: 1)], acknowledged: [1: 1, 2: 1])
+        #expect(lost.contains { $0.contains("node 2 lacks 1") })
+        let twice = NemesisRun.checkLogs([1: log(good + [entry(3, value: 2)], commit: 3)], acknowledged: [2: 1])
+        #expect(twice.contains { $0.contains("twice") || $0.contains("2 times") })
+        let forked = NemesisRun.checkLogs([1: log(good, commit: 2), 2: log([entry(1, value: 1), entry(2, term: 2, value: 3)], commit: 2)], acknowledged: [:])
+        #expect(forked.contains { $0.contains("disagree on committed index 2") })
+    }
+}
+
+/// What one run did and found.
+struct NemesisSummary: CustomStringConvertible {
+    var seed: UInt64
+    var faults = 0
+    var faultsByKind: [String: Int] = [:]
+    var operations = 0
+    var acknowledgedWrites = 0
+    var unknownOutcomes = 0
+    var reads = 0
+    var routes = 0
+    var routeFailures = 0
+    /// Longest time from a fault's start to the next acknowledged write, per fault kind.
+    var longestUnavailability: [String: Double] = [:]
+    var violations: [String] = []
+    var elapsed = 0.0
+
+    var description: String {
+        let kinds = faultsByKind.keys.sorted().map { "\($0) \(faultsByKind[$0]!)" }.joined(separator: ", ")
+        let windows = longestUnavailability.keys.sorted().map { String(format: "%@ %.2f s", $0, longestUnavailability[$0]!) }.joined(separator: ", ")
+        return """
+            nemesis seed \(seed): \(faults) faults in \(String(format: "%.0f", elapsed)) s (\(kinds))
+              operations \(operations): \(acknowledgedWrites) acknowledged writes, \(reads) linearizable reads, \(unknownOutcomes) unknown outcomes, \
+            \(routes) routes (\(routeFailures) failed)
+              longest unavailability (fault start to next acknowledged write): \(windows)
+              violations: \(violations.isEmpty ? "none" : violations.joined(separator: "; "))
+            """
+    }
+}
+
+/// The shared history: register operations on logical time, plus wall-clock marks.
+final class NemesisHistory: Sendable {
+    struct State {
+        var clock: UInt64 = 0
+        var operations: [RegisterOperation] = []
+        var acknowledged: [UInt64: UInt8] = [:]
+        var acknowledgedAt: [Double] = []
+        var unknown = 0
+        var reads = 0
+        var routes = 0
+        var routeFailures = 0
+        var leaders: [UInt64: Set<UInt64>] = [:]
+    }
+
+    let state = Mutex(State())
+    let started = Date()
+
+    func tick() -> UInt64 { state.withLock { $0.clock += 1; return $0.clock } }
+    var now: Double { Date().timeIntervalSince(started) }
+
+    func record(_ operation: RegisterOperation) { state.withLock { $0.operations.append(operation) } }
+}
+
+/// One seeded nemesis run against a fresh cluster.
+final class NemesisRun: @unchecked Sendable {
+    static let keys: UInt8 = 6
+    let options: NemesisTests.Options
+    let cluster: ProcessCluster
+    let partitions = Partitions()
+    var proxies: [UInt64: FaultProxy] = [:]
+    let history = NemesisHistory()
+    let nextValue = Atomic<UInt64>(1)
+    let stopping = Atomic<Bool>(false)
+    var random: SeededGenerator
+    var paused: Set<UInt64> = []
+    var killed: Set<UInt64> = []
+
+    init(options: NemesisTests.Options) async throws {
+        self.options = options
+        random = SeededGenerator(seed: options.seed)
+        cluster = try ProcessCluster(
+            founders: options.nodes, snapshotEntries: 10_000_000,
+            environment: ["FULCRUM_WORKER_CIDRS": "127.0.0.0/8", "FULCRUM_LOG_LEVEL": "warning"], proxied: true
+        )
+        for id in cluster.founders {
+            let proxy = FaultProxy(node: id, target: cluster.peerPorts[id]!, partitions: partitions)
+            try await proxy.start(port: cluster.advertisedPeerPorts[id]!)
+            proxies[id] = proxy
+        }
+        for id in cluster.founders { try cluster.start(id) }
+    }
+
+    var nodes: [UInt64] { cluster.founders }
+
+    func execute() async throws -> NemesisSummary {
+        var summary = NemesisSummary(seed: options.seed)
+        do {
+            try await cluster.waitUntilReady(timeout: 30)
+            summary = try await inject()
+            try await heal()
+            await check(&summary)
+        } catch {
+            await shutdown()
+            throw error
+        }
+        await shutdown()
+        return summary
+    }
+
+    func shutdown() async {
+        for id in paused { if let process = cluster.processes[id] { kill(process.processIdentifier, SIGCONT) } }
+        cluster.stopAll()
+        for proxy in proxies.values { await proxy.stop() }
+    }
+
+    // MARK: Clients
+
+    func client(_ index: Int) async {
+        var random = SeededGenerator(seed: options.seed &+ UInt64(index) &* 7_919)
+        while !stopping.load(ordering: .relaxed) {
+            let node = nodes[random.below(nodes.count)]
+            let key = UInt8(random.below(Int(Self.keys)))
+            let choice = random.below(100)
+            if choice < 40 {
+                let value = nextValue.wrappingAdd(1, ordering: .relaxed).oldValue
+                let json = #"{"id":"k\#(key)","model":"m","role":"PDFUSION","address":"127.0.0.1:9","group":"v\#(value)","labels":{"status":"none"}}"#
+                await write(key: key, value: value, node: node) { try await self.cluster.request(.POST, self.cluster.endpoint(node) + "/v1/workers", json: json) }
+            } else if choice < 55 {
+                await write(key: key, value: 0, node: node) { try await self.cluster.request(.DELETE, self.cluster.endpoint(node) + "/v1/workers/k\(key)") }
+            } else if choice < 90 {
+                await read(node: node)
+            } else {
+                let status = (try? await cluster.request(.POST, cluster.endpoint(node) + "/v1/route", json: #"{"model":"m","prompt":"p"}"#))?.status
+                // 503 "no healthy worker" is the answer for workers that are never polled.
+                let failed = status == nil || status! >= 500 && status! != 503
+                history.state.withLock {
+                    $0.routes += 1
+                    if failed { $0.routeFailures += 1 }
+                }
+            }
+        }
+    }
+
+    func write(key: UInt8, value: UInt64, node: UInt64, _ send: () async throws -> (status: Int, body: [String: Any])) async {
+        let invoked = history.tick()
+        let answer = try? await send()
+        if let answer, answer.status == 404, value == 0 { return }  // nothing to deregister: no command proposed
+        if let answer, answer.status == 200, answer.body["result"] as? String == "applied" {
+            let completed = history.tick()
+            let at = history.now
+            history.state.withLock {
+                $0.operations.append(RegisterOperation(key: key, kind: .write(value), invokedAt: invoked, completedAt: completed))
+                if value != 0 { $0.acknowledged[value] = key }
+                $0.acknowledgedAt.append(at)
+            }
+        } else if let answer, (400..<500).contains(answer.status), answer.status != 408, answer.status != 421 {
+            return  // refused before anything was proposed
+        } else {
+            history.state.withLock {
+                $0.operations.append(RegisterOperation(key: key, kind: .write(value), invokedAt: invoked, completedAt: nil))
+                $0.unknown += 1
+            }
+        }
+    }
+
+    func read(node: UInt64) async {
+        let invoked = history.tick()
+        guard let answer = try? await cluster.request(.GET, cluster.endpoint(node) + "/admin/workers?consistent=true"), answer.status == 200 else { return }
+        let completed = history.tick()
+        var values = [UInt8: UInt64]()
+        for worker in (answer.body["workers"] as? [[String: Any]]) ?? [] {
+            guard let id = worker["id"] as? String, id.hasPrefix("k"), let key = UInt8(id.dropFirst()),
+                let group = worker["group"] as? String, let value = UInt64(group.dropFirst())
+            else { continue }
+            values[key] = value
+        }
+        history.state.withLock {
+            $0.reads += 1
+            for key in 0..<Self.keys {
+                $0.operations.append(RegisterOperation(key: key, kind: .read(values[key] ?? 0), invokedAt: invoked, completedAt: completed))
+            }
+        }
+    }
+
+    /// Samples who claims leadership in which term.
+    func monitor() async {
+        while !stopping.load(ordering: .relaxed) {
+            // Every node, whatever the fault loop is doing to it (dead ones refuse at once,
+            // paused ones time out), so this task never reads the loop's own bookkeeping.
+            for id in nodes {
+                guard let status = try? await ProcessCluster.http.execute(HTTPClientRequest(url: cluster.endpoint(id) + "/admin/cluster"), timeout: .milliseconds(500)),
+                    let bytes = try? await status.body.collect(upTo: 1 << 20),
+                    let json = (try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))) as? [String: Any],
+                    json["role"] as? String == "leader", let term = (json["term"] as? NSNumber)?.uint64Value
+                else { continue }
+                history.state.withLock { _ = $0.leaders[term, default: []].insert(id) }
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    // MARK: Faults
+
+    func currentLeader() async -> UInt64? {
+        for id in nodes where cluster.processes[id] != nil && !paused.contains(id) {
+            if let status = await cluster.status(id), let leader = (status["leader"] as? NSNumber)?.uint64Value, leader != 0 { return leader }
+        }
+        return nil
+    }
+
+    func inject() async throws -> NemesisSummary {
+        var summary = NemesisSummary(seed: options.seed)
+        let start = Date()
+        let tasks = (0..<3).map { index in Task { await self.client(index) } } + [Task { await self.monitor() }]
+        var faultStarts: [(kind: String, at: Double)] = []
+        while summary.faults < options.faults, Date().timeIntervalSince(start) < options.seconds {
+            let leader = await currentLeader()
+            let others = nodes.filter { $0 != leader }
+            let victim = leader != nil && random.below(3) < 2 ? leader! : nodes[random.below(nodes.count)]
+            let hold = Duration.milliseconds(600 + random.below(900))
+            let kind: String
+            switch random.below(6) {
+            case 0, 1:
+                kind = victim == leader ? "kill -9 leader" : "kill -9 follower"
+                cluster.kill9(victim)
+                faultStarts.append((kind, history.now))
+                try await Task.sleep(for: hold)
+                try cluster.start(victim)
+            case 2:
+                kind = victim == leader ? "SIGSTOP leader" : "SIGSTOP follower"
+                guard let process = cluster.processes[victim] else { continue }
+                kill(process.processIdentifier, SIGSTOP)
+                paused.insert(victim)
+                faultStarts.append((kind, history.now))
+                try await Task.sleep(for: hold)
+                kill(process.processIdentifier, SIGCONT)
+                paused.remove(victim)
+            case 3:
+                guard let leader else { continue }
+                kind = "partition: leader isolated"
+                partitions.split([leader], among: nodes)
+                faultStarts.append((kind, history.now))
+                try await Task.sleep(for: hold)
+                partitions.heal()
+            case 4:
+                var minority = Set<UInt64>()
+                while minority.count < (nodes.count - 1) / 2 { minority.insert(nodes[random.below(nodes.count)]) }
+                kind = "partition: majority/minority"
+                partitions.split(minority, among: nodes)
+                faultStarts.append((kind, history.now))
+                try await Task.sleep(for: hold)
+                partitions.heal()
+            default:
+                if let leader, random.below(2) == 0 {
+                    kind = "partition: leader cannot send"
+                    partitions.set(Set(others.map { Partitions.Pair(from: leader, to: $0) }))
+                    faultStarts.append((kind, history.now))
+                    try await Task.sleep(for: hold)
+                    partitions.heal()
+                } else {
+                    kind = "leadership transfer"
+                    let target = others.isEmpty ? nil : others[random.below(others.count)]
+                    faultStarts.append((kind, history.now))
+                    if let leader, let target {
+                        _ = try? await cluster.request(.POST, cluster.endpoint(leader) + "/admin/leader/transfer", json: #"{"to":\#(target)}"#)
+                    }
+                }
+            }
+            summary.faults += 1
+            summary.faultsByKind[kind, default: 0] += 1
+            try await Task.sleep(for: .milliseconds(300 + random.below(700)))
+        }
+        try await Task.sleep(for: .seconds(2))
+        stopping.store(true, ordering: .relaxed)
+        for task in tasks { await task.value }
+        summary.elapsed = Date().timeIntervalSince(start)
+        let acknowledgedAt = history.state.withLock { $0.acknowledgedAt.sorted() }
+        for fault in faultStarts {
+            let next = acknowledgedAt.first { $0 >= fault.at } ?? history.now
+            summary.longestUnavailability[fault.kind] = max(summary.longestUnavailability[fault.kind] ?? 0, next - fault.at)
+        }
+        return summary
+    }
+
+    func heal() async throws {
+        partitions.heal()
+        for id in paused { if let process = cluster.processes[id] { kill(process.processIdentifier, SIGCONT) } }
+        paused = []
+        for id in nodes where cluster.processes[id] == nil { try cluster.start(id) }
+        try await cluster.waitUntilReady(timeout: 30)
+    }
+
+    // MARK: Checks
+
+    func check(_ summary: inout NemesisSummary) async {
+        let state = history.state.withLock { $0 }
+        summary.operations = state.operations.count
+        summary.acknowledgedWrites = state.operations.filter { operation in
+            guard case .write = operation.kind else { return false }
+            return operation.completedAt != nil
+        }.count
+        summary.unknownOutcomes = state.unknown
+        summary.reads = state.reads
+        summary.routes = state.routes
+        summary.routeFailures = state.routeFailures
+        for (term, leaders) in state.leaders where leaders.count > 1 {
+            summary.violations.append("term \(term) had leaders \(leaders.sorted())")
+        }
+        switch LinearizabilityChecker.check(state.operations) {
+        case .linearizable: break
+        case .violation(let violation): summary.violations.append(violation.description)
+        case .inconclusive(let key): summary.violations.append("linearizability search ran out of budget on key \(key)")
+        }
+        // Replicas converge: the same fingerprint at the same applied index.
+        var converged = false
+        let deadline = Date().addingTimeInterval(30)
+        var last = ""
+        while !converged, Date() < deadline {
+            var digests: [(UInt64, String)] = []
+            for id in nodes {
+                guard let answer = try? await cluster.request(.GET, cluster.endpoint(id) + "/admin/state"), answer.status == 200,
+                    let index = (answer.body["applied_index"] as? NSNumber)?.uint64Value, let fingerprint = answer.body["fingerprint"] as? String
+                else { continue }
+                digests.append((index, fingerprint))
+            }
+            last = digests.map { "\($0.0):\($0.1)" }.joined(separator: " ")
+            converged = digests.count == nodes.count && Set(digests.map(\.0)).count == 1 && Set(digests.map(\.1)).count == 1
+            if !converged { try? await Task.sleep(for: .milliseconds(200)) }
+        }
+        if !converged { summary.violations.append("replicas did not converge to one state: \(last)") }
+        // The logs, read from disk after a clean stop.
+        for id in nodes { cluster.terminate(id) }
+        var logs: [UInt64: PersistentState] = [:]
+        for id in nodes {
+            do {
+                logs[id] = try RaftDatabase(path: "\(cluster.root)/node-\(id)/raft.sqlite", clusterID: "it").load()
+            } catch {
+                summary.violations.append("node \(id)'s log does not load: \(error)")
+            }
+        }
+        summary.violations += Self.checkLogs(logs, acknowledged: state.acknowledged)
+    }
+
+    /// Log Matching across nodes, committed prefixes that agree, every acknowledged registration
+    /// committed on every node, and none committed twice.
+    static func checkLogs(_ logs: [UInt64: PersistentState], acknowledged: [UInt64: UInt8]) -> [String] {
+        var violations: [String] = []
+        let ids = logs.keys.sorted()
+        func entry(_ state: PersistentState, _ index: UInt64) -> Entry? {
+            let first = state.snapshot.metadata.index + 1
+            guard index >= first, index < first + UInt64(state.entries.count) else { return nil }
+            return state.entries[Int(index - first)]
+        }
+        for (position, a) in ids.enumerated() {
+            for b in ids.dropFirst(position + 1) {
+                let left = logs[a]!, right = logs[b]!
+                let committed = min(left.hardState.commit, right.hardState.commit)
+                for e in left.entries {
+                    guard let other = entry(right, e.index) else { continue }
+                    if e.term == other.term, e.data != other.data || e.kind != other.kind {
+                        violations.append("nodes \(a) and \(b) hold different entries at index \(e.index) of term \(e.term)")
+                    } else if e.index <= committed, e.term != other.term {
+                        violations.append("nodes \(a) and \(b) disagree on committed index \(e.index)")
+                    }
+                }
+            }
+        }
+        for id in ids {
+            let log = logs[id]!
+            var seen: [UInt64: Int] = [:]
+            for e in log.entries where e.index <= log.hardState.commit && e.kind == .normal && !e.data.isEmpty {
+                guard let command = ClusterLog.applicationCommand(e.data), let envelope = try? CommandEnvelope(decoding: command) else { continue }
+                for value in registeredValues(envelope.command) { seen[value, default: 0] += 1 }
+            }
+            for (value, count) in seen where count > 1 { violations.append("node \(id) committed write v\(value) \(count) times") }
+            let missing = acknowledged.keys.filter { seen[$0] == nil }
+            if !missing.isEmpty {
+                violations.append("node \(id) lacks \(missing.count) acknowledged writes (e.g. v\(missing.sorted().first!))")
+            }
+        }
+        return violations
+    }
+
+    static func registeredValues(_ command: BalancerCommand) -> [UInt64] {
+        switch command {
+        case .registerWorker(let worker):
+            guard worker.id.hasPrefix("k"), worker.group.hasPrefix("v"), let value = UInt64(worker.group.dropFirst()) else { return [] }
+            return [value]
+        case .batch(let commands):
+            return commands.flatMap(registeredValues)
+        default:
+            return []
+        }
+    }
+}
