@@ -1,27 +1,23 @@
+import Balancer
+
 /// Seeded structure-blind mutations of byte strings, in the manner of libFuzzer's default
 /// mutators: bit flips, interesting values, inserted, erased, duplicated and spliced ranges, and
 /// counts and lengths overwritten with boundary values (as 4- and 8-byte fields and as the
 /// varints Fulcrum's own encoding uses). The same seed gives the same inputs.
 public struct Mutator: Sendable {
-    private var state: UInt64
+    private var generator: SeededGenerator
     /// Inputs never grow beyond this, so a mutation cannot allocate without bound by itself.
     public let maxLength: Int
 
     public init(seed: UInt64, maxLength: Int = 1 << 16) {
-        state = seed
+        generator = SeededGenerator(seed: seed)
         self.maxLength = maxLength
     }
 
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public mutating func next() -> UInt64 { generator.next() }
 
     /// Uniform in 0..<bound (bound > 0).
-    public mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
+    public mutating func below(_ bound: Int) -> Int { generator.below(bound) }
 
     static let interestingBytes: [UInt8] = [0, 1, 0x7F, 0x80, 0xFF, 0x22, 0x5C, 0x7B, 0x7D, 0x5B, 0x5D, 0x2C, 0x3A, 0xC0, 0xED]
     static let interestingWords: [UInt64] = [

@@ -102,6 +102,12 @@ public struct NodeConfiguration: Sendable, Equatable {
             guard let text = value as? String else { throw fail("expected a list or a comma-separated string") }
             return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         }
+        func networks() throws -> [CIDR] {
+            try list().map { text in
+                guard let network = CIDR(text) else { throw fail("'\(text)' is not an address or network such as 10.0.0.0/8") }
+                return network
+            }
+        }
         switch key {
         case "cluster_id": clusterID = try string()
         case "node_id": nodeID = NodeID(try integer(1...Int.max))
@@ -140,16 +146,8 @@ public struct NodeConfiguration: Sendable, Equatable {
         case "api_keys":
             security.apiKeys = try apiKeys(value, fail: fail)
         case "api_key_file": apiKeyFile = try string()
-        case "allow_cidrs":
-            security.allowedNetworks = try list().map { text in
-                guard let network = CIDR(text) else { throw fail("'\(text)' is not an address or network such as 10.0.0.0/8") }
-                return network
-            }
-        case "worker_cidrs":
-            security.workerNetworks = try list().map { text in
-                guard let network = CIDR(text) else { throw fail("'\(text)' is not an address or network such as 10.0.0.0/8") }
-                return network
-            }
+        case "allow_cidrs": security.allowedNetworks = try networks()
+        case "worker_cidrs": security.workerNetworks = try networks()
         case "rate_limit_rps": security.rateLimitPerSecond = try number(0...1_000_000)
         case "rate_limit_burst": security.rateLimitBurst = try integer(0...10_000_000)
         case "max_body_bytes": security.maxBodyBytes = try integer(1_024...(64 << 20))

@@ -13,7 +13,7 @@ import Testing
         let corpus = FuzzCorpus.load(Self.corpus, target: name)
         #expect(!corpus.isEmpty, "the committed corpus has inputs for \(name)")
         var campaign = FuzzCampaign(target: target, seed: 20_261_202, corpus: corpus)
-        let report = campaign.run(iterations: 4_000, budget: .seconds(30))
+        let report = campaign.run(iterations: 50_000, budget: .seconds(30))
         #expect(report.inputs >= corpus.count)
         #expect(report.accepted > 0, "some inputs decode, so the pass reaches past the first check")
         for (input, finding) in report.findings.prefix(5) {

@@ -24,20 +24,14 @@ import WireCoding
         (try? await cluster.request(.POST, cluster.endpoint(1) + "/v1/route", json: #"{"model":"m","prompt":"hi"}"#).status) == 200
     }
 
+    /// One node, three registered engines, workers limited to loopback.
     static func with(environment: [String: String] = [:], _ body: (ProcessCluster, EngineFleet) async throws -> Void) async throws {
-        let cluster = try ProcessCluster(founders: 1, environment: environment.merging(["FULCRUM_WORKER_CIDRS": "127.0.0.0/8"]) { new, _ in new })
-        let fleet = try await EngineFleet(count: 3)
-        do {
+        let environment = environment.merging(["FULCRUM_WORKER_CIDRS": "127.0.0.0/8"]) { mine, _ in mine }
+        try await ServingClusterTests.with(engines: 3, founders: 1, environment: environment) { cluster, fleet in
             try await cluster.waitUntilReady()
             try await ServingClusterTests.register(cluster, fleet, via: 1)
             try await body(cluster, fleet)
-        } catch {
-            cluster.stopAll()
-            await fleet.stop()
-            throw error
         }
-        cluster.stopAll()
-        await fleet.stop()
     }
 
     @Test(.timeLimit(.minutes(2)))

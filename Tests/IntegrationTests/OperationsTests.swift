@@ -7,16 +7,7 @@ import Testing
 @Suite(.serialized) struct OperationsTests {
     /// Runs `fulcrum` with arguments; returns its exit status and output.
     static func fulcrum(_ cluster: ProcessCluster, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = cluster.binaries.appendingPathComponent("fulcrum")
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        try cluster.run("fulcrum", arguments)
     }
 
     /// Waits until `id` leads (it may be the only member).

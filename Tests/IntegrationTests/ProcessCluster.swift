@@ -181,12 +181,17 @@ final class ProcessCluster: @unchecked Sendable {
 
     /// Runs `fulcrumctl` with this cluster's endpoints; returns its exit status and output.
     func ctl(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = binaries.appendingPathComponent("fulcrumctl")
-        process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment["FULCRUM_ENDPOINTS"] = endpoints.joined(separator: ",")
-        process.environment = environment
+        return try run("fulcrumctl", arguments, environment: environment)
+    }
+
+    /// Runs one of the built executables to its end; returns its exit status and output.
+    func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = binaries.appendingPathComponent(executable)
+        process.arguments = arguments
+        if let environment { process.environment = environment }
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe

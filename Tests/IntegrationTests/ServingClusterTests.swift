@@ -58,13 +58,13 @@ final class EngineFleet: Sendable {
 
     /// Runs `body` with a 3-node cluster and simulated engines, and always stops both.
     static func with(
-        engines: Int, tokenIntervalMilliseconds: Int = 0, environment: [String: String],
+        engines: Int, tokenIntervalMilliseconds: Int = 0, founders: Int = 3, environment: [String: String],
         _ body: (ProcessCluster, EngineFleet) async throws -> Void
     ) async throws {
         let fleet = try await EngineFleet(count: engines, tokenIntervalMilliseconds: tokenIntervalMilliseconds)
         let cluster: ProcessCluster
         do {
-            cluster = try ProcessCluster(founders: 3, environment: environment)
+            cluster = try ProcessCluster(founders: founders, environment: environment)
         } catch {
             await fleet.stop()
             throw error
