@@ -379,6 +379,7 @@ final class NemesisRun: @unchecked Sendable {
         }
         // Replicas converge: the same fingerprint at the same applied index.
         var converged = false
+        var convergedIndex: UInt64?
         let deadline = Date().addingTimeInterval(30)
         var last = ""
         while !converged, Date() < deadline {
@@ -391,6 +392,7 @@ final class NemesisRun: @unchecked Sendable {
             }
             last = digests.map { "\($0.0):\($0.1)" }.joined(separator: " ")
             converged = digests.count == nodes.count && Set(digests.map(\.0)).count == 1 && Set(digests.map(\.1)).count == 1
+            if converged { convergedIndex = digests[0].0 }
             if !converged { try? await Task.sleep(for: .milliseconds(200)) }
         }
         if !converged { summary.violations.append("replicas did not converge to one state: \(last)") }
@@ -404,14 +406,16 @@ final class NemesisRun: @unchecked Sendable {
                 summary.violations.append("node \(id)'s log does not load: \(error)")
             }
         }
-        summary.violations += Self.checkLogs(logs, acknowledged: state.acknowledged)
+        summary.violations += Self.checkLogs(logs, acknowledged: state.acknowledged, committed: convergedIndex)
     }
 
     /// Log Matching across nodes, committed prefixes that agree, every acknowledged registration
-    /// committed on every node, and none committed twice.
-    static func checkLogs(_ logs: [UInt64: PersistentState], acknowledged: [UInt64: UInt8]) -> [String] {
+    /// committed on every node, and none committed twice. `committed` is the index every replica
+    /// has applied (the persisted commit index may lag it); without it, the highest persisted one.
+    static func checkLogs(_ logs: [UInt64: PersistentState], acknowledged: [UInt64: UInt8], committed: UInt64? = nil) -> [String] {
         var violations: [String] = []
         let ids = logs.keys.sorted()
+        let bound = committed ?? logs.values.map(\.hardState.commit).max() ?? 0
         func entry(_ state: PersistentState, _ index: UInt64) -> Entry? {
             let first = state.snapshot.metadata.index + 1
             guard index >= first, index < first + UInt64(state.entries.count) else { return nil }
@@ -420,12 +424,11 @@ final class NemesisRun: @unchecked Sendable {
         for (position, a) in ids.enumerated() {
             for b in ids.dropFirst(position + 1) {
                 let left = logs[a]!, right = logs[b]!
-                let committed = min(left.hardState.commit, right.hardState.commit)
                 for e in left.entries {
                     guard let other = entry(right, e.index) else { continue }
                     if e.term == other.term, e.data != other.data || e.kind != other.kind {
                         violations.append("nodes \(a) and \(b) hold different entries at index \(e.index) of term \(e.term)")
-                    } else if e.index <= committed, e.term != other.term {
+                    } else if e.index <= bound, e.term != other.term {
                         violations.append("nodes \(a) and \(b) disagree on committed index \(e.index)")
                     }
                 }
@@ -433,8 +436,10 @@ final class NemesisRun: @unchecked Sendable {
         }
         for id in ids {
             let log = logs[id]!
+            let last = log.snapshot.metadata.index + UInt64(log.entries.count)
+            if last < bound { violations.append("node \(id)'s log ends at \(last), before the committed index \(bound)") }
             var seen: [UInt64: Int] = [:]
-            for e in log.entries where e.index <= log.hardState.commit && e.kind == .normal && !e.data.isEmpty {
+            for e in log.entries where e.index <= bound && e.kind == .normal && !e.data.isEmpty {
                 guard let command = ClusterLog.applicationCommand(e.data), let envelope = try? CommandEnvelope(decoding: command) else { continue }
                 for value in registeredValues(envelope.command) { seen[value, default: 0] += 1 }
             }
