@@ -25,14 +25,6 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import sglang_router"
 fi
 sglang_version=$("$venv/bin/pip" show sglang-router | awk '/^Version/ {print $2}')
 
-wait_for() {  # URL
-    for _ in $(seq 1 300); do
-        curl -sf -o /dev/null "$1" && return 0
-        sleep 0.1
-    done
-    echo "error: $1 did not come up" >&2
-    return 1
-}
 
 # Simulated engines: 8 on 19001-19008.
 .build/release/fulcrum-sim engines --count 8 --base-port 19001 --profile fast --output-tokens 16 >"$work/engines.log" 2>&1 &

@@ -2,11 +2,12 @@
 # Routing on a real trace, one run, same engines: 8 simulated H100 engines (8B model, KV blocks
 # of 512 tokens as the trace's), the Mooncake synthetic trace replayed at SPEED for DURATION
 # seconds per run, cold caches before each run, against:
-#   Fulcrum (3-node cluster, through a follower): cache_aware, shortest_ttft, power_of_two,
-#   round_robin (the floor); sglang-router from PyPI (pinned flags): cache_aware, round_robin,
+#   Fulcrum (3-node cluster, through a follower): cache_aware, shortest_ttft, round_robin (the
+#   floor); sglang-router from PyPI (pinned flags): cache_aware, round_robin,
 #   power_of_two.
-# Then failover under load: Fulcrum cache_aware, the leader killed (-9) half way; errors, the
-# routing gap, and the hit ratio in the 10 s after the kill against the 60 s before.
+# Then failover under load: Fulcrum cache_aware, the leader killed (-9) at KILL_AT (150 s) of a
+# FAILOVER_DURATION (240 s) replay; errors, the routing gap, and the hit ratio in the 10 s after
+# the kill against the 60 s before.
 # Prints the side-by-side table and the ratios; reports land in sim-compare-report/ (OUT=…).
 # FULCRUM_STRATEGIES="cache_aware …" limits the Fulcrum runs (earlier runs' reports are kept).
 #   Scripts/sim-compare.sh [SPEED] [DURATION]     (DURATION 0 or empty: the whole trace)
@@ -30,8 +31,6 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import sglang_router"
     "$venv/bin/pip" install -q sglang-router
 fi
 sglang_version=$("$venv/bin/pip" show sglang-router | awk '/^Version/ {print $2}')
-
-wait_for() { for _ in $(seq 1 300); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "error: $1 not up" >&2; return 1; }
 
 sim=.build/release/fulcrum-sim
 "$sim" engines --count 8 --base-port 19101 --block-size 512 >"$work/engines.log" 2>&1 &
@@ -96,11 +95,12 @@ rm -rf "$out/runs-sglang" "$out/failover"
     "${sglang_targets[@]}" | grep -v '^t=' | tail -4
 
 fresh_fulcrum
-failover_window="${FAILOVER_DURATION:-120}"
-echo "== failover under load: Fulcrum cache_aware through node $follower, leader $leader killed at $((failover_window / 2)) s"
+failover_window="${FAILOVER_DURATION:-240}"
+kill_at="${KILL_AT:-150}"  # late enough that the 60 s before it see warm caches
+echo "== failover under load: Fulcrum cache_aware through node $follower, leader $leader killed at $kill_at s"
 curl -sf -X PUT "http://127.0.0.1:1850$leader/admin/config/default_policy" -d '{"strategies":{"PDFUSION":"cache_aware"}}' >/dev/null
 for engine in ${engines//,/ }; do curl -s -o /dev/null -X POST "$engine/reset"; done
-( sleep $((failover_window / 2)); date +%s.%N >"$work/killed_at"; kill -9 "${node_pids[$leader]}" ) &
+( sleep "$kill_at"; date +%s.%N >"$work/killed_at"; kill -9 "${node_pids[$leader]}" ) &
 "$sim" replay --trace "$trace" --target "http://127.0.0.1:1850$follower" --speed "$speed" --duration "$failover_window" --name failover --out "$out/failover" --profile "$profile" | tail -2
 
 python3 - "$out" "$work/killed_at" "$sglang_version" <<'PY'
@@ -135,7 +135,12 @@ errors = [r for r in records if r.get("error")]
 never_reached = [r for r in errors if "HTTP 503" in r["error"] or "HTTP 502" in r["error"]]
 after_kill = sorted(r["sent_at"] + (r.get("ttft") or 0) for r in records if r.get("error") is None and r["sent_at"] >= killed)
 gap = (after_kill[0] - killed) if after_kill else float("nan")
+def median_ttft(lo, hi):
+    values = sorted(r["ttft"] for r in records if lo <= r["sent_at"] < hi and r.get("error") is None)
+    return values[len(values) // 2] if values else float("nan")
 print(f"failover: leader killed at {killed:.1f} s; errors {len(errors)} (not reaching a worker: {len(never_reached)}); "
-      f"first token after the kill {gap*1000:.0f} ms later; hit ratio 60 s before {before:.1f} % ({n_before} requests), "
-      f"10 s after {after:.1f} % ({n_after}), ratio {after/before if before else float('nan'):.2f}")
+      f"first token after the kill {gap*1000:.0f} ms later; median TTFT of requests sent in the 2 s after the kill "
+      f"{median_ttft(killed, killed + 2):.2f} s against {median_ttft(killed - 10, killed):.2f} s in the 10 s before; "
+      f"hit ratio 60 s before {before:.1f} % ({n_before} requests), 10 s after {after:.1f} % ({n_after}), "
+      f"ratio {after/before if before else float('nan'):.2f}")
 PY
