@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test of Fulcrum on a fresh machine: installs what is missing, builds (no warnings
-# allowed), then runs the whole suite in two passes: everything but the fault and exhaustion
-# suites (in parallel), then those two on their own, since they load the machine on purpose
-# (kill -9 and SIGSTOP storms, thousands of connections) and would make the timing of the
-# other multi-process tests meaningless. With arguments (e.g. --filter X), one pass with them.
+# allowed), then runs the whole suite in three passes, so that tests which load the machine on
+# purpose never starve the timing-sensitive ones (elections, timeouts) of the 2 cores:
+#   1. the pure, CPU-bound suites (Raft simulator seeds, balancer properties, simulator, fuzzing);
+#   2. everything else but the fault and exhaustion suites (clusters in process and as real
+#      processes, storage, transport, the HTTP server);
+#   3. the nemesis and exhaustion suites (kill -9 and SIGSTOP storms, thousands of connections).
+# With arguments (e.g. --filter X), one pass with them.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
@@ -13,6 +16,8 @@ build_without_warnings
 if [ $# -gt 0 ]; then
     exec swift test --skip-build "$@"
 fi
+pure="^(RaftTests|BalancerTests|FuzzingTests|SimulatorTests)\."
 heavy="NemesisTests|ExhaustionTests"
-swift test --skip-build --skip "$heavy"
+swift test --skip-build --filter "$pure"
+swift test --skip-build --skip "$pure" --skip "$heavy"
 swift test --skip-build --filter "$heavy"
