@@ -1,4 +1,5 @@
 import Foundation
+import WireCoding
 
 /// A decoder under fuzzing. `run` must reject malformed input with an error of its own kind
 /// (caught inside, counted as rejected) and report a broken property as a ``FuzzFinding``. A
@@ -105,9 +106,9 @@ public enum FuzzCorpus {
     public static func save(_ input: [UInt8], directory: String, target: String, prefix: String = "") throws -> String {
         let folder = URL(fileURLWithPath: directory).appendingPathComponent(target)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in input { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
-        let path = folder.appendingPathComponent(prefix + String(hash, radix: 16)).path
+        var hasher = StableHasher()
+        hasher.combine(bytes: input)
+        let path = folder.appendingPathComponent(prefix + String(hasher.finalized, radix: 16)).path
         try Data(input).write(to: URL(fileURLWithPath: path))
         return path
     }

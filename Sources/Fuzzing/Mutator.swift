@@ -1,4 +1,5 @@
 import Balancer
+import WireCoding
 
 /// Seeded structure-blind mutations of byte strings, in the manner of libFuzzer's default
 /// mutators: bit flips, interesting values, inserted, erased, duplicated and spliced ranges, and
@@ -60,14 +61,9 @@ public struct Mutator: Sendable {
             }
         case 10:  // a boundary value as a varint (the log's and snapshots' integer encoding)
             let at = below(bytes.count)
-            var word = Self.interestingWords[below(Self.interestingWords.count)]
-            var varint: [UInt8] = []
-            while word >= 0x80 {
-                varint.append(UInt8(truncatingIfNeeded: word) | 0x80)
-                word >>= 7
-            }
-            varint.append(UInt8(word))
-            bytes.replaceSubrange(at..<min(bytes.count, at + varint.count), with: varint)
+            var varint = ByteWriter()
+            varint.write(Self.interestingWords[below(Self.interestingWords.count)])
+            bytes.replaceSubrange(at..<min(bytes.count, at + varint.bytes.count), with: varint.bytes)
         case 5:  // erase a range
             let at = below(bytes.count)
             bytes.removeSubrange(at..<min(bytes.count, at + 1 + below(16)))

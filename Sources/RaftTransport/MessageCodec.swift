@@ -128,8 +128,6 @@ public final class TransferBudget: Sendable {
 
     public init(limit: Int) { self.limit = limit }
 
-    public var inUse: Int { used.withLock { $0 } }
-
     /// Takes `bytes` from the budget; false (and nothing taken) when that would exceed it.
     func reserve(_ bytes: Int) -> Bool {
         used.withLock { used in
