@@ -10,9 +10,10 @@ import Testing
     func writesApplyEverywhereInOrderAndSurviveTheLeadersLoss() async throws {
         let cluster = try LocalCluster(size: 3)
         do {
-            let leader = try await cluster.leader()
-            for index in 0..<50 { _ = try await cluster.write("k\(index % 5)", "v\(index)", via: leader) }
-            #expect(try await cluster.write("k0", "again", via: leader) == "v45")
+            var leader = try await cluster.leader()
+            for index in 0..<50 { _ = try await cluster.write("k\(index % 5)", "v\(index)", following: &leader) }
+            #expect(try await cluster.write("k0", "again", following: &leader) == "v45")
+            leader = try await cluster.leader()
 
             // A follower refuses and names the leader.
             let follower = cluster.nodes.keys.first { $0 != leader }!

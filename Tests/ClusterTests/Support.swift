@@ -124,6 +124,24 @@ final class LocalCluster: @unchecked Sendable {
     func write(_ key: String, _ value: String, via id: NodeID) async throws -> String {
         String(decoding: try await nodes[id]!.propose(RegisterMachine.command(key, value)), as: UTF8.self)
     }
+
+    /// Writes through `leader`, following the leadership when the node refuses at the door with
+    /// `not_leader` (the proposal was never appended, so retrying cannot apply it twice). On a
+    /// loaded machine leadership can move between `leader()` and the first write.
+    func write(_ key: String, _ value: String, following leader: inout NodeID) async throws -> String {
+        for _ in 0..<10 {
+            do {
+                return try await write(key, value, via: leader)
+            } catch let error as ClusterError where error.code == .notLeader {
+                if let named = error.leader, nodes[named] != nil {
+                    leader = named
+                } else {
+                    leader = try await self.leader()
+                }
+            }
+        }
+        throw ClusterTestError("leadership kept moving while writing \(key)")
+    }
 }
 
 struct ClusterTestError: Error, CustomStringConvertible {
