@@ -141,12 +141,16 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     /// The peer port the transport is bound to (useful with port 0).
     public nonisolated var boundPeerPort: Int? { transport.boundPort }
 
+    // A node that failed (its log could not be written) stops at its next tick or message: it
+    // must neither vote nor acknowledge again, and its run ends, so the process exits.
     private func tick() throws {
+        if let failure { throw failure }
         raft.tick()
         try processReady()
     }
 
     private func step(_ messages: [Message]) throws {
+        if let failure { throw failure }
         for message in messages { raft.step(message) }
         try processReady()
     }
@@ -164,6 +168,7 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
 
     /// Carries out every pending `Ready`: persist, send, apply, advance.
     private func processReady() throws {
+        if let failure { throw failure }
         while raft.hasReady {
             let ready = raft.ready()
             // A leader's appends leave while it writes them (its own entries count only once
