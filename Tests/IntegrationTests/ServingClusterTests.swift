@@ -187,7 +187,7 @@ final class EngineFleet: Sendable {
     @Test(.timeLimit(.minutes(2)))
     func withoutFailOpenNoLeaderMeans503AndAuthAndRateLimitsHoldAcrossNodes() async throws {
         let key = "integration-key-0123456789"
-        let environment = ["FULCRUM_API_KEYS": "\(key):admin", "FULCRUM_RATE_LIMIT_RPS": "20", "FULCRUM_RATE_LIMIT_BURST": "20"]
+        let environment = ["FULCRUM_API_KEYS": "\(key):admin", "FULCRUM_RATE_LIMIT_RPS": "5", "FULCRUM_RATE_LIMIT_BURST": "10"]
         try await Self.with(engines: 2, environment: environment) { cluster, fleet in
             let auth = [("Authorization", "Bearer \(key)")]
             cluster.defaultHeaders = [("X-API-Key", key)]
