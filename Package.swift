@@ -53,10 +53,13 @@ let package = Package(
         .target(name: "RaftCoding", dependencies: ["Raft", "WireCoding"], swiftSettings: strict),
         // The system liblz4, for snapshot compression.
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        // A SQLite VFS that undoes unsynced writes at a simulated power loss, delays fsyncs and
+        // fails writes (fault-injection runs only; SQLite's crash tests work the same way).
+        .target(name: "CFaultVFS", linkerSettings: [.linkedLibrary("sqlite3")]),
         // Raft log, hard state and snapshots in one SQLite database per node (GRDB, system SQLite).
         .target(
             name: "RaftStorage",
-            dependencies: ["Raft", "RaftCoding", "WireCoding", "CLZ4", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["Raft", "RaftCoding", "WireCoding", "CLZ4", "CFaultVFS", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
         ),
         // Peer messages over TCP (SwiftNIO): versioned, checksummed frames, batching, reconnects.
@@ -98,7 +101,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "Balancer", "Cluster", "Raft", "RaftTransport", "WireCoding",
+                "Balancer", "Cluster", "Raft", "RaftStorage", "RaftTransport", "WireCoding",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -170,7 +173,7 @@ let package = Package(
         .executableTarget(
             name: "FulcrumNode",
             dependencies: [
-                "Server", "Cluster", "RaftTransport",
+                "Server", "Cluster", "RaftStorage", "RaftTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -3,6 +3,7 @@ import Cluster
 import Foundation
 import Hummingbird
 import Logging
+import RaftStorage
 import Server
 import ServiceLifecycle
 
@@ -72,8 +73,14 @@ struct Serve: AsyncParsableCommand {
 
         var logger = Logger(label: "fulcrum")
         logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
-        let node = try ClusterNode(settings: configuration.nodeSettings, machine: BalancerMachine(), logger: logger)
-        let server = FulcrumServer(node: node, serving: configuration.servingSettings, security: security, logger: logger)
+        if configuration.serving.faultInjection {
+            // Before the log is opened, so its files go through the fault VFS.
+            try StorageFaults.install()
+            logger.warning("fault injection is on: /admin/fault can stall, fail or kill this node (never use this in production)")
+        }
+        let machine = BalancerMachine()
+        let node = try ClusterNode(settings: configuration.nodeSettings, machine: machine, logger: logger)
+        let server = FulcrumServer(node: node, clock: machine.clock, serving: configuration.servingSettings, security: security, logger: logger)
         let http = try server.httpService(host: configuration.httpListen.host, port: configuration.httpListen.port)
         logger.info("node \(node.id) of cluster \(configuration.clusterID): peers on \(configuration.peerListen), HTTP on \(configuration.httpListen) (\(server.serving.advertisedURL))")
         let services = ServiceGroup(

@@ -17,7 +17,10 @@ public struct BalancerMachine: ReplicatedStateMachine {
     /// recognised as stale rather than releasing someone else's reservation.
     public private(set) var routerEpoch = UInt32.random(in: 1...UInt32.max)
 
-    public init() {}
+    /// The cluster's time as this node reads it; follows every stamp the machine applies.
+    public let clock: ClusterClock
+
+    public init(clock: ClusterClock = ClusterClock()) { self.clock = clock }
 
     /// The term in which this node last led and routed; a router carried over from an earlier
     /// leadership holds reservations and cursors of a different era.
@@ -43,7 +46,9 @@ public struct BalancerMachine: ReplicatedStateMachine {
             // Proposers validate; a replica that cannot decode an entry skips it, like every other.
             return Array("ignored: undecodable command".utf8)
         }
-        switch state.apply(envelope) {
+        let outcome = state.apply(envelope)
+        clock.observe(state.clock)
+        switch outcome {
         case .applied: return Array("applied".utf8)
         case .ignored(let reason): return Array("ignored: \(reason)".utf8)
         }
@@ -53,11 +58,12 @@ public struct BalancerMachine: ReplicatedStateMachine {
 
     public mutating func restore(from snapshot: [UInt8]) throws {
         state = try BalancerState(snapshot: snapshot)
+        clock.observe(state.clock)
         resetRouter()
     }
 
-    /// Places a request on this node's view of the state.
-    public mutating func route(_ request: RoutingRequest, now: Milliseconds) throws(BalancerError) -> RoutingDecision {
-        try router.route(request, state: state, now: now)
+    /// Places a request on this node's view of the state, now on the cluster's time.
+    public mutating func route(_ request: RoutingRequest) throws(BalancerError) -> RoutingDecision {
+        try router.route(request, state: state, now: clock.now())
     }
 }

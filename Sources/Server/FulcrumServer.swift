@@ -19,16 +19,19 @@ public struct FulcrumServer: Sendable {
     public let metrics: ServerMetrics
     public let sync: StatusSync
     public let client: HTTPClient
+    public let clock: ClusterClock
     let logger: Logger
 
-    public init(node: ClusterNode<BalancerMachine>, serving: ServingSettings, security: SecuritySettings, logger: Logger) {
+    /// `clock` is the node's machine's clock.
+    public init(node: ClusterNode<BalancerMachine>, clock: ClusterClock, serving: ServingSettings, security: SecuritySettings, logger: Logger) {
         self.node = node
+        self.clock = clock
         self.serving = serving
         self.security = security
         self.logger = logger
         metrics = ServerMetrics()
         client = HTTPClient.makeServingClient(settings: serving)
-        sync = StatusSync(node: node, settings: serving, metrics: metrics, client: client, logger: logger)
+        sync = StatusSync(node: node, clock: clock, settings: serving, metrics: metrics, client: client, logger: logger)
     }
 
     public func makeRouter() -> Hummingbird.Router<FulcrumRequestContext> {
@@ -46,6 +49,7 @@ public struct FulcrumServer: Sendable {
         WorkerAPI(link: link, sync: sync, metrics: metrics, workerNetworks: security.workerNetworks).addRoutes(to: router)
         RouteAPI(routing: routing, settings: serving).addRoutes(to: router)
         ProxyAPI(routing: routing, client: client, settings: serving, metrics: metrics, logger: logger).addRoutes(to: router)
+        if serving.faultInjection { FaultAPI(clock: clock).addRoutes(to: router) }
         let metrics = metrics
         router.get("metrics") { _, _ -> Response in
             let leadership = await node.leadership()

@@ -43,7 +43,7 @@ public struct NodeConfiguration: Sendable, Equatable {
         "unhealthy_failures", "circuit_failures", "circuit_open_ms", "forward_timeout_ms", "leader_wait_ms", "upstream_connect_timeout_ms",
         "upstream_retries", "upstream_timeout_ms", "default_model", "api_keys", "api_key_file", "allow_cidrs", "worker_cidrs", "rate_limit_rps",
         "rate_limit_burst", "max_body_bytes", "header_timeout_ms", "idle_timeout_ms", "http_tls_cert", "http_tls_key",
-        "cors_origins", "log_level",
+        "cors_origins", "log_level", "fault_injection",
     ]
 
     /// Reads a YAML file of the keys above.
@@ -130,6 +130,7 @@ public struct NodeConfiguration: Sendable, Equatable {
             }
             httpAdvertise = text.hasSuffix("/") ? String(text.dropLast()) : text
         case "fail_open": serving.failOpen = try boolean()
+        case "fault_injection": serving.faultInjection = try boolean()
         case "status_interval_ms": serving.statusIntervalMilliseconds = try integer(5...600_000)
         case "status_timeout_ms": serving.statusTimeoutMilliseconds = try integer(1...600_000)
         case "flush_interval_ms": serving.flushIntervalMilliseconds = try integer(5...600_000)

@@ -28,7 +28,7 @@ final class ProcessCluster: @unchecked Sendable {
         founders = (1...UInt64(count)).map { $0 }
         environment = extra
         environment["FULCRUM_SNAPSHOT_ENTRIES"] = String(snapshotEntries)
-        environment["FULCRUM_DURABILITY"] = "full"
+        environment["FULCRUM_DURABILITY"] = extra["FULCRUM_DURABILITY"] ?? "full"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         for id in founders { try reservePorts(id) }
         if proxied {
@@ -78,6 +78,31 @@ final class ProcessCluster: @unchecked Sendable {
         guard let process = processes.removeValue(forKey: id) else { return }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
+    }
+
+    /// Waits up to `timeout` seconds for node `id` to end by itself; its exit status, or nil
+    /// (and the process is left running) when it did not.
+    func waitForExit(_ id: UInt64, timeout: Double) async throws -> Int32? {
+        guard let process = processes[id] else { return nil }
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        guard !process.isRunning else { return nil }
+        processes[id] = nil
+        return process.terminationStatus
+    }
+
+    /// Sends `fault` (JSON) to node `id`'s `/admin/fault` (fault-injection nodes only).
+    @discardableResult
+    func fault(_ id: UInt64, _ fault: String) async throws -> [String: Any] {
+        let answer = try await request(.POST, endpoint(id) + "/admin/fault", json: fault)
+        guard answer.status == 200 else { throw IntegrationError("node \(id) refused fault \(fault): \(answer)") }
+        return answer.body
+    }
+
+    /// A power loss of node `id`: its unsynced writes are undone and it dies at once.
+    func powerLoss(_ id: UInt64) async throws {
+        _ = try? await request(.POST, endpoint(id) + "/admin/fault", json: #"{"power_loss":true}"#)
+        guard try await waitForExit(id, timeout: 10) != nil else { throw IntegrationError("node \(id) survived its power loss") }
     }
 
     func terminate(_ id: UInt64) {
@@ -135,14 +160,15 @@ final class ProcessCluster: @unchecked Sendable {
         while Date() < deadline {
             var leaders = Set<UInt64>()
             var complete = true
-            for id in processes.keys {
+            // A node that died by itself (a failed disk, say) is not asked.
+            for (id, process) in processes where process.isRunning {
                 guard let status = await status(id), let leader = (status["leader"] as? NSNumber)?.uint64Value else {
                     complete = false
                     break
                 }
                 leaders.insert(leader)
             }
-            if complete, leaders.count == 1, let leader = leaders.first, processes[leader] != nil { return leader }
+            if complete, leaders.count == 1, let leader = leaders.first, processes[leader]?.isRunning == true { return leader }
             try await Task.sleep(for: .milliseconds(50))
         }
         throw IntegrationError("no agreed leader within \(timeout) s; logs in \(root)")
@@ -153,7 +179,9 @@ final class ProcessCluster: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             var ready = true
-            for id in processes.keys where (try? await request(.GET, endpoint(id) + "/readyz").status) != 200 { ready = false }
+            for (id, process) in processes where process.isRunning {
+                if (try? await request(.GET, endpoint(id) + "/readyz").status) != 200 { ready = false }
+            }
             if ready { return }
             try await Task.sleep(for: .milliseconds(50))
         }

@@ -47,7 +47,8 @@ final class ServingHarness: Sendable {
         var settings = NodeSettings(clusterID: "serving", dataDirectory: directory, peerListen: peer, bootstrap: [1: peer], nodeID: 1)
         settings.durability = .normal
         settings.tick = .milliseconds(10)
-        node = try ClusterNode(settings: settings, machine: BalancerMachine())
+        let machine = BalancerMachine()
+        node = try ClusterNode(settings: settings, machine: machine)
         url = "\(tls ? "https" : "http")://127.0.0.1:\(ports[1])"
         var servingSettings = ServingSettings()
         servingSettings.advertisedURL = url
@@ -57,7 +58,7 @@ final class ServingHarness: Sendable {
         serving(&servingSettings)
         var logger = Logger(label: "serving-test")
         logger.logLevel = ProcessInfo.processInfo.environment["FULCRUM_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
-        server = FulcrumServer(node: node, serving: servingSettings, security: security, logger: logger)
+        server = FulcrumServer(node: node, clock: machine.clock, serving: servingSettings, security: security, logger: logger)
         var tasks: [Task<Void, any Error>] = []
         let node = node
         let server = server

@@ -115,7 +115,7 @@ struct WorkerAPI: Sendable {
             let beat = try decodeJSONBody(Heartbeat.self, Data(body.readableBytesView), decoder: context.requestDecoder)
             let resources = try Self.resources(beat.resources)
             let load = try beat.load.map { body in
-                do { return try body.engineLoad(now: StatusSync.now()) } catch {
+                do { return try body.engineLoad(now: sync.clock.now()) } catch {
                     throw APIError.badRequest(field: "load", "values must not be negative")
                 }
             }

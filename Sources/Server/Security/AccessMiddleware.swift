@@ -77,7 +77,7 @@ struct AccessMiddleware: RouterMiddleware {
         if let limiter {
             let forwarded = request.headers[.fulcrumForwarded] != nil
             let exempt = forwarded ? await isClusterNode(address) : false
-            if !exempt, let wait = limiter.acquire(context.clientIdentity, now: Date().timeIntervalSince1970) {
+            if !exempt, let wait = limiter.acquire(context.clientIdentity, now: RateLimiter.monotonicNow()) {
                 metrics.rateLimited.increment()
                 throw APIError(
                     .tooManyRequests, code: "rate_limited",

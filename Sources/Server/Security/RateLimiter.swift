@@ -20,6 +20,12 @@ final class RateLimiter: Sendable {
         self.maxClients = maxClients
     }
 
+    private static let origin = ContinuousClock.now
+
+    /// Seconds on the monotonic clock: a wall-clock jump must neither stall refills nor
+    /// hand out a burst.
+    static func monotonicNow() -> Double { (ContinuousClock.now - origin).seconds }
+
     /// Takes a token for `client` at `now` (seconds); returns nil when allowed, else the seconds
     /// until a token is available.
     func acquire(_ client: String, now: Double) -> Double? {

@@ -7,7 +7,8 @@ extension ClusterNode where Machine == BalancerMachine {
     func proposeCommand(_ command: BalancerCommand, metrics: ServerMetrics?) async throws -> String {
         metrics?.proposals.increment()
         do {
-            let result = try await propose(CommandEnvelope(issuedAt: StatusSync.now(), command: command).encoded())
+            let issuedAt = withMachine { machine, _ in machine.clock.now() }
+            let result = try await propose(CommandEnvelope(issuedAt: issuedAt, command: command).encoded())
             return String(decoding: result, as: UTF8.self)
         } catch let error as ClusterError {
             throw APIError(error)

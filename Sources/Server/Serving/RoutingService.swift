@@ -35,7 +35,6 @@ struct RoutingService: Sendable {
         var body = body
         if body.requestId == nil { body.requestId = UUID().uuidString }
         let request = try body.routingRequest()
-        let now = StatusSync.now()
         let started = ContinuousClock.now
         // Without a reachable leader (an election, say) a follower waits up to leader_wait_ms
         // for one before failing open or answering 503: a request that reaches no worker
@@ -49,7 +48,7 @@ struct RoutingService: Sendable {
                 }
                 machine.prepareToRoute(asLeaderOf: leadership.term)
                 do throws(BalancerError) {
-                    return .decided(try machine.route(request, now: now), epoch: machine.routerEpoch)
+                    return .decided(try machine.route(request), epoch: machine.routerEpoch)
                 } catch {
                     return .refused(error)
                 }
@@ -94,11 +93,10 @@ struct RoutingService: Sendable {
     /// Decides on this follower's replicated state. Its prefixes and bindings are not proposed
     /// (a follower cannot); its router remembers them for its next degraded decisions.
     private func placeDegraded(_ request: RoutingRequest) async throws -> RouteResponseBody {
-        let now = StatusSync.now()
         let started = ContinuousClock.now
         let result = await node.withMachine { machine, _ -> Result<(RoutingDecision, UInt32), BalancerError> in
             do throws(BalancerError) {
-                let decision = try machine.route(request, now: now)
+                let decision = try machine.route(request)
                 _ = machine.router.takePendingCommand()
                 return .success((decision, machine.routerEpoch))
             } catch {

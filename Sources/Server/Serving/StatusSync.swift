@@ -16,6 +16,8 @@ import NIOPosix
 /// On a follower it only watches for leadership. Reservations stay local to the router.
 public actor StatusSync {
     let node: ClusterNode<BalancerMachine>
+    /// The cluster's time (the machine's clock).
+    nonisolated let clock: ClusterClock
     let settings: ServingSettings
     let metrics: ServerMetrics
     let client: HTTPClient
@@ -33,8 +35,9 @@ public actor StatusSync {
     private var proposedLoads: [String: EngineLoad] = [:]
     private var pendingResources: [String: (WorkerResources, GeoLocation?)] = [:]
 
-    init(node: ClusterNode<BalancerMachine>, settings: ServingSettings, metrics: ServerMetrics, client: HTTPClient, logger: Logger) {
+    init(node: ClusterNode<BalancerMachine>, clock: ClusterClock, settings: ServingSettings, metrics: ServerMetrics, client: HTTPClient, logger: Logger) {
         self.node = node
+        self.clock = clock
         self.settings = settings
         self.metrics = metrics
         self.client = client
@@ -85,7 +88,7 @@ public actor StatusSync {
         guard !isLeader || leaderTerm != term else { return }
         isLeader = true
         leaderTerm = term
-        let now = Self.now()
+        let now = clock.now()
         let workers = await node.withMachine { machine, leadership in
             machine.prepareToRoute(asLeaderOf: leadership.term)
             return machine.state.workers
@@ -119,8 +122,8 @@ public actor StatusSync {
     func record(_ outcome: UpstreamOutcome, workerID: String, term: UInt64) async {
         await becomeLeader(term: term)
         guard isLeader, leaderTerm == term else { return }
-        var breaker = breakers[workerID] ?? CircuitBreaker(state: .closed, now: Self.now())
-        if let change = breaker.record(outcome, now: Self.now(), failureThreshold: settings.circuitFailures) {
+        var breaker = breakers[workerID] ?? CircuitBreaker(state: .closed, now: clock.now())
+        if let change = breaker.record(outcome, now: clock.now(), failureThreshold: settings.circuitFailures) {
             pendingCircuits[workerID] = change
             logger.notice("circuit of \(workerID) is now \(change)", metadata: ["outcome": "\(outcome.rawValue)"])
         }
@@ -143,6 +146,7 @@ public actor StatusSync {
         let workers = await node.withMachine { machine, _ in machine.state.workers }
         let timeout = settings.statusTimeoutMilliseconds
         let client = client
+        let clock = clock
         let results = await withTaskGroup(of: (String, Result<EngineLoad?, any Error>, Double).self) { group in
             for worker in workers {
                 let format = StatusFormat(worker: worker)
@@ -150,7 +154,7 @@ public actor StatusSync {
                 group.addTask {
                     let start = ContinuousClock.now
                     do {
-                        let load = try await Self.probe(worker, format: format, client: client, timeoutMilliseconds: timeout)
+                        let load = try await Self.probe(worker, format: format, client: client, timeoutMilliseconds: timeout, clock: clock)
                         return (worker.id, .success(load), (ContinuousClock.now - start).seconds * 1000)
                     } catch {
                         return (worker.id, .failure(error), 0)
@@ -190,7 +194,7 @@ public actor StatusSync {
         }
     }
 
-    static func probe(_ worker: Worker, format: StatusFormat, client: HTTPClient, timeoutMilliseconds: Int) async throws -> EngineLoad? {
+    static func probe(_ worker: Worker, format: StatusFormat, client: HTTPClient, timeoutMilliseconds: Int, clock: ClusterClock) async throws -> EngineLoad? {
         guard let path = format.path else {
             try await tcpConnect(worker.address, timeoutMilliseconds: timeoutMilliseconds, group: client.eventLoopGroup)
             return nil
@@ -202,7 +206,7 @@ public actor StatusSync {
             throw StatusParseError(description: "status \(response.status.code)")
         }
         let body = try await response.body.collect(upTo: 1 << 20)
-        return try StatusParser.parse(format, Array(body.readableBytesView), now: now())
+        return try StatusParser.parse(format, Array(body.readableBytesView), now: clock.now())
     }
 
     static func tcpConnect(_ address: String, timeoutMilliseconds: Int, group: any EventLoopGroup) async throws {
@@ -219,7 +223,7 @@ public actor StatusSync {
 
     private func flush() async {
         guard isLeader else { return }
-        let now = Self.now()
+        let now = clock.now()
         for (id, var breaker) in breakers {
             if let change = breaker.tick(now: now, openMilliseconds: settings.circuitOpenMilliseconds) {
                 pendingCircuits[id] = change
@@ -263,8 +267,6 @@ public actor StatusSync {
 
     private func propose(_ command: BalancerCommand) async throws -> [UInt8] {
         metrics.proposals.increment()
-        return try await node.propose(CommandEnvelope(issuedAt: Self.now(), command: command).encoded())
+        return try await node.propose(CommandEnvelope(issuedAt: clock.now(), command: command).encoded())
     }
-
-    static func now() -> Milliseconds { UInt64(Date().timeIntervalSince1970 * 1000) }
 }
