@@ -3,6 +3,7 @@ import Balancer
 import Cluster
 import Foundation
 import NIOCore
+import NetworkTestSupport
 import Raft
 import RaftStorage
 import RaftTestKit
@@ -15,10 +16,12 @@ import Glibc
 
 /// Real `fulcrum` processes under a seeded nemesis (kill -9 with the leader the likeliest victim,
 /// SIGSTOP past the election timeout, partitions — isolated leader, majority/minority, one-way —
-/// through proxies on the peer ports, leadership transfers) while clients register, update and
-/// deregister workers, read them linearizably and route. After healing: one leader per term,
-/// every acknowledged write in every log, none twice, logs that agree, equal state fingerprints,
-/// and a linearizable history.
+/// through proxies on the peer ports, leadership transfers, and through the nodes' fault hooks:
+/// slow fsync, a full disk or I/O errors, a power loss that undoes unsynced writes, wall-clock
+/// jumps; and membership changes that remove a member, the leader included, and add a new node)
+/// while clients register, update and deregister workers, read them linearizably and route.
+/// After healing: one leader per term, every acknowledged write in every member's log, none
+/// twice, logs that agree, equal state fingerprints, and a linearizable history.
 ///
 /// `FULCRUM_NEMESIS_FAULTS`, `_SECONDS`, `_SEED` and `_NODES` scale it (`Scripts/nemesis.sh`).
 @Suite(.serialized) struct NemesisTests {
@@ -130,6 +133,8 @@ final class NemesisHistory: Sendable {
 /// One seeded nemesis run against a fresh cluster.
 final class NemesisRun: @unchecked Sendable {
     static let keys: UInt8 = 6
+    /// Ids kept for nodes that membership faults add (ports and proxies are set up front).
+    static let spareCount = 24
     let options: NemesisTests.Options
     let cluster: ProcessCluster
     let partitions = Partitions()
@@ -139,16 +144,27 @@ final class NemesisRun: @unchecked Sendable {
     let stopping = Atomic<Bool>(false)
     var random: SeededGenerator
     var paused: Set<UInt64> = []
-    var killed: Set<UInt64> = []
+    /// The voting members; clients and checks address these. Membership faults change it.
+    let members: Mutex<[UInt64]>
+    /// Ids not used yet, for nodes that membership faults add.
+    var spares: [UInt64]
 
     init(options: NemesisTests.Options) async throws {
         self.options = options
         random = SeededGenerator(seed: options.seed)
         cluster = try ProcessCluster(
             founders: options.nodes, snapshotEntries: 10_000_000,
-            environment: ["FULCRUM_WORKER_CIDRS": "127.0.0.0/8", "FULCRUM_LOG_LEVEL": "warning"], proxied: true
+            environment: ["FULCRUM_WORKER_CIDRS": "127.0.0.0/8", "FULCRUM_LOG_LEVEL": "warning", "FULCRUM_FAULT_INJECTION": "true"],
+            proxied: true
         )
-        for id in cluster.founders {
+        members = Mutex(cluster.founders)
+        spares = (1...UInt64(Self.spareCount)).map { UInt64(options.nodes) + $0 }
+        let sparePorts = freePorts(spares.count)
+        for (index, id) in spares.enumerated() {
+            try cluster.reservePorts(id)
+            cluster.advertisedPeerPorts[id] = sparePorts[index]
+        }
+        for id in cluster.founders + spares {
             let proxy = FaultProxy(node: id, target: cluster.peerPorts[id]!, partitions: partitions)
             try await proxy.start(port: cluster.advertisedPeerPorts[id]!)
             proxies[id] = proxy
@@ -156,7 +172,7 @@ final class NemesisRun: @unchecked Sendable {
         for id in cluster.founders { try cluster.start(id) }
     }
 
-    var nodes: [UInt64] { cluster.founders }
+    var nodes: [UInt64] { members.withLock { $0 } }
 
     func execute() async throws -> NemesisSummary {
         var summary = NemesisSummary(seed: options.seed)
@@ -184,7 +200,8 @@ final class NemesisRun: @unchecked Sendable {
     func client(_ index: Int) async {
         var random = SeededGenerator(seed: options.seed &+ UInt64(index) &* 7_919)
         while !stopping.load(ordering: .relaxed) {
-            let node = nodes[random.below(nodes.count)]
+            let members = nodes
+            let node = members[random.below(members.count)]
             let key = UInt8(random.below(Int(Self.keys)))
             let choice = random.below(100)
             if choice < 40 {
@@ -274,6 +291,57 @@ final class NemesisRun: @unchecked Sendable {
         return nil
     }
 
+    /// Member ids as node `id` knows them, voters and learners; nil when it does not answer.
+    func memberIDs(via id: UInt64) async -> [UInt64: Bool]? {
+        guard let status = await cluster.status(id), let members = status["members"] as? [[String: Any]] else { return nil }
+        var ids: [UInt64: Bool] = [:]
+        for member in members {
+            if let id = (member["id"] as? NSNumber)?.uint64Value { ids[id] = member["voter"] as? Bool ?? false }
+        }
+        return ids
+    }
+
+    /// Removes `removed` (through the leader, `leader` itself possibly), stops it, adds a new node
+    /// as a learner and promotes it once caught up. False when the removal did not happen.
+    func replace(_ removed: UInt64, via leader: UInt64) async throws -> Bool {
+        _ = try? await cluster.request(.DELETE, cluster.endpoint(leader) + "/admin/members/\(removed)")
+        // The answer may be lost when the leader removed itself; ask the others.
+        let deadline = Date().addingTimeInterval(5)
+        var gone = false
+        while !gone, Date() < deadline {
+            for id in nodes where id != removed && cluster.processes[id] != nil {
+                if let ids = await memberIDs(via: id), ids[removed] == nil { gone = true }
+            }
+            if !gone { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        guard gone else { return false }
+        members.withLock { $0.removeAll { $0 == removed } }
+        cluster.kill9(removed)
+        let added = spares.removeFirst()
+        let address = "127.0.0.1:\(cluster.advertisedPeerPorts[added]!)"
+        var learner = false
+        let addDeadline = Date().addingTimeInterval(15)
+        while !learner, Date() < addDeadline {
+            if let leader = await currentLeader() {
+                _ = try? await cluster.request(.POST, cluster.endpoint(leader) + "/admin/members", json: #"{"id":\#(added),"address":"\#(address)"}"#)
+                learner = await memberIDs(via: leader)?[added] != nil
+            }
+            if !learner { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        guard learner else { return true }  // a two-node cluster until the next replacement
+        try cluster.start(added)
+        var voter = false
+        while !voter, Date() < addDeadline.addingTimeInterval(15) {
+            if let leader = await currentLeader() {
+                _ = try? await cluster.request(.POST, cluster.endpoint(leader) + "/admin/members/\(added)/promote")
+                voter = await memberIDs(via: leader)?[added] == true
+            }
+            if !voter { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        if voter { members.withLock { $0.append(added) } } else { cluster.kill9(added) }
+        return true
+    }
+
     func inject() async throws -> NemesisSummary {
         var summary = NemesisSummary(seed: options.seed)
         let start = Date()
@@ -283,9 +351,10 @@ final class NemesisRun: @unchecked Sendable {
             let leader = await currentLeader()
             let others = nodes.filter { $0 != leader }
             let victim = leader != nil && random.below(3) < 2 ? leader! : nodes[random.below(nodes.count)]
-            let hold = Duration.milliseconds(600 + random.below(900))
+            let holdMilliseconds = 600 + random.below(900)
+            let hold = Duration.milliseconds(holdMilliseconds)
             let kind: String
-            switch random.below(6) {
+            switch random.below(11) {
             case 0, 1:
                 kind = victim == leader ? "kill -9 leader" : "kill -9 follower"
                 cluster.kill9(victim)
@@ -309,14 +378,15 @@ final class NemesisRun: @unchecked Sendable {
                 try await Task.sleep(for: hold)
                 partitions.heal()
             case 4:
+                let members = nodes
                 var minority = Set<UInt64>()
-                while minority.count < (nodes.count - 1) / 2 { minority.insert(nodes[random.below(nodes.count)]) }
+                while minority.count < (members.count - 1) / 2 { minority.insert(members[random.below(members.count)]) }
                 kind = "partition: majority/minority"
-                partitions.split(minority, among: nodes)
+                partitions.split(minority, among: members)
                 faultStarts.append((kind, history.now))
                 try await Task.sleep(for: hold)
                 partitions.heal()
-            default:
+            case 5:
                 if let leader, random.below(2) == 0 {
                     kind = "partition: leader cannot send"
                     partitions.set(Set(others.map { Partitions.Pair(from: leader, to: $0) }))
@@ -331,6 +401,40 @@ final class NemesisRun: @unchecked Sendable {
                         _ = try? await cluster.request(.POST, cluster.endpoint(leader) + "/admin/leader/transfer", json: #"{"to":\#(target)}"#)
                     }
                 }
+            case 6:
+                kind = victim == leader ? "slow fsync on the leader" : "slow fsync on a follower"
+                guard (try? await cluster.fault(victim, #"{"fsync_delay_ms":\#(100 + random.below(400))}"#)) != nil else { continue }
+                faultStarts.append((kind, history.now))
+                try await Task.sleep(for: hold)
+                _ = try? await cluster.fault(victim, #"{"fsync_delay_ms":0}"#)
+            case 7:
+                let mode = random.below(2) == 0 ? "full" : "io_error"
+                kind = "disk \(mode == "full" ? "full" : "I/O errors") on \(victim == leader ? "the leader" : "a follower")"
+                guard (try? await cluster.fault(victim, #"{"disk":"\#(mode)"}"#)) != nil else { continue }
+                faultStarts.append((kind, history.now))
+                // It stops at its next log write; an idle one is given its disk back.
+                if try await cluster.waitForExit(victim, timeout: Double(holdMilliseconds) / 1000) == nil {
+                    _ = try? await cluster.fault(victim, #"{"disk":"healthy"}"#)
+                }
+                _ = try await cluster.waitForExit(victim, timeout: 0.2)
+                if cluster.processes[victim] == nil { try cluster.start(victim) }
+            case 8:
+                kind = victim == leader ? "power loss of the leader" : "power loss of a follower"
+                faultStarts.append((kind, history.now))
+                try await cluster.powerLoss(victim)
+                try await Task.sleep(for: hold)
+                try cluster.start(victim)
+            case 9:
+                let jump = Int64(60_000 + random.below(10_740_000)) * (random.below(2) == 0 ? 1 : -1)
+                kind = "wall clock jump"
+                guard (try? await cluster.fault(victim, #"{"clock_jump_ms":\#(jump)}"#)) != nil else { continue }
+                faultStarts.append((kind, history.now))
+            default:
+                guard let leader, nodes.count == options.nodes, !spares.isEmpty else { continue }
+                let removed = random.below(2) == 0 || others.isEmpty ? leader : others[random.below(others.count)]
+                kind = removed == leader ? "membership: leader removed, node added" : "membership: follower removed, node added"
+                guard try await replace(removed, via: leader) else { continue }
+                faultStarts.append((kind, history.now))
             }
             summary.faults += 1
             summary.faultsByKind[kind, default: 0] += 1
