@@ -11,6 +11,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
 install_system_dependencies
+# The nemesis partitions nodes in network namespaces with nftables where the machine allows it
+# (root); without them it falls back to a TCP proxy, so a failed install is not fatal.
+install_system_dependencies iproute2 nftables || echo "warning: iproute2/nftables not installed; the nemesis partitions through its TCP proxy"
 install_python_tools
 build_without_warnings
 if [ $# -gt 0 ]; then

@@ -7,6 +7,10 @@ import Synchronization
 final class Partitions: Sendable {
     private let blocked = Mutex<Set<Pair>>([])
     private let proxies = Mutex<[FaultProxy]>([])
+    /// With network namespaces, the cuts are nftables rules there instead of proxy decisions.
+    let lab: NetworkLab?
+
+    init(lab: NetworkLab? = nil) { self.lab = lab }
 
     struct Pair: Hashable { var from: UInt64; var to: UInt64 }
 
@@ -17,6 +21,7 @@ final class Partitions: Sendable {
     /// Cuts every direction in `pairs` (and nothing else), closing connections that now cross a cut.
     func set(_ pairs: Set<Pair>) {
         blocked.withLock { $0 = pairs }
+        lab?.cut(pairs)
         for proxy in proxies.withLock({ $0 }) { proxy.enforce() }
     }
 

@@ -30,6 +30,8 @@ import Glibc
         var seconds = 240.0
         var seed: UInt64 = 20_261_202
         var nodes = 3
+        /// Partitions through the TCP proxy even where network namespaces are available.
+        var proxyOnly = false
 
         static var fromEnvironment: Options {
             let environment = ProcessInfo.processInfo.environment
@@ -38,6 +40,7 @@ import Glibc
             if let value = environment["FULCRUM_NEMESIS_SECONDS"].flatMap(Double.init) { options.seconds = value }
             if let value = environment["FULCRUM_NEMESIS_SEED"].flatMap(UInt64.init) { options.seed = value }
             if let value = environment["FULCRUM_NEMESIS_NODES"].flatMap(Int.init) { options.nodes = value }
+            options.proxyOnly = environment["FULCRUM_NEMESIS_PROXY"] == "1"
             return options
         }
     }
@@ -93,12 +96,13 @@ struct NemesisSummary: CustomStringConvertible {
     var longestUnavailability: [String: Double] = [:]
     var violations: [String] = []
     var elapsed = 0.0
+    var partitionsThrough = ""
 
     var description: String {
         let kinds = faultsByKind.keys.sorted().map { "\($0) \(faultsByKind[$0]!)" }.joined(separator: ", ")
         let windows = longestUnavailability.keys.sorted().map { String(format: "%@ %.2f s", $0, longestUnavailability[$0]!) }.joined(separator: ", ")
         return """
-            nemesis seed \(seed): \(faults) faults in \(String(format: "%.0f", elapsed)) s (\(kinds))
+            nemesis seed \(seed): \(faults) faults in \(String(format: "%.0f", elapsed)) s (\(kinds)); partitions through \(partitionsThrough)
               operations \(operations): \(acknowledgedWrites) acknowledged writes, \(reads) linearizable reads, \(unknownOutcomes) unknown outcomes, \
             \(routes) routes (\(routeFailures) failed)
               longest unavailability (fault start to next acknowledged write): \(windows)
@@ -137,7 +141,7 @@ final class NemesisRun: @unchecked Sendable {
     static let spareCount = 24
     let options: NemesisTests.Options
     let cluster: ProcessCluster
-    let partitions = Partitions()
+    let partitions: Partitions
     var proxies: [UInt64: FaultProxy] = [:]
     let history = NemesisHistory()
     let nextValue = Atomic<UInt64>(1)
@@ -152,24 +156,29 @@ final class NemesisRun: @unchecked Sendable {
     init(options: NemesisTests.Options) async throws {
         self.options = options
         random = SeededGenerator(seed: options.seed)
+        let spares = (1...UInt64(Self.spareCount)).map { UInt64(options.nodes) + $0 }
+        self.spares = spares
+        let founders = (1...UInt64(options.nodes)).map { $0 }
+        let lab = options.proxyOnly ? nil : NetworkLab.make(nodes: founders + spares)
+        partitions = Partitions(lab: lab)
         cluster = try ProcessCluster(
             founders: options.nodes, snapshotEntries: 10_000_000,
             environment: ["FULCRUM_WORKER_CIDRS": "127.0.0.0/8", "FULCRUM_LOG_LEVEL": "warning", "FULCRUM_FAULT_INJECTION": "true"],
-            proxied: true
+            startsLater: true, lab: lab
         )
-        members = Mutex(cluster.founders)
-        spares = (1...UInt64(Self.spareCount)).map { UInt64(options.nodes) + $0 }
-        let sparePorts = freePorts(spares.count)
-        for (index, id) in spares.enumerated() {
-            try cluster.reservePorts(id)
-            cluster.advertisedPeerPorts[id] = sparePorts[index]
+        members = Mutex(founders)
+        for id in spares { try cluster.reservePorts(id) }
+        if lab == nil {
+            // Without namespaces, peers dial a proxy in front of each node's peer port.
+            let proxyPorts = freePorts(founders.count + spares.count)
+            for (index, id) in (founders + spares).enumerated() {
+                cluster.advertisedPeerPorts[id] = proxyPorts[index]
+                let proxy = FaultProxy(node: id, target: cluster.peerPorts[id]!, partitions: partitions)
+                try await proxy.start(port: proxyPorts[index])
+                proxies[id] = proxy
+            }
         }
-        for id in cluster.founders + spares {
-            let proxy = FaultProxy(node: id, target: cluster.peerPorts[id]!, partitions: partitions)
-            try await proxy.start(port: cluster.advertisedPeerPorts[id]!)
-            proxies[id] = proxy
-        }
-        for id in cluster.founders { try cluster.start(id) }
+        for id in founders { try cluster.start(id) }
     }
 
     var nodes: [UInt64] { members.withLock { $0 } }
@@ -179,6 +188,7 @@ final class NemesisRun: @unchecked Sendable {
         do {
             try await cluster.waitUntilReady(timeout: 30)
             summary = try await inject()
+            summary.partitionsThrough = cluster.lab == nil ? "a TCP proxy on the peer ports" : "network namespaces and nftables"
             try await heal()
             await check(&summary)
         } catch {
@@ -193,6 +203,7 @@ final class NemesisRun: @unchecked Sendable {
         for id in paused { if let process = cluster.processes[id] { kill(process.processIdentifier, SIGCONT) } }
         cluster.stopAll()
         for proxy in proxies.values { await proxy.stop() }
+        cluster.lab?.tearDown()
     }
 
     // MARK: Clients
@@ -318,7 +329,7 @@ final class NemesisRun: @unchecked Sendable {
         members.withLock { $0.removeAll { $0 == removed } }
         cluster.kill9(removed)
         let added = spares.removeFirst()
-        let address = "127.0.0.1:\(cluster.advertisedPeerPorts[added]!)"
+        let address = cluster.peerAddress(added)
         var learner = false
         let addDeadline = Date().addingTimeInterval(15)
         while !learner, Date() < addDeadline {

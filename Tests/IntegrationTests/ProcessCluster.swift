@@ -16,34 +16,40 @@ final class ProcessCluster: @unchecked Sendable {
     /// Where peers dial a node when its peer traffic goes through a proxy (the nemesis test).
     var advertisedPeerPorts: [UInt64: Int] = [:]
     var httpPorts: [UInt64: Int] = [:]
+    /// Each node's own address and namespace when they run in a ``NetworkLab``.
+    let lab: NetworkLab?
     var processes: [UInt64: Process] = [:]
     let founders: [UInt64]
     var environment: [String: String] = [:]
     /// Sent with every request (an API key, say).
     var defaultHeaders: [(String, String)] = []
 
-    /// Starts `count` founders; with `proxied`, each advertises a separate port for its peer
-    /// traffic, where the caller puts a proxy, and nothing starts until ``start(_:)`` is called.
-    init(founders count: Int, snapshotEntries: Int = 10_000, environment extra: [String: String] = [:], proxied: Bool = false) throws {
+    /// Starts `count` founders, or with `startsLater` nothing until ``start(_:)`` is called (the
+    /// caller may first put proxies in front of the peer ports: ``advertisedPeerPorts``).
+    /// With `lab`, each node runs in its namespace and listens on its own address there.
+    init(
+        founders count: Int, snapshotEntries: Int = 10_000, environment extra: [String: String] = [:], startsLater: Bool = false,
+        lab: NetworkLab? = nil
+    ) throws {
         founders = (1...UInt64(count)).map { $0 }
+        self.lab = lab
         environment = extra
         environment["FULCRUM_SNAPSHOT_ENTRIES"] = String(snapshotEntries)
         environment["FULCRUM_DURABILITY"] = extra["FULCRUM_DURABILITY"] ?? "full"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         for id in founders { try reservePorts(id) }
-        if proxied {
-            let ports = freePorts(count)
-            for (index, id) in founders.enumerated() { advertisedPeerPorts[id] = ports[index] }
-            return
-        }
+        if startsLater { return }
         for id in founders { try start(id) }
     }
 
     var bootstrap: String {
-        founders.map { "\($0)=127.0.0.1:\(advertisedPeerPorts[$0] ?? peerPorts[$0]!)" }.joined(separator: ",")
+        founders.map { "\($0)=\(peerAddress($0))" }.joined(separator: ",")
     }
-    var endpoints: [String] { httpPorts.keys.sorted().map { "http://127.0.0.1:\(httpPorts[$0]!)" } }
-    func endpoint(_ id: UInt64) -> String { "http://127.0.0.1:\(httpPorts[id]!)" }
+    var endpoints: [String] { httpPorts.keys.sorted().map(endpoint) }
+    func endpoint(_ id: UInt64) -> String { "http://\(host(id)):\(httpPorts[id]!)" }
+    func host(_ id: UInt64) -> String { lab?.address(id) ?? "127.0.0.1" }
+    /// Where peers dial node `id`.
+    func peerAddress(_ id: UInt64) -> String { "\(host(id)):\(advertisedPeerPorts[id] ?? peerPorts[id]!)" }
 
     func reservePorts(_ id: UInt64) throws {
         let ports = freePorts(2)
@@ -54,14 +60,21 @@ final class ProcessCluster: @unchecked Sendable {
     /// Starts node `id`; founders bootstrap, others start empty and wait to be added.
     func start(_ id: UInt64) throws {
         let process = Process()
-        process.executableURL = binaries.appendingPathComponent("fulcrum")
+        let executable = binaries.appendingPathComponent("fulcrum")
         var arguments = [
             "serve", "--cluster-id", "it", "--node-id", String(id), "--data-dir", "\(root)/node-\(id)",
-            "--peer-listen", "127.0.0.1:\(peerPorts[id]!)", "--http-listen", "127.0.0.1:\(httpPorts[id]!)",
+            "--peer-listen", "\(host(id)):\(peerPorts[id]!)", "--http-listen", "\(host(id)):\(httpPorts[id]!)",
         ]
         if founders.contains(id) { arguments += ["--bootstrap", bootstrap] }
-        if let advertised = advertisedPeerPorts[id] { arguments += ["--peer-advertise", "127.0.0.1:\(advertised)"] }
-        process.arguments = arguments
+        if advertisedPeerPorts[id] != nil { arguments += ["--peer-advertise", peerAddress(id)] }
+        if let lab {
+            // `ip netns exec` execs in place: the process is the node (signals reach it).
+            process.executableURL = URL(fileURLWithPath: FileManager.default.fileExists(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip")
+            process.arguments = ["netns", "exec", lab.namespace(id), executable.path] + arguments
+        } else {
+            process.executableURL = executable
+            process.arguments = arguments
+        }
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         let log = FileHandle(forWritingAtPath: "\(root)/node-\(id).log") ?? {
             _ = FileManager.default.createFile(atPath: "\(root)/node-\(id).log", contents: nil)
