@@ -3,6 +3,7 @@ import Balancer
 import Cluster
 import Foundation
 import NIOCore
+import NIOHTTP1
 import NetworkTestSupport
 import Raft
 import RaftStorage
@@ -92,6 +93,7 @@ struct NemesisSummary: CustomStringConvertible {
     var reads = 0
     var routes = 0
     var routeFailures = 0
+    var routesPlaced = 0
     /// Longest time from a fault's start to the next acknowledged write, per fault kind.
     var longestUnavailability: [String: Double] = [:]
     var violations: [String] = []
@@ -104,7 +106,7 @@ struct NemesisSummary: CustomStringConvertible {
         return """
             nemesis seed \(seed): \(faults) faults in \(String(format: "%.0f", elapsed)) s (\(kinds)); partitions through \(partitionsThrough)
               operations \(operations): \(acknowledgedWrites) acknowledged writes, \(reads) linearizable reads, \(unknownOutcomes) unknown outcomes, \
-            \(routes) routes (\(routeFailures) failed)
+            \(routes) routes (\(routesPlaced) placed on an engine, \(routeFailures) failed)
               longest unavailability (fault start to next acknowledged write): \(windows)
               violations: \(violations.isEmpty ? "none" : violations.joined(separator: "; "))
             """
@@ -122,6 +124,7 @@ final class NemesisHistory: Sendable {
         var reads = 0
         var routes = 0
         var routeFailures = 0
+    var routesPlaced = 0
         var leaders: [UInt64: Set<UInt64>] = [:]
     }
 
@@ -136,7 +139,15 @@ final class NemesisHistory: Sendable {
 
 /// One seeded nemesis run against a fresh cluster.
 final class NemesisRun: @unchecked Sendable {
+    /// Registers k0…k5 are workers; register 6 is the `sticky_ttl_ms` setting.
     static let keys: UInt8 = 6
+    static let configKey: UInt8 = 6
+    /// A config write of value v sets `sticky_ttl_ms` to this plus v (the default reads as 0).
+    static let ttlBase: UInt64 = 60_000
+    /// Values stay below this (a run writes far fewer), so the default TTL (an hour) reads as 0.
+    static let ttlSpan: UInt64 = 1_000_000
+    /// Sessions the routes carry, so they create and follow sticky bindings.
+    static let sessions = 16
     /// Ids kept for nodes that membership faults add (ports and proxies are set up front).
     static let spareCount = 24
     let options: NemesisTests.Options
@@ -150,6 +161,8 @@ final class NemesisRun: @unchecked Sendable {
     var paused: Set<UInt64> = []
     /// The voting members; clients and checks address these. Membership faults change it.
     let members: Mutex<[UInt64]>
+    /// Simulated engines that the routes go to (model `sim`, sticky policy).
+    let fleet: EngineFleet
     /// Ids not used yet, for nodes that membership faults add.
     var spares: [UInt64]
 
@@ -161,9 +174,11 @@ final class NemesisRun: @unchecked Sendable {
         let founders = (1...UInt64(options.nodes)).map { $0 }
         let lab = options.proxyOnly ? nil : NetworkLab.make(nodes: founders + spares)
         partitions = Partitions(lab: lab)
+        fleet = try await EngineFleet(count: 2, host: lab?.hostAddress ?? "127.0.0.1")
+        let workerNetworks = "127.0.0.0/8" + (lab.map { ",\($0.subnet).0/24" } ?? "")
         cluster = try ProcessCluster(
             founders: options.nodes, snapshotEntries: 10_000_000,
-            environment: ["FULCRUM_WORKER_CIDRS": "127.0.0.0/8", "FULCRUM_LOG_LEVEL": "warning", "FULCRUM_FAULT_INJECTION": "true"],
+            environment: ["FULCRUM_WORKER_CIDRS": workerNetworks, "FULCRUM_LOG_LEVEL": "warning", "FULCRUM_FAULT_INJECTION": "true"],
             startsLater: true, lab: lab
         )
         members = Mutex(founders)
@@ -187,6 +202,7 @@ final class NemesisRun: @unchecked Sendable {
         var summary = NemesisSummary(seed: options.seed)
         do {
             try await cluster.waitUntilReady(timeout: 30)
+            try await prepareRouting()
             summary = try await inject()
             summary.partitionsThrough = cluster.lab == nil ? "a TCP proxy on the peer ports" : "network namespaces and nftables"
             try await heal()
@@ -203,10 +219,34 @@ final class NemesisRun: @unchecked Sendable {
         for id in paused { if let process = cluster.processes[id] { kill(process.processIdentifier, SIGCONT) } }
         cluster.stopAll()
         for proxy in proxies.values { await proxy.stop() }
+        await fleet.stop()
         cluster.lab?.tearDown()
     }
 
     // MARK: Clients
+
+    /// Registers the engines (model `sim`) and gives that model the sticky policy, before any fault.
+    func prepareRouting() async throws {
+        let leader = try await cluster.leader()
+        for (index, address) in fleet.addresses.enumerated() {
+            let json = #"{"id":"e\#(index)","model":"sim","role":"PDFUSION","address":"\#(address)"}"#
+            let answer = try await cluster.request(.POST, cluster.endpoint(leader) + "/admin/workers", json: json)
+            guard answer.status == 200 else { throw IntegrationError("registering engine e\(index): \(answer)") }
+        }
+        let policy = #"{"strategies":{"PDFUSION":"sticky"},"sticky_fallback":"least_load"}"#
+        let answer = try await cluster.request(.PUT, cluster.endpoint(leader) + "/admin/config/policies/sim", json: policy)
+        guard answer.status == 200 else { throw IntegrationError("setting the sticky policy: \(answer)") }
+    }
+
+    /// Sends a leader-only request to `node`, once more to the leader it names when refused
+    /// with 421 (refused before anything was proposed).
+    func leaderRequest(_ method: HTTPMethod, _ path: String, json: String? = nil, via node: UInt64) async throws -> (status: Int, body: [String: Any]) {
+        let answer = try await cluster.request(method, cluster.endpoint(node) + path, json: json)
+        guard answer.status == 421, let detail = answer.body["error"] as? [String: Any],
+            let leader = (detail["leader_id"] as? NSNumber)?.uint64Value, nodes.contains(leader)
+        else { return answer }
+        return try await cluster.request(method, cluster.endpoint(leader) + path, json: json)
+    }
 
     func client(_ index: Int) async {
         var random = SeededGenerator(seed: options.seed &+ UInt64(index) &* 7_919)
@@ -221,15 +261,23 @@ final class NemesisRun: @unchecked Sendable {
                 await write(key: key, value: value, node: node) { try await self.cluster.request(.POST, self.cluster.endpoint(node) + "/v1/workers", json: json) }
             } else if choice < 55 {
                 await write(key: key, value: 0, node: node) { try await self.cluster.request(.DELETE, self.cluster.endpoint(node) + "/v1/workers/k\(key)") }
-            } else if choice < 90 {
+            } else if choice < 60 {
+                let value = nextValue.wrappingAdd(1, ordering: .relaxed).oldValue
+                let json = #"{"sticky_ttl_ms":\#(Self.ttlBase + value)}"#
+                await write(key: Self.configKey, value: value, node: node) { try await self.leaderRequest(.PATCH, "/admin/config/settings", json: json, via: node) }
+            } else if choice < 85 {
                 await read(node: node)
+            } else if choice < 90 {
+                await readConfig(node: node)
             } else {
-                let status = (try? await cluster.request(.POST, cluster.endpoint(node) + "/v1/route", json: #"{"model":"m","prompt":"p"}"#))?.status
-                // 503 "no healthy worker" is the answer for workers that are never polled.
+                let json = #"{"model":"sim","prompt":"p","session_id":"s\#(random.below(Self.sessions))"}"#
+                let status = (try? await cluster.request(.POST, cluster.endpoint(node) + "/v1/route", json: json))?.status
+                // 503 is also the answer while no leader is reachable (a partition, an election).
                 let failed = status == nil || status! >= 500 && status! != 503
                 history.state.withLock {
                     $0.routes += 1
                     if failed { $0.routeFailures += 1 }
+                    if status == 200 { $0.routesPlaced += 1 }
                 }
             }
         }
@@ -273,6 +321,19 @@ final class NemesisRun: @unchecked Sendable {
             for key in 0..<Self.keys {
                 $0.operations.append(RegisterOperation(key: key, kind: .read(values[key] ?? 0), invokedAt: invoked, completedAt: completed))
             }
+        }
+    }
+
+    func readConfig(node: UInt64) async {
+        let invoked = history.tick()
+        guard let answer = try? await cluster.request(.GET, cluster.endpoint(node) + "/admin/config?consistent=true"), answer.status == 200,
+            let settings = answer.body["settings"] as? [String: Any], let ttl = (settings["sticky_ttl_ms"] as? NSNumber)?.uint64Value
+        else { return }
+        let completed = history.tick()
+        let value = ttl > Self.ttlBase && ttl < Self.ttlBase + Self.ttlSpan ? ttl - Self.ttlBase : 0
+        history.state.withLock {
+            $0.reads += 1
+            $0.operations.append(RegisterOperation(key: Self.configKey, kind: .read(value), invokedAt: invoked, completedAt: completed))
         }
     }
 
@@ -484,6 +545,7 @@ final class NemesisRun: @unchecked Sendable {
         summary.reads = state.reads
         summary.routes = state.routes
         summary.routeFailures = state.routeFailures
+        summary.routesPlaced = state.routesPlaced
         for (term, leaders) in state.leaders where leaders.count > 1 {
             summary.violations.append("term \(term) had leaders \(leaders.sorted())")
         }
@@ -572,6 +634,9 @@ final class NemesisRun: @unchecked Sendable {
         case .registerWorker(let worker):
             guard worker.id.hasPrefix("k"), worker.group.hasPrefix("v"), let value = UInt64(worker.group.dropFirst()) else { return [] }
             return [value]
+        case .setSettings(let settings):
+            let ttl = settings.stickyTTLMilliseconds
+            return ttl > ttlBase && ttl < ttlBase + ttlSpan ? [ttl - ttlBase] : []
         case .batch(let commands):
             return commands.flatMap(registeredValues)
         default:

@@ -18,14 +18,16 @@ final class EngineFleet: Sendable {
     let addresses: [String]
     private let task: Task<Void, any Error>
 
-    init(count: Int, tokenIntervalMilliseconds: Int = 0) async throws {
+    /// `count` engines listening on `host` (a node in a network namespace reaches the test's
+    /// namespace through the bridge address, not loopback).
+    init(count: Int, tokenIntervalMilliseconds: Int = 0, host: String = "127.0.0.1") async throws {
         let ports = freePorts(count)
         var logger = Logger(label: "engines")
         logger.logLevel = .critical
         engines = (0..<count).map { SimulatedEngine(options: .init(id: "e\($0)", model: "m", tokenIntervalMilliseconds: tokenIntervalMilliseconds)) }
-        addresses = ports.map { "127.0.0.1:\($0)" }
+        addresses = ports.map { "\(host):\($0)" }
         let apps = zip(engines, ports).map { engine, port in
-            Application(router: engine.makeRouter(), configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: logger)
+            Application(router: engine.makeRouter(), configuration: .init(address: .hostname(host, port: port)), logger: logger)
         }
         task = Task { try await ServiceGroup(services: apps, logger: logger).run() }
         for address in addresses {
