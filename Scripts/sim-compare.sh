@@ -9,7 +9,8 @@
 # FAILOVER_DURATION (240 s) replay; errors, the routing gap, and the hit ratio in the 10 s after
 # the kill against the 60 s before.
 # Prints the side-by-side table and the ratios; reports land in sim-compare-report/ (OUT=…).
-# FULCRUM_STRATEGIES="cache_aware …" limits the Fulcrum runs (earlier runs' reports are kept).
+# FULCRUM_STRATEGIES="cache_aware …" and SGLANG_POLICIES="cache_aware …" limit the runs;
+# PREFIX_CAP sets Fulcrum's prefix_blocks_per_worker (25000); FAILOVER=0 skips the failover run.
 #   Scripts/sim-compare.sh [SPEED] [DURATION]     (DURATION 0 or empty: the whole trace)
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -60,12 +61,13 @@ fresh_fulcrum() {
     done
     # The router's prefix index should not believe a worker holds more than its KV cache does:
     # 400 k tokens per engine is 25,000 of the router's text blocks (64 bytes, 16 tokens each).
-    curl -sf -X PATCH "http://127.0.0.1:1850$leader/admin/config/settings" -d '{"prefix_blocks_per_worker":25000}' >/dev/null
+    curl -sf -X PATCH "http://127.0.0.1:1850$leader/admin/config/settings" -d "{\"prefix_blocks_per_worker\":${PREFIX_CAP:-25000}}" >/dev/null
 }
 
 port=18601
 sglang_targets=()
-for policy in cache_aware round_robin power_of_two; do
+sglang_policies="${SGLANG_POLICIES:-cache_aware round_robin power_of_two}"
+for policy in $sglang_policies; do
     "$venv/bin/python" -m sglang_router.launch_router --host 127.0.0.1 --port "$port" \
         --worker-urls $(for p in $(seq 19101 19108); do printf 'http://127.0.0.1:%s ' "$p"; done) \
         --policy "$policy" --cache-threshold 0.5 --balance-abs-threshold 32 --balance-rel-threshold 1.5 \
@@ -74,7 +76,7 @@ for policy in cache_aware round_robin power_of_two; do
     sglang_targets+=(--target "sglang-$policy=http://127.0.0.1:$port")
     port=$((port + 1))
 done
-for p in 18601 18602 18603; do
+for p in $(seq 18601 $((port - 1))); do
     for _ in $(seq 1 300); do
         curl -sf -o /dev/null -X POST "http://127.0.0.1:$p/v1/completions" -H 'Content-Type: application/json' \
             -d '{"model":"sim-model","prompt":"warm up","max_tokens":1}' && break
@@ -94,6 +96,9 @@ rm -rf "$out/runs-sglang" "$out/failover"
 "$sim" compare --trace "$trace" --engines "$engines" --speed "$speed" "${window[@]}" --out "$out/runs-sglang" --profile "$profile" \
     "${sglang_targets[@]}" | grep -v '^t=' | tail -4
 
+if [ "${FAILOVER:-1}" = 0 ]; then
+    rm -f "$work/killed_at"
+else
 fresh_fulcrum
 failover_window="${FAILOVER_DURATION:-240}"
 kill_at="${KILL_AT:-150}"  # late enough that the 60 s before it see warm caches
@@ -102,6 +107,7 @@ curl -sf -X PUT "http://127.0.0.1:1850$leader/admin/config/default_policy" -d '{
 for engine in ${engines//,/ }; do curl -s -o /dev/null -X POST "$engine/reset"; done
 ( sleep "$kill_at"; date +%s.%N >"$work/killed_at"; kill -9 "${node_pids[$leader]}" ) &
 "$sim" replay --trace "$trace" --target "http://127.0.0.1:1850$follower" --speed "$speed" --duration "$failover_window" --name failover --out "$out/failover" --profile "$profile" | tail -2
+fi
 
 python3 - "$out" "$work/killed_at" "$sglang_version" <<'PY'
 import json, sys
@@ -122,6 +128,8 @@ print()
 print(f"Fulcrum cache_aware vs sglang-router {version} cache_aware: hit ratio {100*f['hit_ratio']:.1f} % vs {100*s['hit_ratio']:.1f} %, "
       f"TTFT p99 {f['ttft_p99']:.3f} vs {s['ttft_p99']:.3f} s ({f['ttft_p99']/s['ttft_p99'] if s['ttft_p99'] else float('nan'):.2f}x), "
       f"mean {f['ttft_mean']:.3f} vs {s['ttft_mean']:.3f} s")
+if not os.path.exists(killed_file):
+    sys.exit(0)
 started = float(open(f"{out}/failover/started_at").read())
 killed = float(open(killed_file).read()) - started
 records = [json.loads(l) for l in open(f"{out}/failover/requests.jsonl")]
