@@ -126,8 +126,9 @@ final class LocalCluster: @unchecked Sendable {
     }
 
     /// Writes through `leader`, following the leadership when the node refuses at the door with
-    /// `not_leader` (the proposal was never appended, so retrying cannot apply it twice). On a
-    /// loaded machine leadership can move between `leader()` and the first write.
+    /// `not_leader` (the proposal was never appended) or its entry was `dropped` (overwritten by
+    /// a new leader's log, so it never applies): retrying cannot apply it twice. On a loaded
+    /// machine leadership can move between `leader()` and a write.
     func write(_ key: String, _ value: String, following leader: inout NodeID) async throws -> String {
         for _ in 0..<10 {
             do {
@@ -138,6 +139,8 @@ final class LocalCluster: @unchecked Sendable {
                 } else {
                     leader = try await self.leader()
                 }
+            } catch let error as ClusterError where error.code == .dropped {
+                leader = try await self.leader()
             }
         }
         throw ClusterTestError("leadership kept moving while writing \(key)")

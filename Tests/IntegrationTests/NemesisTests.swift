@@ -238,16 +238,6 @@ final class NemesisRun: @unchecked Sendable {
         guard answer.status == 200 else { throw IntegrationError("setting the sticky policy: \(answer)") }
     }
 
-    /// Sends a leader-only request to `node`, once more to the leader it names when refused
-    /// with 421 (refused before anything was proposed).
-    func leaderRequest(_ method: HTTPMethod, _ path: String, json: String? = nil, via node: UInt64) async throws -> (status: Int, body: [String: Any]) {
-        let answer = try await cluster.request(method, cluster.endpoint(node) + path, json: json)
-        guard answer.status == 421, let detail = answer.body["error"] as? [String: Any],
-            let leader = (detail["leader_id"] as? NSNumber)?.uint64Value, nodes.contains(leader)
-        else { return answer }
-        return try await cluster.request(method, cluster.endpoint(leader) + path, json: json)
-    }
-
     func client(_ index: Int) async {
         var random = SeededGenerator(seed: options.seed &+ UInt64(index) &* 7_919)
         while !stopping.load(ordering: .relaxed) {
@@ -264,7 +254,7 @@ final class NemesisRun: @unchecked Sendable {
             } else if choice < 60 {
                 let value = nextValue.wrappingAdd(1, ordering: .relaxed).oldValue
                 let json = #"{"sticky_ttl_ms":\#(Self.ttlBase + value)}"#
-                await write(key: Self.configKey, value: value, node: node) { try await self.leaderRequest(.PATCH, "/admin/config/settings", json: json, via: node) }
+                await write(key: Self.configKey, value: value, node: node) { try await self.cluster.leaderRequest(.PATCH, "/admin/config/settings", json: json, via: node) }
             } else if choice < 85 {
                 await read(node: node)
             } else if choice < 90 {

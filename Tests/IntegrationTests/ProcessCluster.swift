@@ -205,13 +205,18 @@ final class ProcessCluster: @unchecked Sendable {
     /// cluster acknowledged it (committed and applied).
     func register(_ worker: String, via id: UInt64) async throws -> Bool {
         let json = #"{"id":"\#(worker)","model":"m","role":"PDFUSION","address":"127.0.0.1:9000"}"#
-        var answer = try await request(.POST, endpoint(id) + "/admin/workers", json: json)
-        if answer.status == 421, let detail = answer.body["error"] as? [String: Any],
-            let leader = (detail["leader_id"] as? NSNumber)?.uint64Value, httpPorts[leader] != nil
-        {
-            answer = try await request(.POST, endpoint(leader) + "/admin/workers", json: json)
-        }
+        let answer = try await leaderRequest(.POST, "/admin/workers", json: json, via: id)
         return answer.status == 200 && answer.body["result"] as? String == "applied"
+    }
+
+    /// Sends a leader-only request to node `id`, and once more to the leader it names when
+    /// refused with 421 (refused before anything was proposed, so the retry cannot apply twice).
+    func leaderRequest(_ method: HTTPMethod, _ path: String, json: String? = nil, via id: UInt64) async throws -> (status: Int, body: [String: Any]) {
+        let answer = try await request(method, endpoint(id) + path, json: json)
+        guard answer.status == 421, let detail = answer.body["error"] as? [String: Any],
+            let leader = (detail["leader_id"] as? NSNumber)?.uint64Value, httpPorts[leader] != nil
+        else { return answer }
+        return try await request(method, endpoint(leader) + path, json: json)
     }
 
     /// Worker ids a node holds after a linearizable read (on the leader) or as applied.

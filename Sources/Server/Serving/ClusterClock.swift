@@ -58,8 +58,6 @@ public final class ClusterClock: Sendable {
     }
 
     private static func reading(_ anchor: Anchor, at instant: ContinuousClock.Instant) -> Milliseconds {
-        let elapsed = instant - anchor.at
-        let milliseconds = elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000
-        return anchor.cluster + UInt64(max(0, milliseconds))
+        anchor.cluster + UInt64(max(0, (instant - anchor.at).nanoseconds / 1_000_000))
     }
 }

@@ -122,8 +122,9 @@ public actor StatusSync {
     func record(_ outcome: UpstreamOutcome, workerID: String, term: UInt64) async {
         await becomeLeader(term: term)
         guard isLeader, leaderTerm == term else { return }
-        var breaker = breakers[workerID] ?? CircuitBreaker(state: .closed, now: clock.now())
-        if let change = breaker.record(outcome, now: clock.now(), failureThreshold: settings.circuitFailures) {
+        let now = clock.now()
+        var breaker = breakers[workerID] ?? CircuitBreaker(state: .closed, now: now)
+        if let change = breaker.record(outcome, now: now, failureThreshold: settings.circuitFailures) {
             pendingCircuits[workerID] = change
             logger.notice("circuit of \(workerID) is now \(change)", metadata: ["outcome": "\(outcome.rawValue)"])
         }
