@@ -234,7 +234,14 @@ let package = Package(
         ),
         .testTarget(name: "FuzzingTests", dependencies: ["Fuzzing"], exclude: ["Corpus"], swiftSettings: strict),
         // Helpers for tests that open sockets (free loopback ports).
-        .target(name: "NetworkTestSupport", swiftSettings: strict),
+        .target(
+            name: "NetworkTestSupport",
+            dependencies: [
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // A child process for the crash-safety tests: appends and snapshots until killed.
         .executableTarget(name: "StorageTorture", dependencies: ["Raft", "RaftStorage"], swiftSettings: strict),
         .testTarget(

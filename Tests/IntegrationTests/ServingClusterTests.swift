@@ -16,7 +16,7 @@ import Glibc
 final class EngineFleet: Sendable {
     let engines: [SimulatedEngine]
     let addresses: [String]
-    private let task: Task<Void, any Error>
+    private let servers: RunningServices
 
     /// `count` engines listening on `host` (a node in a network namespace reaches the test's
     /// namespace through the bridge address, not loopback).
@@ -29,7 +29,7 @@ final class EngineFleet: Sendable {
         let apps = zip(engines, ports).map { engine, port in
             Application(router: engine.makeRouter(), configuration: .init(address: .hostname(host, port: port)), logger: logger)
         }
-        task = Task { try await ServiceGroup(services: apps, logger: logger).run() }
+        servers = RunningServices(apps, logger: logger)
         for address in addresses {
             var up = false
             for _ in 0..<200 where !up {
@@ -39,10 +39,7 @@ final class EngineFleet: Sendable {
         }
     }
 
-    func stop() async {
-        task.cancel()
-        _ = await task.result
-    }
+    func stop() async { await servers.stop() }
 }
 
 /// The serving layer across real `fulcrum` processes: routing via leader and followers,

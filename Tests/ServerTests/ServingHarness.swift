@@ -22,6 +22,7 @@ final class ServingHarness: Sendable {
     let engineAddresses: [String]
     let directory: String
     private let tasks: [Task<Void, any Error>]
+    private let servers: [RunningServices]
 
     static let client: HTTPClient = {
         var configuration = HTTPClient.Configuration()
@@ -65,14 +66,15 @@ final class ServingHarness: Sendable {
         tasks.append(Task { try await node.run() })
         tasks.append(Task { try await server.sync.run() })
         let http = try server.httpService(host: "127.0.0.1", port: ports[1])
-        tasks.append(Task { try await ServiceGroup(services: [http], logger: logger).run() })
+        var servers = [RunningServices([http], logger: logger)]
         engines = engineOptions.map { SimulatedEngine(options: $0) }
         engineAddresses = engineOptions.indices.map { "127.0.0.1:\(ports[2 + $0])" }
         for (index, engine) in engines.enumerated() {
             let app = Application(router: engine.makeRouter(), configuration: .init(address: .hostname("127.0.0.1", port: ports[2 + index])), logger: logger)
-            tasks.append(Task { try await ServiceGroup(services: [app], logger: logger).run() })
+            servers.append(RunningServices([app], logger: logger))
         }
         self.tasks = tasks
+        self.servers = servers
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             let leads = await node.leadership().isLeader
@@ -89,6 +91,7 @@ final class ServingHarness: Sendable {
     }
 
     func stop() async {
+        for server in servers { await server.stop() }
         for task in tasks { task.cancel() }
         for task in tasks { _ = await task.result }
         try? await server.client.shutdown()
