@@ -38,6 +38,12 @@ struct Engines: AsyncParsableCommand {
 
     func engineProfile() throws -> EngineProfile? {
         guard profile != "fast" else { return nil }
+        return try Self.profile(profile, blockSize: blockSize, kvTokens: kvTokens)
+    }
+
+    /// A named profile (h100-8b, a100-8b) or a JSON file of `EngineProfile`'s fields, with the
+    /// block size and KV capacity overridden when given.
+    static func profile(_ profile: String, blockSize: Int?, kvTokens: Int?) throws -> EngineProfile {
         var chosen: EngineProfile
         if let named = EngineProfile.named(profile) {
             chosen = named
