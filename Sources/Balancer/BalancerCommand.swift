@@ -109,7 +109,10 @@ extension BalancerCommand {
     private enum Tag: UInt8 {
         case registerWorker = 1, deregisterWorker, setDraining, setHealth, setCircuit, reportLoads
         case reportResources, recordPrefixes, evictPrefixes, bindSticky, unbindSticky, setPolicy
-        case setDefaultPolicy, setSettings, setTier, batch, setNodeEndpoint
+        /// `setSettingsV1` is the layout before `cache_affinity`: still read, no longer written. An
+        /// older node cannot decode `setSettings` and skips it (change settings only once every
+        /// node runs this build).
+        case setDefaultPolicy, setSettingsV1, setTier, batch, setNodeEndpoint, setSettings
     }
 
     /// Batches nest at most this deep, so hostile input cannot exhaust the stack.
@@ -218,7 +221,8 @@ extension BalancerCommand {
             let model = try reader.readString()
             self = .setPolicy(model: model, policy: try reader.readOptional { reader throws(DecodingError) in try ModelPolicy(from: &reader) })
         case .setDefaultPolicy: self = .setDefaultPolicy(try ModelPolicy(from: &reader))
-        case .setSettings: self = .setSettings(try RoutingSettings(from: &reader))
+        case .setSettingsV1: self = .setSettings(try RoutingSettings(from: &reader, layout: .v1))
+        case .setSettings: self = .setSettings(try RoutingSettings(from: &reader, layout: .current))
         case .setTier:
             let name = try reader.readString()
             self = .setTier(name: name, tier: try reader.readOptional { reader throws(DecodingError) in try ResourceTier(from: &reader) })
@@ -448,7 +452,12 @@ extension ResourceTier {
 }
 
 extension RoutingSettings {
-    func encode(to writer: inout ByteWriter) {
+    /// Encodings of the settings: `v1` ends before `cacheAffinity`, which then keeps its default.
+    enum Layout {
+        case v1, current
+    }
+
+    func encode(to writer: inout ByteWriter, layout: Layout = .current) {
         writer.write(balanceAbsoluteThreshold)
         writer.write(balanceRelativeThreshold)
         writer.write(cacheHitThreshold)
@@ -469,9 +478,10 @@ extension RoutingSettings {
         writer.write(memoryWeight)
         writer.write(gpuWeight)
         writer.write(distanceWeightPer1000Kilometres)
+        if layout == .current { writer.write(cacheAffinity) }
     }
 
-    init(from reader: inout ByteReader) throws(DecodingError) {
+    init(from reader: inout ByteReader, layout: Layout) throws(DecodingError) {
         self.init()
         balanceAbsoluteThreshold = try reader.readInt()
         balanceRelativeThreshold = try reader.readDouble()
@@ -493,5 +503,6 @@ extension RoutingSettings {
         memoryWeight = try reader.readDouble()
         gpuWeight = try reader.readDouble()
         distanceWeightPer1000Kilometres = try reader.readDouble()
+        if layout == .current { cacheAffinity = try reader.readDouble() }
     }
 }

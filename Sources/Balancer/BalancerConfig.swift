@@ -141,7 +141,12 @@ public struct RoutingSettings: Sendable, Hashable {
     /// Consistent hashing skips a worker whose load exceeds this multiple of the mean (≥ 1).
     public var boundedLoadFactor: Double = 1.25
     public var virtualNodesPerWorker: Int = 64
-    /// Shortest-TTFT picks among candidates within this fraction of the best estimate ...
+    /// Shortest-TTFT values a cached prefix beyond what it saves this request: a candidate's
+    /// score is its estimated TTFT less this many times the prefill time its cached prefix
+    /// saves (the conversation's later turns reuse it there). 0 is plain shortest TTFT.
+    public var cacheAffinity: Double = 20
+    /// Shortest-TTFT picks among candidates whose score is within this fraction of the best
+    /// estimated TTFT ...
     public var nearBestFraction: Double = 0.1
     /// ... or within this many milliseconds of it, whichever is wider.
     public var nearBestMilliseconds: Double = 2
@@ -179,6 +184,7 @@ public struct RoutingSettings: Sendable, Hashable {
         try check(kvLowWatermark > 0 && kvLowWatermark <= kvHighWatermark, "kv_low_watermark", "must be in (0, kv_high_watermark]")
         try check(boundedLoadFactor >= 1, "bounded_load_factor", "must be at least 1")
         try check((1...1024).contains(virtualNodesPerWorker), "virtual_nodes_per_worker", "must be in 1...1024")
+        try check(cacheAffinity >= 0 && cacheAffinity <= 1_000, "cache_affinity", "must be in [0, 1000]")
         try check(nearBestFraction >= 0, "near_best_fraction", "must not be negative")
         try check(nearBestMilliseconds >= 0, "near_best_ms", "must not be negative")
         try check(decodeMillisecondsPerRunningRequest >= 0, "decode_ms_per_running_request", "must not be negative")

@@ -2,8 +2,9 @@ public import WireCoding
 
 extension BalancerState {
     /// The snapshot format this build writes and reads.
-    /// Version 2 added the nodes' HTTP endpoints; version 1 snapshots are still read.
-    public static let snapshotVersion: UInt8 = 2
+    /// Each version appends to the one before: version 2 the nodes' HTTP endpoints, version 3
+    /// the setting `cache_affinity`. Versions 1 and 2 are still read.
+    public static let snapshotVersion: UInt8 = 3
 
     /// The whole state in a canonical encoding: two replicas in the same state produce the same
     /// bytes, and restoring them gives a state that snapshots to the same bytes again.
@@ -21,7 +22,7 @@ extension BalancerState {
             writer.write(prefixIndex.lrus[slot]!.keysOldestFirst)
         }
         writer.write(stickyBindings.keys.sorted()) { writer, key in stickyBindings[key]!.encode(to: &writer) }
-        config.settings.encode(to: &writer)
+        config.settings.encode(to: &writer, layout: .v1)
         config.defaultPolicy.encode(to: &writer)
         writer.write(config.policies.keys.sorted()) { writer, model in
             writer.write(model)
@@ -35,6 +36,7 @@ extension BalancerState {
             writer.write(node)
             writer.write(nodeEndpoints[node]!)
         }
+        writer.write(config.settings.cacheAffinity)
         return writer.bytes
     }
 
@@ -85,7 +87,7 @@ extension BalancerState {
             stickyBindings[binding.key] = binding
             nextStickyExpiry = min(nextStickyExpiry, binding.expiresAt)
         }
-        config.settings = try RoutingSettings(from: &reader)
+        config.settings = try RoutingSettings(from: &reader, layout: .v1)
         let placeholder = Worker(id: "", model: "", role: .vit, address: "")
         statusBySlot = workersBySlot.map { status(of: $0 ?? placeholder) }
         config.defaultPolicy = try ModelPolicy(from: &reader)
@@ -106,6 +108,7 @@ extension BalancerState {
                 nodeEndpoints[node] = url
             }
         }
+        if version >= 3 { config.settings.cacheAffinity = try reader.readDouble() }
         try reader.expectEnd()
     }
 }

@@ -220,29 +220,48 @@ extension Router {
             + running * context.settings.decodeMillisecondsPerRunningRequest
     }
 
+    /// The lowest score, where a candidate's score is its estimated TTFT less `cacheAffinity`
+    /// times the prefill time its cached prefix saves when that prefix covers at least
+    /// `cacheHitThreshold` of the prompt: a greedy shortest-TTFT choice is myopic, since the
+    /// worker that prefills a conversation's prompt is the one its next turns find cached. Among candidates scoring within the near-best margin of the best, the
+    /// longest match wins (keeping the prefix in one place), then the least recently picked,
+    /// then a random one, so equally idle workers share the traffic.
     mutating func pickShortestTTFT(role: WorkerRole, candidates: [Candidate], context: PickContext) -> Pick {
         if !context.blocks.isEmpty { matchPrefixes(candidates: candidates, context: context) }
-        var estimates: [(slot: Int32, ttft: Double, matched: Int)] = []
+        let affinity = context.settings.cacheAffinity
+        var estimates: [(slot: Int32, ttft: Double, score: Double, matched: Int)] = []
         estimates.reserveCapacity(candidates.count)
-        var best = Double.infinity
+        var bestScore = Double.infinity
+        var bestTTFT = Double.infinity
         for candidate in candidates {
             let matched = context.blocks.isEmpty ? 0 : Int(matcher.matched[Int(candidate.slot)])
             let ttft = estimateTTFT(slot: candidate.slot, matchedBlocks: matched, context: context)
-            estimates.append((candidate.slot, ttft, matched))
-            best = min(best, ttft)
+            var score = ttft
+            // A short match (a shared system prompt) is not worth concentrating traffic for: only
+            // one covering `cacheHitThreshold` of the prompt earns the affinity.
+            if matched > 0 && affinity > 0 && Double(matched) >= context.settings.cacheHitThreshold * Double(context.blocks.count) {
+                let cached = min(context.promptTokens, matched * context.request.tokensPerBlock)
+                let speed = max(context.state.statusBySlot[Int(candidate.slot)].capacity.prefillTokensPerSecond, 1)
+                score -= affinity * Double(cached) / speed * 1000
+            }
+            estimates.append((candidate.slot, ttft, score, matched))
+            bestScore = min(bestScore, score)
+            bestTTFT = min(bestTTFT, ttft)
         }
-        // Near-best set: spread over workers whose estimates are within the margin of the best.
-        let margin = max(best * context.settings.nearBestFraction, context.settings.nearBestMilliseconds)
+        let margin = max(bestTTFT * context.settings.nearBestFraction, context.settings.nearBestMilliseconds)
         var chosen = estimates[0]
         var chosenRecency = UInt64.max
         var ties = 0
-        for estimate in estimates where estimate.ttft <= best + margin {
+        for estimate in estimates where estimate.score <= bestScore + margin {
             let recency = lastPicked[Int(estimate.slot)]
-            if recency < chosenRecency || (recency == chosenRecency && estimate.ttft < chosen.ttft) {
+            let better = ties == 0 || estimate.matched > chosen.matched
+                || (estimate.matched == chosen.matched
+                    && (recency < chosenRecency || (recency == chosenRecency && estimate.score < chosen.score)))
+            if better {
                 chosen = estimate
                 chosenRecency = recency
                 ties = 1
-            } else if recency == chosenRecency && estimate.ttft == chosen.ttft {
+            } else if estimate.matched == chosen.matched && recency == chosenRecency && estimate.score == chosen.score {
                 ties += 1
                 if random.below(ties) == 0 { chosen = estimate }
             }

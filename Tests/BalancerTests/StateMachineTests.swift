@@ -110,18 +110,48 @@ struct CommandLogGenerator {
         }
     }
 
-    @Test func readsVersionOneSnapshotsWrittenBeforeNodeEndpoints() throws {
+    @Test func readsSnapshotsOfEarlierVersions() throws {
         var generator = CommandLogGenerator(state: 5)
         var state = BalancerState()
         for entry in generator.log(count: 300) where !entry.command.isNodeEndpoint { state.apply(entry) }
         #expect(state.nodeEndpoints.isEmpty)
         var bytes = state.snapshot()
-        // Version 1 is version 2 without the trailing (here empty) endpoint list.
+        // Each version appends: version 2 is version 3 without the trailing cache affinity ...
+        var affinity = ByteWriter()
+        affinity.write(state.config.settings.cacheAffinity)
+        #expect(Array(bytes.suffix(affinity.bytes.count)) == affinity.bytes)
+        bytes.removeLast(affinity.bytes.count)
+        bytes[0] = 2
+        #expect(try BalancerState(snapshot: bytes).snapshot() == state.snapshot())
+        // ... and version 1 is version 2 without the (here empty) endpoint list.
         #expect(bytes.last == 0)
         bytes.removeLast()
         bytes[0] = 1
-        let restored = try BalancerState(snapshot: bytes)
-        #expect(restored.snapshot() == state.snapshot())
+        #expect(try BalancerState(snapshot: bytes).snapshot() == state.snapshot())
+    }
+
+    @Test func settingsWrittenBeforeTheCacheAffinityKeepItsDefault() throws {
+        var settings = RoutingSettings()
+        settings.kvHighWatermark = 0.77
+        settings.cacheAffinity = 3
+        let current = CommandEnvelope(issuedAt: 42, command: .setSettings(settings)).encoded()
+        // The earlier layout: the previous tag (14), and no trailing affinity.
+        var legacy = current
+        var header = ByteWriter()
+        header.write(CommandEnvelope.currentVersion)
+        header.write(UInt64(42))
+        let tagIndex = header.bytes.count
+        #expect(legacy[tagIndex] == 18)
+        legacy[tagIndex] = 14
+        legacy.removeLast(8)
+        guard case .setSettings(let decoded) = try CommandEnvelope(decoding: legacy).command else {
+            Issue.record("not decoded as settings")
+            return
+        }
+        #expect(decoded.kvHighWatermark == 0.77)
+        #expect(decoded.cacheAffinity == RoutingSettings().cacheAffinity)
+        settings.cacheAffinity = RoutingSettings().cacheAffinity
+        #expect(decoded == settings)
     }
 
     @Test func truncatedOrCorruptedBytesAreRefusedNeverTrusted() {

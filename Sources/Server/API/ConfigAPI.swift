@@ -95,6 +95,7 @@ struct ConfigAPI: Sendable {
         var kvLowWatermark: Double?
         var boundedLoadFactor: Double?
         var virtualNodesPerWorker: Int?
+        var cacheAffinity: Double?
         var nearBestFraction: Double?
         var nearBestMs: Double?
         var decodeMsPerRunningRequest: Double?
@@ -111,7 +112,7 @@ struct ConfigAPI: Sendable {
 
         static let keys: Set<String> = [
             "balance_abs_threshold", "balance_rel_threshold", "cache_hit_threshold", "kv_high_watermark", "kv_low_watermark",
-            "bounded_load_factor", "virtual_nodes_per_worker", "near_best_fraction", "near_best_ms", "decode_ms_per_running_request",
+            "bounded_load_factor", "virtual_nodes_per_worker", "cache_affinity", "near_best_fraction", "near_best_ms", "decode_ms_per_running_request",
             "sticky_overload_factor", "sticky_overload_slack", "sticky_ttl_ms", "reservation_ttl_ms", "prefix_blocks_per_worker",
             "busy_core_threshold", "cpu_weight", "memory_weight", "gpu_weight", "distance_weight",
         ]
@@ -124,6 +125,7 @@ struct ConfigAPI: Sendable {
             kvLowWatermark = settings.kvLowWatermark
             boundedLoadFactor = settings.boundedLoadFactor
             virtualNodesPerWorker = settings.virtualNodesPerWorker
+            cacheAffinity = settings.cacheAffinity
             nearBestFraction = settings.nearBestFraction
             nearBestMs = settings.nearBestMilliseconds
             decodeMsPerRunningRequest = settings.decodeMillisecondsPerRunningRequest
@@ -148,6 +150,7 @@ struct ConfigAPI: Sendable {
             if let kvLowWatermark { settings.kvLowWatermark = kvLowWatermark }
             if let boundedLoadFactor { settings.boundedLoadFactor = boundedLoadFactor }
             if let virtualNodesPerWorker { settings.virtualNodesPerWorker = virtualNodesPerWorker }
+            if let cacheAffinity { settings.cacheAffinity = cacheAffinity }
             if let nearBestFraction { settings.nearBestFraction = nearBestFraction }
             if let nearBestMs { settings.nearBestMilliseconds = nearBestMs }
             if let decodeMsPerRunningRequest { settings.decodeMillisecondsPerRunningRequest = decodeMsPerRunningRequest }
