@@ -81,6 +81,15 @@ public struct EngineModel: Sendable {
         return max(now, waiting[waitingHead].arrival)
     }
 
+    /// Record KV-cache events for ``takeKVEvents()`` (off by default: nothing drains them).
+    public var recordsKVEvents: Bool {
+        get { cache.recordsEvents }
+        set { cache.recordsEvents = newValue }
+    }
+
+    /// Blocks stored and evicted since the last call, in order.
+    public mutating func takeKVEvents() -> [KVEvent] { cache.takeEvents() }
+
     /// How many leading prompt blocks this engine would find cached now.
     public func cachedPrefix(_ blocks: [UInt64]) -> Int { cache.prefixLength(blocks) }
 

@@ -8,6 +8,10 @@ struct KVBlockCache: Sendable {
     private var pins: [UInt64: Int] = [:]
     private var lru = LRUList()
     private var anonymous = 0
+    /// What changed since the last ``takeEvents()``, in order, as engines publish KV-cache events
+    /// (vLLM's `BlockStored` / `BlockRemoved`): blocks newly stored, and blocks evicted.
+    private(set) var events: [KVEvent] = []
+    var recordsEvents = false
 
     init(capacity: Int) { self.capacity = max(1, capacity) }
 
@@ -40,9 +44,10 @@ struct KVBlockCache: Sendable {
             pins[block] = 0
         }
         var toEvict = max(0, needed - free)
-        while toEvict > 0, lru.popOldest() != nil {
+        while toEvict > 0, let evicted = lru.popOldest() {
             used -= 1
             toEvict -= 1
+            if recordsEvents { events.append(.removed(evicted)) }
         }
         for block in blocks {
             if let count = pins[block] {
@@ -50,6 +55,7 @@ struct KVBlockCache: Sendable {
             } else {
                 pins[block] = 1
                 used += 1
+                if recordsEvents { events.append(.stored(block)) }
             }
         }
         anonymous += extra
@@ -71,6 +77,19 @@ struct KVBlockCache: Sendable {
         anonymous -= extra
         used -= extra
     }
+}
+
+extension KVBlockCache {
+    mutating func takeEvents() -> [KVEvent] {
+        defer { events = [] }
+        return events
+    }
+}
+
+/// A change to an engine's KV cache, by chained block hash.
+public enum KVEvent: Sendable, Hashable {
+    case stored(UInt64)
+    case removed(UInt64)
 }
 
 /// A least-recently-used order over block hashes: O(1) append, remove and pop.

@@ -77,6 +77,63 @@ struct Offline: AsyncParsableCommand {
     }
 }
 
+/// `fulcrum-sim simulate`: a trace through the router and simulated engines in virtual time.
+struct Simulate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Replay a trace through the routing strategies and simulated engines in virtual time (deterministic, seconds per run).",
+        discussion: """
+            Engines run the timing model of `fulcrum-sim engines` (--profile, --block-size, --kv-tokens as there); \
+            the router sees their load as a Fulcrum leader does, polled and flushed at the given intervals. \
+            The same inputs give the same figures.
+            """
+    )
+
+    @Option(help: "The trace file.") var trace: String
+    @Option(help: "Engines.") var workers = 8
+    @Option(help: "Time scale: 2 sends twice as fast as recorded.") var speed = 1.0
+    @Option(help: "Seconds of replay (default: the whole trace).") var duration: Double?
+    @Option(help: "Strategies, comma-separated.") var strategies = "round_robin,power_of_two,least_load,consistent_hash,cache_aware,shortest_ttft"
+    @Option(help: "Timing model: h100-8b (default), a100-8b or a JSON file of EngineProfile fields.") var profile = "h100-8b"
+    @Option(help: "Tokens per KV block and per trace block id.") var blockSize = Trace.mooncakeTokensPerBlock
+    @Option(help: "KV-cache capacity in tokens.") var kvTokens: Int?
+    @Option(help: "Milliseconds between status polls.") var statusIntervalMs = 50.0
+    @Option(help: "Milliseconds between flushes of status and prefixes into the replicated state.") var flushIntervalMs = 100.0
+    @Option(help: "Blocks the router's prefix index keeps per engine (default: the engines' KV capacity in blocks).") var prefixBlocksPerWorker: Int?
+    @Option(help: "Folder for one report per strategy (none when omitted).") var out: String?
+    @Flag(help: "Engines report the blocks they evict, and the router's prefix index forgets them.") var reportEvictions = false
+
+    func validate() throws {
+        guard speed > 0 else { throw ValidationError("--speed must be positive") }
+        guard workers > 0 else { throw ValidationError("--workers must be positive") }
+        if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
+        guard statusIntervalMs > 0, flushIntervalMs > 0 else { throw ValidationError("--status-interval-ms and --flush-interval-ms must be positive") }
+    }
+
+    func run() async throws {
+        let requests: [TraceRequest]
+        do { requests = try Trace.load(path: trace) } catch { throw ValidationError("\(error)") }
+        let timing = try Engines.profile(profile, blockSize: blockSize, kvTokens: kvTokens)
+        var replay = TimedReplay(
+            workers: workers, profile: timing, speed: speed, statusIntervalMilliseconds: statusIntervalMs,
+            flushIntervalMilliseconds: flushIntervalMs, duration: duration
+        )
+        replay.reportsEvictions = reportEvictions
+        if let prefixBlocksPerWorker {
+            guard prefixBlocksPerWorker >= 0 else { throw ValidationError("--prefix-blocks-per-worker must not be negative") }
+            replay.settings.prefixBlocksPerWorker = prefixBlocksPerWorker
+        }
+        say("profile: \(timing.description)")
+        say("\(requests.count) requests at \(speed)x\(duration.map { ", \($0) s" } ?? ""), \(workers) engines, status every \(statusIntervalMs) ms, flush every \(flushIntervalMs) ms")
+        say(ReplaySummary.tableHeader)
+        for name in strategies.split(separator: ",") {
+            guard let strategy = StrategyKind(name: String(name)) else { throw ValidationError("unknown strategy \(name)") }
+            let result = replay.run(requests, strategy: strategy)
+            say(result.summary.tableRow)
+            if let out { try ReportWriter.write(result.summary, records: result.records, profile: timing.description, to: "\(out)/\(name)") }
+        }
+    }
+}
+
 /// `fulcrum-sim compare`: the same trace against several targets, engines reset in between.
 struct Compare: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -165,10 +222,12 @@ struct Compare: AsyncParsableCommand {
 }
 
 extension HTTPClient {
-    /// Open-loop replays keep hundreds of streams open at once: one connection each.
+    /// Open-loop replays keep hundreds of streams open at once: one connection each. Idle ones
+    /// are closed after 5 s (httpx's default), before any server's keep-alive timeout, so that
+    /// a request never goes out on a connection the server is closing.
     static func replayClient() -> HTTPClient {
         var configuration = HTTPClient.Configuration(timeout: .init(connect: .seconds(5)))
-        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 8_192)
+        configuration.connectionPool = .init(idleTimeout: .seconds(5), concurrentHTTP1ConnectionsPerHostSoftLimit: 8_192)
         configuration.decompression = .disabled
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }

@@ -1,0 +1,201 @@
+public import Balancer
+
+/// A trace through the balancer's router and simulated engines in virtual time: the timing
+/// model of ``EngineModel`` for every engine, the router deciding at each arrival, and the
+/// router seeing engine load the way a Fulcrum leader does (polled every
+/// `statusIntervalMilliseconds`, reaching the replicated state at the next flush, every
+/// `flushIntervalMilliseconds`, together with the prefixes decided since the last one).
+///
+/// Nothing runs against the wall clock, so a whole trace takes seconds and the same inputs give
+/// the same figures: the instrument for comparing strategies and tuning them, free of the noise
+/// of a loaded machine. What it leaves out against a live replay: HTTP, the router's text
+/// blocks (it routes on the trace's block ids), and the commit latency of a flush.
+public struct TimedReplay: Sendable {
+    public var workers: Int
+    public var profile: EngineProfile
+    /// Time scale: 2 sends twice as fast as recorded.
+    public var speed: Double
+    public var statusIntervalMilliseconds: Double
+    public var flushIntervalMilliseconds: Double
+    /// Routing settings (thresholds, the prefix index's cap); the cap defaults to the engines'
+    /// KV capacity in blocks.
+    public var settings: RoutingSettings
+    /// Stop sending after this many seconds of replay (nil: the whole trace).
+    public var duration: Double?
+    /// Engines report the blocks they evict with their status, and the router forgets them.
+    public var reportsEvictions = false
+
+    public init(
+        workers: Int = 8, profile: EngineProfile, speed: Double = 1, statusIntervalMilliseconds: Double = 50,
+        flushIntervalMilliseconds: Double = 100, settings: RoutingSettings? = nil, duration: Double? = nil
+    ) {
+        self.workers = workers
+        self.profile = profile
+        self.speed = speed
+        self.statusIntervalMilliseconds = statusIntervalMilliseconds
+        self.flushIntervalMilliseconds = flushIntervalMilliseconds
+        self.settings = settings ?? {
+            var defaults = RoutingSettings()
+            defaults.prefixBlocksPerWorker = profile.kvCapacityBlocks
+            return defaults
+        }()
+        self.duration = duration
+    }
+
+    /// What the next step of the simulation is; at equal times the lower kind goes first, so a
+    /// finished request frees its reservation before the next arrival is routed, and an arrival
+    /// is queued before the engine's iteration that starts at the same instant.
+    private enum Step: Int, Comparable {
+        case deliver, arrival, poll, flush, iterate
+        static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
+    }
+
+    private struct InFlight {
+        var record: Int
+        var token: UInt64
+    }
+
+    public func run(_ trace: [TraceRequest], strategy: StrategyKind, name: String? = nil) -> OfflineReplay.Result {
+        run(trace, policy: ModelPolicy(strategies: [.pdfusion: strategy]), name: name ?? strategy.name)
+    }
+
+    public func run(_ trace: [TraceRequest], policy: ModelPolicy, name: String) -> OfflineReplay.Result {
+        let ids = (0..<workers).map { "engine-\($0 + 1)" }
+        var state = BalancerState()
+        var router = Router(seed: 42)
+        func apply(_ command: BalancerCommand, at now: Milliseconds) {
+            _ = state.apply(CommandEnvelope(issuedAt: now, command: command))
+        }
+        apply(.setSettings(settings), at: 0)
+        apply(.setDefaultPolicy(policy), at: 0)
+        for id in ids {
+            apply(.registerWorker(Worker(
+                id: id, model: "m", role: .pdfusion, address: "\(id):1",
+                capacity: WorkerCapacity(
+                    kvBlocks: profile.kvCapacityBlocks, blockSize: profile.blockSize,
+                    prefillTokensPerSecond: profile.linearTokensPerSecond
+                )
+            )), at: 0)
+        }
+
+        let arrivals = trace.map { $0.timestampMilliseconds / 1_000 / speed }
+        let sent = duration.map { limit in arrivals.prefix { $0 < limit }.count } ?? trace.count
+        var engine0 = EngineModel(profile: profile)
+        engine0.recordsKVEvents = reportsEvictions
+        var engines = [EngineModel](repeating: engine0, count: workers)
+        var evicted: [PrefixRecord] = []
+        var delivered = [[EngineModel.Event]](repeating: [], count: workers)
+        var inFlight = [[UInt64: InFlight]](repeating: [:], count: workers)
+        var records = (0..<sent).map { RequestRecord(index: $0, sentAt: arrivals[$0], inputTokens: trace[$0].inputTokens) }
+        var polled: [String: EngineLoad] = [:]
+        var next = 0
+        var nextPoll = 0.0
+        var nextFlush = 0.0
+        var requestID: UInt64 = 0
+        /// Virtual seconds as the router's milliseconds (never 0: 0 means "never" in its state).
+        func milliseconds(_ seconds: Double) -> Milliseconds { Milliseconds(seconds * 1_000) + 1 }
+
+        while true {
+            var time = Double.infinity
+            var step = Step.iterate
+            var engine = 0
+            func consider(_ candidate: Double, _ kind: Step, _ index: Int = 0) {
+                if candidate < time || (candidate == time && kind < step) {
+                    time = candidate
+                    step = kind
+                    engine = index
+                }
+            }
+            if next < sent { consider(arrivals[next], .arrival) }
+            for index in 0..<workers {
+                if !delivered[index].isEmpty {
+                    consider(engines[index].now, .deliver, index)
+                } else if let start = engines[index].nextStart {
+                    consider(start, .iterate, index)
+                }
+            }
+            guard time.isFinite else { break }
+            consider(nextPoll, .poll)
+            consider(nextFlush, .flush)
+            let now = milliseconds(time)
+
+            switch step {
+            case .arrival:
+                let request = trace[next]
+                let routing = RoutingRequest(
+                    model: "m", requestID: "r\(next)", prompt: .blocks(request.blockIDs), promptTokens: request.inputTokens,
+                    tokensPerBlock: profile.blockSize, expectedOutputTokens: request.outputTokens, roles: [.pdfusion]
+                )
+                do {
+                    let decision = try router.route(routing, state: state, now: now)
+                    let workerID = decision.targets[0].workerID
+                    let index = Int(workerID.dropFirst("engine-".count))! - 1
+                    requestID += 1
+                    engines[index].submit(EngineModel.Request(
+                        id: requestID, blocks: request.blockIDs, inputTokens: request.inputTokens,
+                        outputTokens: request.outputTokens, arrival: time
+                    ))
+                    inFlight[index][requestID] = InFlight(record: next, token: decision.releaseToken)
+                    records[next].worker = workerID
+                } catch {
+                    records[next].error = error.description
+                }
+                next += 1
+            case .iterate:
+                delivered[engine] = engines[engine].step()
+                // The model always either runs an iteration or waits for a later arrival.
+                precondition(!delivered[engine].isEmpty || engines[engine].nextStart != time, "engine \(engine + 1) stalled at \(time) s")
+            case .deliver:
+                for event in delivered[engine] {
+                    switch event {
+                    case .firstToken(let id, let at, let cached):
+                        guard let flight = inFlight[engine][id] else { continue }
+                        records[flight.record].ttft = at - records[flight.record].sentAt
+                        records[flight.record].cachedTokens = cached
+                    case .finished(let id, let at):
+                        guard let flight = inFlight[engine].removeValue(forKey: id) else { continue }
+                        records[flight.record].endToEnd = at - records[flight.record].sentAt
+                        _ = try? router.release(token: flight.token)
+                    case .rejected(let id, let reason):
+                        guard let flight = inFlight[engine].removeValue(forKey: id) else { continue }
+                        records[flight.record].error = reason
+                        _ = try? router.release(token: flight.token)
+                    case .token:
+                        continue
+                    }
+                }
+                delivered[engine] = []
+            case .poll:
+                if reportsEvictions {
+                    for index in 0..<workers {
+                        let removed = engines[index].takeKVEvents().compactMap { event -> UInt64? in
+                            if case .removed(let block) = event { return block } else { return nil }
+                        }
+                        if !removed.isEmpty { evicted.append(PrefixRecord(workerID: ids[index], blocks: removed)) }
+                    }
+                }
+                for (index, model) in engines.enumerated() {
+                    polled[ids[index]] = EngineLoad(
+                        runningRequests: model.runningRequests, waitingRequests: model.waitingRequests,
+                        queuedPrefillTokens: model.queuedPrefillTokens, kvBlocksUsed: model.kvBlocksUsed,
+                        kvBlocksTotal: model.kvBlocksTotal, stepLatencyMilliseconds: model.lastIterationSeconds * 1_000,
+                        reportedAt: now
+                    )
+                }
+                nextPoll += statusIntervalMilliseconds / 1_000
+            case .flush:
+                var commands: [BalancerCommand] = []
+                if !polled.isEmpty { commands.append(.reportLoads(polled)) }
+                if !evicted.isEmpty { commands.append(.evictPrefixes(evicted)) }
+                polled = [:]
+                evicted = []
+                let pending = router.takePendingCommand()
+                if let pending { commands.append(pending.command) }
+                if !commands.isEmpty { apply(.batch(commands), at: now) }
+                if let pending { router.commandApplied(generation: pending.generation) }
+                nextFlush += flushIntervalMilliseconds / 1_000
+            }
+        }
+        return OfflineReplay.Result(summary: ReplaySummary(name: name, records: records, workers: ids), records: records)
+    }
+}
