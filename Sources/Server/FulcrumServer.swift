@@ -77,9 +77,10 @@ public struct FulcrumServer: Sendable {
     /// The HTTP listener as a service.
     public func httpService(host: String, port: Int) throws -> any Service {
         let headerTimeout = TimeAmount.milliseconds(Int64(security.headerTimeoutMilliseconds))
+        let idleTimeout = TimeAmount.milliseconds(Int64(security.idleTimeoutMilliseconds))
         let http1 = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [HeaderTimeoutHandler(timeout: headerTimeout)],
-            idleTimeout: .milliseconds(Int64(security.idleTimeoutMilliseconds))
+            additionalChannelHandlers: [HeaderTimeoutHandler(timeout: headerTimeout, keepAlive: idleTimeout)],
+            idleTimeout: idleTimeout
         )
         let configuration = ApplicationConfiguration(address: .hostname(host, port: port), serverName: "fulcrum")
         if let certificate = security.tlsCertificate, let key = security.tlsKey {
