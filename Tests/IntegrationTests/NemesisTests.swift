@@ -404,6 +404,44 @@ final class NemesisRun: @unchecked Sendable {
         return true
     }
 
+    /// A leadership transfer or membership change made while a fault holds.
+    struct ChangeDuringFault {
+        let name: String
+        let task: Task<Bool, Never>
+
+        /// Waits for it; its name when it took effect (or may have).
+        func finish() async -> String? { await task.value ? name : nil }
+    }
+
+    /// One time in three, starts a leadership transfer or a membership change (the leader
+    /// removed one time in two) that runs while the fault holds, through whichever node leads
+    /// 100–400 ms into it; `spared` (the fault's victims) is never removed nor made leader.
+    func changeDuringFault(sparing spared: Set<UInt64>) -> ChangeDuringFault? {
+        guard random.below(3) == 0 else { return nil }
+        let delay = Duration.milliseconds(100 + random.below(300))
+        let transfer = random.below(2) == 0
+        let removeLeader = random.below(2) == 0
+        let pick = random.below(1_000)
+        if transfer {
+            return ChangeDuringFault(name: "leadership transfer", task: Task {
+                try? await Task.sleep(for: delay)
+                guard let leader = await self.currentLeader() else { return false }
+                let targets = self.nodes.filter { $0 != leader && !spared.contains($0) }
+                guard !targets.isEmpty else { return false }
+                let json = #"{"to":\#(targets[pick % targets.count])}"#
+                return (try? await self.cluster.request(.POST, self.cluster.endpoint(leader) + "/admin/leader/transfer", json: json)) != nil
+            })
+        }
+        guard nodes.count == options.nodes, !spares.isEmpty else { return nil }
+        return ChangeDuringFault(name: removeLeader ? "membership change removing the leader" : "membership change removing a follower", task: Task {
+            try? await Task.sleep(for: delay)
+            guard let leader = await self.currentLeader(), !spared.contains(leader) else { return false }
+            let followers = self.nodes.filter { $0 != leader && !spared.contains($0) }
+            let removed = removeLeader || followers.isEmpty ? leader : followers[pick % followers.count]
+            return (try? await self.replace(removed, via: leader)) ?? false
+        })
+    }
+
     func inject() async throws -> NemesisSummary {
         var summary = NemesisSummary(seed: options.seed)
         let start = Date()
@@ -416,29 +454,37 @@ final class NemesisRun: @unchecked Sendable {
             let holdMilliseconds = 600 + random.below(900)
             let hold = Duration.milliseconds(holdMilliseconds)
             let kind: String
+            /// What a change made during the fault did, if one was made.
+            var concurrent: String?
             switch random.below(11) {
             case 0, 1:
                 kind = victim == leader ? "kill -9 leader" : "kill -9 follower"
                 cluster.kill9(victim)
                 faultStarts.append((kind, history.now))
+                let change = changeDuringFault(sparing: [victim])
                 try await Task.sleep(for: hold)
                 try cluster.start(victim)
+                concurrent = await change?.finish()
             case 2:
                 kind = victim == leader ? "SIGSTOP leader" : "SIGSTOP follower"
                 guard let process = cluster.processes[victim] else { continue }
                 kill(process.processIdentifier, SIGSTOP)
                 paused.insert(victim)
                 faultStarts.append((kind, history.now))
+                let change = changeDuringFault(sparing: [victim])
                 try await Task.sleep(for: hold)
                 kill(process.processIdentifier, SIGCONT)
                 paused.remove(victim)
+                concurrent = await change?.finish()
             case 3:
                 guard let leader else { continue }
                 kind = "partition: leader isolated"
                 partitions.split([leader], among: nodes)
                 faultStarts.append((kind, history.now))
+                let change = changeDuringFault(sparing: [])
                 try await Task.sleep(for: hold)
                 partitions.heal()
+                concurrent = await change?.finish()
             case 4:
                 let members = nodes
                 var minority = Set<UInt64>()
@@ -446,8 +492,10 @@ final class NemesisRun: @unchecked Sendable {
                 kind = "partition: majority/minority"
                 partitions.split(minority, among: members)
                 faultStarts.append((kind, history.now))
+                let change = changeDuringFault(sparing: [])
                 try await Task.sleep(for: hold)
                 partitions.heal()
+                concurrent = await change?.finish()
             case 5:
                 if let leader, random.below(2) == 0 {
                     kind = "partition: leader cannot send"
@@ -467,8 +515,10 @@ final class NemesisRun: @unchecked Sendable {
                 kind = victim == leader ? "slow fsync on the leader" : "slow fsync on a follower"
                 guard (try? await cluster.fault(victim, #"{"fsync_delay_ms":\#(100 + random.below(400))}"#)) != nil else { continue }
                 faultStarts.append((kind, history.now))
+                let change = changeDuringFault(sparing: [victim])
                 try await Task.sleep(for: hold)
                 _ = try? await cluster.fault(victim, #"{"fsync_delay_ms":0}"#)
+                concurrent = await change?.finish()
             case 7:
                 let mode = random.below(2) == 0 ? "full" : "io_error"
                 kind = "disk \(mode == "full" ? "full" : "I/O errors") on \(victim == leader ? "the leader" : "a follower")"
@@ -500,6 +550,7 @@ final class NemesisRun: @unchecked Sendable {
             }
             summary.faults += 1
             summary.faultsByKind[kind, default: 0] += 1
+            if let concurrent { summary.faultsByKind["during a fault: \(concurrent)", default: 0] += 1 }
             try await Task.sleep(for: .milliseconds(300 + random.below(700)))
         }
         try await Task.sleep(for: .seconds(2))

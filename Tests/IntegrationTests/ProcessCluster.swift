@@ -3,6 +3,7 @@ import Foundation
 import NetworkTestSupport
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -18,7 +19,9 @@ final class ProcessCluster: @unchecked Sendable {
     var httpPorts: [UInt64: Int] = [:]
     /// Each node's own address and namespace when they run in a ``NetworkLab``.
     let lab: NetworkLab?
-    var processes: [UInt64: Process] = [:]
+    private let running = Mutex<[UInt64: Process]>([:])
+    /// The nodes' processes now, by id (a copy: a nemesis starts and stops them from two tasks).
+    var processes: [UInt64: Process] { running.withLock { $0 } }
     let founders: [UInt64]
     var environment: [String: String] = [:]
     /// Sent with every request (an API key, say).
@@ -84,11 +87,11 @@ final class ProcessCluster: @unchecked Sendable {
         process.standardOutput = log
         process.standardError = log
         try process.run()
-        processes[id] = process
+        running.withLock { $0[id] = process }
     }
 
     func kill9(_ id: UInt64) {
-        guard let process = processes.removeValue(forKey: id) else { return }
+        guard let process = running.withLock({ $0.removeValue(forKey: id) }) else { return }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
     }
@@ -100,7 +103,7 @@ final class ProcessCluster: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
         guard !process.isRunning else { return nil }
-        processes[id] = nil
+        running.withLock { if $0[id] === process { $0[id] = nil } }
         return process.terminationStatus
     }
 
@@ -119,7 +122,7 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     func terminate(_ id: UInt64) {
-        guard let process = processes.removeValue(forKey: id) else { return }
+        guard let process = running.withLock({ $0.removeValue(forKey: id) }) else { return }
         process.terminate()
         process.waitUntilExit()
     }
