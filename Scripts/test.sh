@@ -4,7 +4,9 @@
 # purpose never starve the timing-sensitive ones (elections, timeouts) of the 2 cores:
 #   1. the pure, CPU-bound suites (Raft simulator seeds, balancer properties, simulator, fuzzing);
 #   2. everything else but the fault and exhaustion suites (clusters in process and as real
-#      processes, storage, transport, the HTTP server);
+#      processes, storage, transport, the HTTP server), one suite at a time: several of them
+#      wait for child processes (openssl, kubernetes-validate, fulcrumctl), and two such waits
+#      at once hold both threads of the concurrency pool, starving the others' timers;
 #   3. the nemesis and exhaustion suites (kill -9 and SIGSTOP storms, thousands of connections).
 # With arguments (e.g. --filter X), one pass with them.
 set -euo pipefail
@@ -19,8 +21,14 @@ build_without_warnings
 if [ $# -gt 0 ]; then
     exec swift test --skip-build "$@"
 fi
+# A test process that crashes leaves its `fulcrum` children running, loading the machine for
+# the passes after it: remove any left by a pass (only this build's, by their path).
+reap_strays() { pkill -9 -f "^$PWD/.build/.*/fulcrum serve" 2>/dev/null || true; }
+trap reap_strays EXIT
 pure="^(RaftTests|BalancerTests|FuzzingTests|SimulatorTests)\."
 heavy="NemesisTests|ExhaustionTests"
 swift test --skip-build --filter "$pure"
-swift test --skip-build --skip "$pure" --skip "$heavy"
+reap_strays
+swift test --skip-build --skip "$pure" --skip "$heavy" --no-parallel
+reap_strays
 swift test --skip-build --filter "$heavy"
