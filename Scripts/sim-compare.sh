@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Routing on a real trace, one run, same engines: 8 simulated H100 engines (8B model, KV blocks
-# of 512 tokens as the trace's), the Mooncake synthetic trace replayed at SPEED for DURATION
-# seconds per run, cold caches before each run, against:
-#   Fulcrum (3-node cluster, through a follower): cache_aware, shortest_ttft, round_robin (the
-#   floor); sglang-router from PyPI (pinned flags): cache_aware, round_robin,
-#   power_of_two.
-# Then failover under load: Fulcrum cache_aware, the leader killed (-9) at KILL_AT (150 s) of a
+# of 512 tokens as the trace's), the Mooncake synthetic trace replayed at SPEED (3: about 85 %
+# of what the fleet can prefill without cache hits) for DURATION seconds per run, cold caches
+# before each run, against:
+#   Fulcrum (3-node cluster, through a follower): each strategy that applies to a trace without
+#   sessions or host resources (round_robin is the floor); sglang-router from PyPI (pinned
+#   flags): cache_aware, round_robin, power_of_two.
+# Then failover under load: Fulcrum with FAILOVER_STRATEGY (shortest_ttft), the leader killed (-9) at KILL_AT (150 s) of a
 # FAILOVER_DURATION (240 s) replay; errors, the routing gap, and the hit ratio in the 10 s after
 # the kill against the 60 s before.
 # Prints the side-by-side table and the ratios; reports land in sim-compare-report/ (OUT=…).
@@ -15,7 +16,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
-speed="${1:-5}"
+speed="${1:-3}"
 duration="${2:-0}"
 out="${OUT:-$PWD/sim-compare-report}"
 trace="${TRACE:-$(cd .. && pwd)/shared/traces/mooncake/synthetic_trace.jsonl}"
@@ -86,7 +87,7 @@ done
 
 window=()
 [ -n "$duration" ] && [ "$duration" != 0 ] && window=(--duration "$duration")
-for strategy in ${FULCRUM_STRATEGIES:-cache_aware shortest_ttft round_robin}; do
+for strategy in ${FULCRUM_STRATEGIES:-shortest_ttft cache_aware consistent_hash least_load power_of_two random round_robin}; do
     rm -rf "$out/runs-fulcrum-$strategy"
     fresh_fulcrum
     "$sim" compare --trace "$trace" --engines "$engines" --speed "$speed" "${window[@]}" --out "$out/runs-fulcrum-$strategy" --profile "$profile" \
@@ -102,8 +103,9 @@ else
 fresh_fulcrum
 failover_window="${FAILOVER_DURATION:-240}"
 kill_at="${KILL_AT:-150}"  # late enough that the 60 s before it see warm caches
-echo "== failover under load: Fulcrum cache_aware through node $follower, leader $leader killed at $kill_at s"
-curl -sf -X PUT "http://127.0.0.1:1850$leader/admin/config/default_policy" -d '{"strategies":{"PDFUSION":"cache_aware"}}' >/dev/null
+failover_strategy="${FAILOVER_STRATEGY:-shortest_ttft}"
+echo "== failover under load: Fulcrum $failover_strategy through node $follower, leader $leader killed at $kill_at s"
+curl -sf -X PUT "http://127.0.0.1:1850$leader/admin/config/default_policy" -d "{\"strategies\":{\"PDFUSION\":\"$failover_strategy\"}}" >/dev/null
 for engine in ${engines//,/ }; do curl -s -o /dev/null -X POST "$engine/reset"; done
 ( sleep "$kill_at"; date +%s.%N >"$work/killed_at"; kill -9 "${node_pids[$leader]}" ) &
 "$sim" replay --trace "$trace" --target "http://127.0.0.1:1850$follower" --speed "$speed" --duration "$failover_window" --name failover --out "$out/failover" --profile "$profile" | tail -2
@@ -123,11 +125,15 @@ print("|---|---|---|---|---|---|---|---|---|---|")
 for name, d in summaries.items():
     print(f"| {name} | {d['completed']} | {d['errors']} | {100*d['hit_ratio']:.1f} % | {d['ttft_mean']:.3f} | {d['ttft_p50']:.3f} | "
           f"{d['ttft_p90']:.3f} | {d['ttft_p99']:.3f} | {d['throughput']:.2f} | {d['max_over_mean_requests_per_worker']:.2f} |")
-f, s = summaries["fulcrum-cache_aware"], summaries["sglang-cache_aware"]
 print()
-print(f"Fulcrum cache_aware vs sglang-router {version} cache_aware: hit ratio {100*f['hit_ratio']:.1f} % vs {100*s['hit_ratio']:.1f} %, "
-      f"TTFT p99 {f['ttft_p99']:.3f} vs {s['ttft_p99']:.3f} s ({f['ttft_p99']/s['ttft_p99'] if s['ttft_p99'] else float('nan'):.2f}x), "
-      f"mean {f['ttft_mean']:.3f} vs {s['ttft_mean']:.3f} s")
+s = summaries.get("sglang-cache_aware")
+for name, f in summaries.items():
+    if not s or not name.startswith("fulcrum-"):
+        continue
+    ratio = lambda key: f[key] / s[key] if s[key] else float("nan")
+    print(f"{name} vs sglang-router {version} cache_aware: hit ratio {100*f['hit_ratio']:.1f} % vs {100*s['hit_ratio']:.1f} % "
+          f"({100*(f['hit_ratio']-s['hit_ratio']):+.1f} points), TTFT p99 {f['ttft_p99']:.3f} vs {s['ttft_p99']:.3f} s ({ratio('ttft_p99'):.2f}x), "
+          f"mean {f['ttft_mean']:.3f} vs {s['ttft_mean']:.3f} s ({ratio('ttft_mean'):.2f}x)")
 if not os.path.exists(killed_file):
     sys.exit(0)
 started = float(open(f"{out}/failover/started_at").read())
