@@ -150,6 +150,10 @@ final class NemesisRun: @unchecked Sendable {
     static let sessions = 16
     /// Ids kept for nodes that membership faults add (ports and proxies are set up front).
     static let spareCount = 24
+    /// How long a client waits for an answer before it gives up (an unknown outcome) and tries
+    /// another node, as a real client would: long enough for an election and a slow fsync, short
+    /// enough that the unavailability windows measure the cluster rather than the clients.
+    static let clientTimeout = Duration.seconds(2)
     let options: NemesisTests.Options
     let cluster: ProcessCluster
     let partitions: Partitions
@@ -248,20 +252,20 @@ final class NemesisRun: @unchecked Sendable {
             if choice < 40 {
                 let value = nextValue.wrappingAdd(1, ordering: .relaxed).oldValue
                 let json = #"{"id":"k\#(key)","model":"m","role":"PDFUSION","address":"127.0.0.1:9","group":"v\#(value)","labels":{"status":"none"}}"#
-                await write(key: key, value: value, node: node) { try await self.cluster.request(.POST, self.cluster.endpoint(node) + "/v1/workers", json: json) }
+                await write(key: key, value: value, node: node) { try await self.cluster.request(.POST, self.cluster.endpoint(node) + "/v1/workers", json: json, timeout: Self.clientTimeout) }
             } else if choice < 55 {
-                await write(key: key, value: 0, node: node) { try await self.cluster.request(.DELETE, self.cluster.endpoint(node) + "/v1/workers/k\(key)") }
+                await write(key: key, value: 0, node: node) { try await self.cluster.request(.DELETE, self.cluster.endpoint(node) + "/v1/workers/k\(key)", timeout: Self.clientTimeout) }
             } else if choice < 60 {
                 let value = nextValue.wrappingAdd(1, ordering: .relaxed).oldValue
                 let json = #"{"sticky_ttl_ms":\#(Self.ttlBase + value)}"#
-                await write(key: Self.configKey, value: value, node: node) { try await self.cluster.leaderRequest(.PATCH, "/admin/config/settings", json: json, via: node) }
+                await write(key: Self.configKey, value: value, node: node) { try await self.cluster.leaderRequest(.PATCH, "/admin/config/settings", json: json, via: node, timeout: Self.clientTimeout) }
             } else if choice < 85 {
                 await read(node: node)
             } else if choice < 90 {
                 await readConfig(node: node)
             } else {
                 let json = #"{"model":"sim","prompt":"p","session_id":"s\#(random.below(Self.sessions))"}"#
-                let status = (try? await cluster.request(.POST, cluster.endpoint(node) + "/v1/route", json: json))?.status
+                let status = (try? await cluster.request(.POST, cluster.endpoint(node) + "/v1/route", json: json, timeout: Self.clientTimeout))?.status
                 // 503 is also the answer while no leader is reachable (a partition, an election).
                 let failed = status == nil || status! >= 500 && status! != 503
                 history.state.withLock {
@@ -297,7 +301,7 @@ final class NemesisRun: @unchecked Sendable {
 
     func read(node: UInt64) async {
         let invoked = history.tick()
-        guard let answer = try? await cluster.request(.GET, cluster.endpoint(node) + "/admin/workers?consistent=true"), answer.status == 200 else { return }
+        guard let answer = try? await cluster.request(.GET, cluster.endpoint(node) + "/admin/workers?consistent=true", timeout: Self.clientTimeout), answer.status == 200 else { return }
         let completed = history.tick()
         var values = [UInt8: UInt64]()
         for worker in (answer.body["workers"] as? [[String: Any]]) ?? [] {
@@ -316,7 +320,7 @@ final class NemesisRun: @unchecked Sendable {
 
     func readConfig(node: UInt64) async {
         let invoked = history.tick()
-        guard let answer = try? await cluster.request(.GET, cluster.endpoint(node) + "/admin/config?consistent=true"), answer.status == 200,
+        guard let answer = try? await cluster.request(.GET, cluster.endpoint(node) + "/admin/config?consistent=true", timeout: Self.clientTimeout), answer.status == 200,
             let settings = answer.body["settings"] as? [String: Any], let ttl = (settings["sticky_ttl_ms"] as? NSNumber)?.uint64Value
         else { return }
         let completed = history.tick()

@@ -143,13 +143,15 @@ final class ProcessCluster: @unchecked Sendable {
     }()
 
     func request(
-        _ method: HTTPMethod, _ url: String, json: String? = nil, headers: [(String, String)] = []
+        _ method: HTTPMethod, _ url: String, json: String? = nil, headers: [(String, String)] = [],
+        timeout: Duration = .seconds(10)
     ) async throws -> (status: Int, body: [String: Any]) {
-        try await requestWithHeaders(method, url, json: json, headers: headers).answer
+        try await requestWithHeaders(method, url, json: json, headers: headers, timeout: timeout).answer
     }
 
     func requestWithHeaders(
-        _ method: HTTPMethod, _ url: String, json: String? = nil, headers: [(String, String)] = []
+        _ method: HTTPMethod, _ url: String, json: String? = nil, headers: [(String, String)] = [],
+        timeout: Duration = .seconds(10)
     ) async throws -> (answer: (status: Int, body: [String: Any]), headers: HTTPHeaders) {
         var request = HTTPClientRequest(url: url)
         request.method = method
@@ -160,7 +162,7 @@ final class ProcessCluster: @unchecked Sendable {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(string: json))
         }
-        let response = try await Self.http.execute(request, timeout: .seconds(10))
+        let response = try await Self.http.execute(request, timeout: .init(timeout))
         let bytes = try await response.body.collect(upTo: 4 << 20)
         let body = (try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))) as? [String: Any] ?? [:]
         return ((Int(response.status.code), body), response.headers)
@@ -214,12 +216,14 @@ final class ProcessCluster: @unchecked Sendable {
 
     /// Sends a leader-only request to node `id`, and once more to the leader it names when
     /// refused with 421 (refused before anything was proposed, so the retry cannot apply twice).
-    func leaderRequest(_ method: HTTPMethod, _ path: String, json: String? = nil, via id: UInt64) async throws -> (status: Int, body: [String: Any]) {
-        let answer = try await request(method, endpoint(id) + path, json: json)
+    func leaderRequest(
+        _ method: HTTPMethod, _ path: String, json: String? = nil, via id: UInt64, timeout: Duration = .seconds(10)
+    ) async throws -> (status: Int, body: [String: Any]) {
+        let answer = try await request(method, endpoint(id) + path, json: json, timeout: timeout)
         guard answer.status == 421, let detail = answer.body["error"] as? [String: Any],
             let leader = (detail["leader_id"] as? NSNumber)?.uint64Value, httpPorts[leader] != nil
         else { return answer }
-        return try await request(method, endpoint(leader) + path, json: json)
+        return try await request(method, endpoint(leader) + path, json: json, timeout: timeout)
     }
 
     /// Worker ids a node holds after a linearizable read (on the leader) or as applied.
