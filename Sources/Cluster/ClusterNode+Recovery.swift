@@ -71,10 +71,9 @@ extension ClusterNode {
         let storage = try RaftDatabase(path: dataDirectory + "/raft.sqlite", clusterID: clusterID)
         let persisted = try storage.load()
         var machine = machine
-        var addresses: [NodeID: PeerAddress] = [:]
-        var book: [NodeID: PeerAddress] = [:]
+        var book = AddressBook(configured: [:])
         if persisted.snapshot.metadata.index > 0 {
-            book = try restore(persisted.snapshot, into: &machine, addresses: &addresses)
+            try restore(persisted.snapshot, into: &machine, addresses: &book)
         }
         var term = persisted.snapshot.metadata.term
         for entry in persisted.entries {
@@ -85,16 +84,15 @@ extension ClusterNode {
             case .application:
                 _ = machine.apply(payload, at: entry.index)
             case .memberAddress:
-                var reader = ByteReader(payload)
-                if let member = try? reader.readUInt64(), let text = try? reader.readString(), let address = PeerAddress(text) {
-                    book[member] = address
+                if let (member, address) = ClusterLog.decodeMemberAddress(payload) {
+                    book.learn(member, at: address)
                 }
             case nil:
                 continue
             }
         }
         let lastIndex = persisted.snapshot.metadata.index + LogIndex(persisted.entries.count)
-        return SnapshotArchive(clusterID: clusterID, index: lastIndex, term: term, data: encodeSnapshot(addresses: book, state: machine.snapshot()))
+        return SnapshotArchive(clusterID: clusterID, index: lastIndex, term: term, data: SnapshotEnvelope.encode(addresses: book.replicated, state: machine.snapshot()))
     }
 
     /// Writes a new data directory that starts from `archive` as a one-member cluster: node
@@ -111,8 +109,8 @@ extension ClusterNode {
             throw ClusterError(.rejected, "\(dataDirectory) already holds a Raft log; restore into an empty directory")
         }
         // The old members' addresses must not linger: this node is the whole membership.
-        let (_, state) = try decodeSnapshot(archive.data)
-        let data = encodeSnapshot(addresses: [nodeID: address], state: state)
+        let (_, state) = try SnapshotEnvelope.decode(archive.data)
+        let data = SnapshotEnvelope.encode(addresses: [nodeID: address], state: state)
         try storage.setMetadata("node_id", String(nodeID))
         try storage.initialize(with: PersistentState(
             hardState: HardState(term: archive.term, vote: .none, commit: archive.index),

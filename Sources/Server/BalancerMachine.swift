@@ -41,17 +41,14 @@ public struct BalancerMachine: ReplicatedStateMachine {
         resetRouter()
     }
 
-    public mutating func apply(_ command: [UInt8], at index: LogIndex) -> [UInt8] {
+    public mutating func apply(_ command: [UInt8], at index: LogIndex) -> BalancerState.Outcome {
         guard let envelope = try? CommandEnvelope(decoding: command) else {
             // Proposers validate; a replica that cannot decode an entry skips it, like every other.
-            return Array("ignored: undecodable command".utf8)
+            return .ignored("undecodable command")
         }
         let outcome = state.apply(envelope)
         clock.observe(state.clock)
-        switch outcome {
-        case .applied: return Array("applied".utf8)
-        case .ignored(let reason): return Array("ignored: \(reason)".utf8)
-        }
+        return outcome
     }
 
     public func snapshot() -> [UInt8] { state.snapshot() }

@@ -8,8 +8,10 @@ extension ClusterNode where Machine == BalancerMachine {
         metrics?.proposals.increment()
         do {
             let issuedAt = withMachine { machine, _ in machine.clock.now() }
-            let result = try await propose(CommandEnvelope(issuedAt: issuedAt, command: command).encoded())
-            return String(decoding: result, as: UTF8.self)
+            switch try await propose(CommandEnvelope(issuedAt: issuedAt, command: command).encoded()) {
+            case .applied: return "applied"
+            case .ignored(let reason): return "ignored: \(reason)"
+            }
         } catch let error as ClusterError {
             throw APIError(error)
         }

@@ -266,7 +266,7 @@ public actor StatusSync {
         return a == b
     }
 
-    private func propose(_ command: BalancerCommand) async throws -> [UInt8] {
+    private func propose(_ command: BalancerCommand) async throws -> BalancerState.Outcome {
         metrics.proposals.increment()
         return try await node.propose(CommandEnvelope(issuedAt: clock.now(), command: command).encoded())
     }
