@@ -97,11 +97,26 @@ let package = Package(
             dependencies: ["Cluster", "Raft", "RaftTransport", "WireCoding", "NetworkTestSupport"],
             swiftSettings: strict
         ),
-        // HTTP APIs (Hummingbird), node configuration, the balancer as the cluster's state machine.
+        // The serving domain, free of HTTP: the balancer as the cluster's state machine, routing
+        // decisions on domain types, the leader's duties (status sync, health, breakers,
+        // flushes), the cluster clock, serving settings, engine status parsers, metrics.
+        .target(
+            name: "Serving",
+            dependencies: [
+                "Balancer", "Cluster",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
+        // The agent's view of its host (CPU, memory, disk, GPUs), for `fulcrum agent`.
+        .target(name: "FulcrumAgent", swiftSettings: strict),
+        // The HTTP shell (Hummingbird): handlers, middleware, forwarding to the leader, error
+        // mapping, security, the worker prober, node configuration.
         .target(
             name: "Server",
             dependencies: [
-                "Balancer", "Cluster", "Raft", "RaftStorage", "RaftTransport", "WireCoding",
+                "Balancer", "Cluster", "Serving", "RaftStorage", "RaftTransport", "WireCoding",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -120,7 +135,7 @@ let package = Package(
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "Cluster", "Raft", "RaftTransport", "Balancer", "Simulator", "NetworkTestSupport", "Fuzzing",
+                "Server", "Serving", "FulcrumAgent", "Cluster", "Raft", "RaftTransport", "Balancer", "Simulator", "NetworkTestSupport", "Fuzzing",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -173,7 +188,7 @@ let package = Package(
         .executableTarget(
             name: "FulcrumNode",
             dependencies: [
-                "Server", "Cluster", "RaftStorage", "RaftTransport",
+                "Server", "Serving", "FulcrumAgent", "Cluster", "RaftStorage", "RaftTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -4,6 +4,8 @@ import Foundation
 import Logging
 import NIOCore
 import Server
+import Serving
+import FulcrumAgent
 
 /// `fulcrum agent`: runs beside an inference engine, registers it with the cluster and sends
 /// heartbeats with the host's resources, with retry, backoff and failover between nodes.

@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import RaftStorage
 import Server
+import Serving
 import ServiceLifecycle
 
 @main

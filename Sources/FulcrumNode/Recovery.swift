@@ -3,6 +3,7 @@ import Cluster
 import Foundation
 import RaftTransport
 import Server
+import Serving
 
 /// `fulcrum restore`: starts a new cluster from a snapshot file.
 struct Restore: AsyncParsableCommand {

@@ -9,6 +9,7 @@ public import Logging
 import NIOCore
 import NIOSSL
 public import ServiceLifecycle
+public import Serving
 
 /// One node's HTTP face: every API on one router, the access and metrics middleware, the
 /// leader's status sync, and the HTTP listener (plain or TLS, with header and idle timeouts).

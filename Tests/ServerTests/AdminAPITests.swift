@@ -5,6 +5,7 @@ import HummingbirdTesting
 import Raft
 import RaftTransport
 import Server
+import Serving
 import Testing
 
 /// The admin API against a single-node cluster, through Hummingbird's test client.

@@ -1,5 +1,6 @@
 import Foundation
 import Server
+import Serving
 import Testing
 
 @Suite struct ClusterClockTests {

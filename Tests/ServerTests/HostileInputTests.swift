@@ -1,5 +1,6 @@
 import Fuzzing
 @testable import Server
+@testable import Serving
 import Simulator
 import Testing
 

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 @testable import Server
+@testable import Serving
 import Simulator
 import Testing
 

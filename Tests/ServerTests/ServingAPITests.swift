@@ -3,6 +3,7 @@ import Balancer
 import Foundation
 import NIOCore
 @testable import Server
+@testable import Serving
 import Simulator
 import Testing
 

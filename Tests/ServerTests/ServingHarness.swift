@@ -9,6 +9,7 @@ import NIOHTTP1
 import Raft
 import RaftTransport
 @testable import Server
+@testable import Serving
 import ServiceLifecycle
 import Simulator
 

@@ -1,6 +1,8 @@
 import Balancer
 import Foundation
 @testable import Server
+@testable import Serving
+import FulcrumAgent
 import Testing
 
 @Suite struct HealthAndCircuitTests {

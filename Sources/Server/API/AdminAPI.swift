@@ -6,6 +6,7 @@ public import Hummingbird
 import Raft
 import RaftTransport
 import WireCoding
+public import Serving
 
 extension NodeStatus: ResponseEncodable {}
 

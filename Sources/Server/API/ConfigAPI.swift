@@ -3,6 +3,7 @@ import Cluster
 import Foundation
 import Hummingbird
 import NIOCore
+import Serving
 
 /// Routing configuration at run time: strategies per model and role, A/B splits, resource
 /// tiers and the strategies' settings. Changes go through the log (leader only; 421 elsewhere).

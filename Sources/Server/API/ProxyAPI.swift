@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Serving
 
 /// OpenAI-compatible `/v1/chat/completions` and `/v1/completions`: route, then proxy to the
 /// chosen worker, streaming the answer chunk by chunk as it arrives. PREFILL → DECODE pools get

@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import Serving
 
 /// `/v1/route`, `/v1/release`, and the FlexLB-compatible `/rtp_llm/schedule` and
 /// `/rtp_llm/master/info`.

@@ -1,6 +1,7 @@
 import Balancer
 import Foundation
 import Hummingbird
+import Serving
 
 /// `POST /v1/route` (schema in `Docs/api.md` and `Docs/openapi.yaml`).
 struct RouteRequestBody: Codable, Sendable {
@@ -175,24 +176,5 @@ struct ReleaseToken: Sendable, Hashable, CustomStringConvertible {
             return nil
         }
         self.init(node: node, epoch: epoch, token: token)
-    }
-}
-
-/// How a request to a worker ended, as the circuit breaker counts it: 4xx never trips it.
-enum UpstreamOutcome: String, Sendable, Hashable, CaseIterable {
-    case ok
-    case clientError = "client_error"
-    case serverError = "server_error"
-    case connectError = "connect_error"
-    case timeout
-
-    var isFailure: Bool { self == .serverError || self == .connectError || self == .timeout }
-
-    init(status: Int) {
-        self = switch status {
-        case 500...: .serverError
-        case 400..<500: .clientError
-        default: .ok
-        }
     }
 }

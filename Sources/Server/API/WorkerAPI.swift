@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import Serving
 
 /// Worker lifecycle for engines and `fulcrum agent`: register (or update), heartbeat with host
 /// resources, deregister. Any node accepts them; followers forward to the leader.

@@ -2,6 +2,7 @@ import Balancer
 import Cluster
 import Foundation
 public import Hummingbird
+import Serving
 
 /// An API error rendered as `{"error": {"code", "message", "field", …}}` with a fitting status.
 public struct APIError: Error, HTTPResponseError, Sendable {

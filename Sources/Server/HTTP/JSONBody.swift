@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Serving
 
 extension Request {
     /// Decodes the JSON body as `Value`; a body that is not JSON, or not this shape, is a 400

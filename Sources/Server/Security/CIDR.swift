@@ -2,6 +2,7 @@
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
+import Serving
 #endif
 
 /// An IPv4 or IPv6 network such as `10.0.0.0/8` or `fd00::/8`. IPv4 clients that arrive as

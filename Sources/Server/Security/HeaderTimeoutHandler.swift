@@ -1,6 +1,7 @@
 import HummingbirdCore
 import NIOCore
 import NIOHTTPTypes
+import Serving
 
 /// Closes a connection whose client does not finish sending a request head within `timeout` of
 /// connecting, or within `keepAlive` of the end of its previous response: a slow-header

@@ -1,3 +1,4 @@
+import Serving
 /// Who may call what, how often, and how much: the HTTP listener's protections.
 public struct SecuritySettings: Sendable, Equatable {
     /// What a key allows. `admin` allows everything.

@@ -1,5 +1,6 @@
 import Balancer
 import Cluster
+import Serving
 
 extension ClusterNode where Machine == BalancerMachine {
     /// Proposes a balancer command stamped with this node's clock and returns the state

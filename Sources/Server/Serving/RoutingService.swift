@@ -6,6 +6,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import Serving
 
 /// Routing decisions from any node. The leader decides on its own state with its router; a
 /// follower forwards to the leader; with no reachable leader a follower either decides alone

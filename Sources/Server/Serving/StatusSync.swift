@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import Serving
 
 /// The leader's duties towards workers and the log:
 /// - polls every worker's status (native, vLLM or SGLang format) and health on an interval,

@@ -7,24 +7,24 @@ import Synchronization
 public final class ServerMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
 
-    static let latencyBuckets: [Duration] = [
+    public static let latencyBuckets: [Duration] = [
         .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
         .milliseconds(2.5), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
         .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
     ]
 
-    let proposals: Counter
-    let elections: Counter
-    let forwarded: Counter
-    let forwardFailures: Counter
-    let degradedRoutes: Counter
-    let rateLimited: Counter
-    let authFailures: Counter
-    let term: Gauge
-    let isLeader: Gauge
-    let leaderID: Gauge
-    let commitIndex: Gauge
-    let appliedIndex: Gauge
+    public let proposals: Counter
+    public let elections: Counter
+    public let forwarded: Counter
+    public let forwardFailures: Counter
+    public let degradedRoutes: Counter
+    public let rateLimited: Counter
+    public let authFailures: Counter
+    public let term: Gauge
+    public let isLeader: Gauge
+    public let leaderID: Gauge
+    public let commitIndex: Gauge
+    public let appliedIndex: Gauge
     private let workerSeries = Mutex<Set<[String]>>([])
 
     public init() {
@@ -42,45 +42,45 @@ public final class ServerMetrics: Sendable {
         appliedIndex = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_applied_index", help: "Highest log index applied here."))
     }
 
-    func httpRequest(route: String, method: String, status: Int, duration: Duration) {
+    public func httpRequest(route: String, method: String, status: Int, duration: Duration) {
         let labels = [("route", route), ("method", method)]
         registry.makeCounter(descriptor: .fulcrum("fulcrum_http_requests_total"), labels: labels + [("status", String(status))]).increment()
         registry.makeDurationHistogram(descriptor: .fulcrum("fulcrum_http_request_duration_seconds"), labels: labels, buckets: Self.latencyBuckets)
             .recordNanoseconds(duration.nanoseconds)
     }
 
-    func decision(model: String, role: String, strategy: String, reason: String) {
+    public func decision(model: String, role: String, strategy: String, reason: String) {
         registry.makeCounter(descriptor: .fulcrum("fulcrum_routing_decisions_total"),
             labels: [("model", model), ("role", role), ("strategy", strategy), ("reason", reason)]
         ).increment()
     }
 
-    func decisionDuration(model: String, _ duration: Duration) {
+    public func decisionDuration(model: String, _ duration: Duration) {
         registry.makeDurationHistogram(descriptor: .fulcrum("fulcrum_routing_decision_duration_seconds"), labels: [("model", model)], buckets: Self.latencyBuckets
         ).recordNanoseconds(duration.nanoseconds)
     }
 
-    func routingError(model: String, code: String) {
+    public func routingError(model: String, code: String) {
         registry.makeCounter(descriptor: .fulcrum("fulcrum_routing_errors_total"), labels: [("model", model), ("code", code)]).increment()
     }
 
-    func upstream(model: String, role: String, outcome: String) {
+    public func upstream(model: String, role: String, outcome: String) {
         registry.makeCounter(descriptor: .fulcrum("fulcrum_upstream_requests_total"), labels: [("model", model), ("role", role), ("outcome", outcome)]
         ).increment()
     }
 
-    func upstreamTTFT(model: String, _ duration: Duration) {
+    public func upstreamTTFT(model: String, _ duration: Duration) {
         registry.makeDurationHistogram(descriptor: .fulcrum("fulcrum_upstream_ttft_seconds"), labels: [("model", model)], buckets: Self.latencyBuckets
         ).recordNanoseconds(duration.nanoseconds)
     }
 
-    func statusPoll(outcome: String) {
+    public func statusPoll(outcome: String) {
         registry.makeCounter(descriptor: .fulcrum("fulcrum_status_polls_total"), labels: [("outcome", outcome)]).increment()
     }
 
     /// Sets the per-worker gauges to the registry's current workers, dropping series of workers
     /// that are gone.
-    func workers(_ rows: [(id: String, model: String, role: String, healthy: Bool, circuitOpen: Bool, running: Int)]) {
+    public func workers(_ rows: [(id: String, model: String, role: String, healthy: Bool, circuitOpen: Bool, running: Int)]) {
         var current = Set<[String]>()
         for row in rows {
             let labels = [("worker", row.id), ("model", row.model), ("role", row.role)]
@@ -104,18 +104,18 @@ public final class ServerMetrics: Sendable {
 }
 
 extension Duration {
-    var nanoseconds: Int64 {
+    public var nanoseconds: Int64 {
         let (seconds, attoseconds) = components
         return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 
-    var seconds: Double { Double(nanoseconds) / 1e9 }
+    public var seconds: Double { Double(nanoseconds) / 1e9 }
 }
 
 extension MetricNameDescriptor {
     /// A `fulcrum_…` metric from its full name; the unit is the name's last part when it is one
     /// of Prometheus' conventional suffixes.
-    static func fulcrum(_ fullName: String, help: String = "") -> MetricNameDescriptor {
+    public static func fulcrum(_ fullName: String, help: String = "") -> MetricNameDescriptor {
         precondition(fullName.hasPrefix("fulcrum_"))
         var base = String(fullName.dropFirst("fulcrum_".count))
         var unit = ""

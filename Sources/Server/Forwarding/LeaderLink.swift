@@ -7,6 +7,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
+import Serving
 
 /// How a follower reaches the leader's HTTP API: the leader's endpoint comes from the
 /// replicated state (each leader announces its own), requests go over the shared client's

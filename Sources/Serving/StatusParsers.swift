@@ -1,8 +1,8 @@
-import Balancer
+public import Balancer
 import Foundation
 
 /// How the leader learns a worker's load; chosen by the worker's `status` label.
-enum StatusFormat: String, Sendable, CaseIterable {
+public enum StatusFormat: String, Sendable, CaseIterable {
     /// `GET /status`, Fulcrum's JSON (see `Docs/api.md`).
     case native
     /// `GET /metrics`, vLLM's Prometheus text.
@@ -14,7 +14,7 @@ enum StatusFormat: String, Sendable, CaseIterable {
     /// No probes: the worker is trusted as registered (and pushes heartbeats).
     case none
 
-    var path: String? {
+    public var path: String? {
         switch self {
         case .native: "/status"
         case .vllm: "/metrics"
@@ -23,18 +23,19 @@ enum StatusFormat: String, Sendable, CaseIterable {
         }
     }
 
-    init(worker: Worker) {
+    public init(worker: Worker) {
         self = worker.labels["status"].flatMap(StatusFormat.init(rawValue:)) ?? .native
     }
 }
 
-struct StatusParseError: Error, CustomStringConvertible {
-    var description: String
+public struct StatusParseError: Error, CustomStringConvertible {
+    public var description: String
+    public init(description: String) { self.description = description }
 }
 
-enum StatusParser {
+public enum StatusParser {
     /// Fulcrum's native status: every field optional, unknown fields ignored.
-    struct NativeBody: Codable, Sendable {
+    public struct NativeBody: Codable, Sendable {
         var runningRequests: Int?
         var waitingRequests: Int?
         var queuedPrefillTokens: Int?
@@ -43,7 +44,7 @@ enum StatusParser {
         var stepLatencyMs: Double?
     }
 
-    static func parse(_ format: StatusFormat, _ body: [UInt8], now: Milliseconds) throws -> EngineLoad? {
+    public static func parse(_ format: StatusFormat, _ body: [UInt8], now: Milliseconds) throws -> EngineLoad? {
         switch format {
         case .native: return try native(body, now: now)
         case .vllm: return try vllm(String(decoding: body, as: UTF8.self), now: now)
@@ -52,7 +53,7 @@ enum StatusParser {
         }
     }
 
-    static func native(_ body: [UInt8], now: Milliseconds) throws -> EngineLoad {
+    public static func native(_ body: [UInt8], now: Milliseconds) throws -> EngineLoad {
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         return try decoder.decode(NativeBody.self, from: Data(body)).engineLoad(now: now)
@@ -60,7 +61,7 @@ enum StatusParser {
 }
 
 extension StatusParser.NativeBody {
-    func engineLoad(now: Milliseconds) throws -> EngineLoad {
+    public func engineLoad(now: Milliseconds) throws -> EngineLoad {
         let status = self
         let values = [status.runningRequests, status.waitingRequests, status.queuedPrefillTokens, status.kvBlocksUsed, status.kvBlocksTotal]
         guard values.allSatisfy({ ($0 ?? 0) >= 0 }), (status.stepLatencyMs ?? 0) >= 0 else {
@@ -79,7 +80,7 @@ extension StatusParser {
     /// vLLM's `/metrics`: `vllm:num_requests_running`, `vllm:num_requests_waiting` and the KV
     /// usage fraction (`vllm:kv_cache_usage_perc`, formerly `vllm:gpu_cache_usage_perc`), summed
     /// over label sets. KV usage is reported as used/total out of 10,000.
-    static func vllm(_ text: String, now: Milliseconds) throws -> EngineLoad {
+    public static func vllm(_ text: String, now: Milliseconds) throws -> EngineLoad {
         var running = 0.0, waiting = 0.0, usage: Double?
         var seen = false
         for line in text.split(whereSeparator: \.isNewline) where !line.hasPrefix("#") {
@@ -105,7 +106,7 @@ extension StatusParser {
 
     /// SGLang's `/get_load`: one object or a list per data-parallel rank, with `num_reqs`
     /// (running), `num_waiting_reqs` and `num_tokens`; ranks are summed.
-    static func sglang(_ body: [UInt8], now: Milliseconds) throws -> EngineLoad {
+    public static func sglang(_ body: [UInt8], now: Milliseconds) throws -> EngineLoad {
         let json = try JSONSerialization.jsonObject(with: Data(body))
         let ranks: [[String: Any]]
         if let list = json as? [[String: Any]] { ranks = list }

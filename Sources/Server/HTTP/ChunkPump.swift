@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Hummingbird
 import NIOCore
 import Synchronization
+import Serving
 
 /// Copies a worker's streamed answer to the client, coalescing what arrived while the previous
 /// write was in flight: a burst of SSE events leaves in one write (one syscall) instead of one
