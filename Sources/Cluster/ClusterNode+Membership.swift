@@ -30,7 +30,7 @@ extension ClusterNode {
     }
 
     private func changeMembership(_ change: ConfChange) async throws {
-        if let failure = waiters.failure { throw failure }
+        try await untilQuiescent()
         guard raft.role == .leader else { throw notLeader() }
         let index: LogIndex
         do {
@@ -52,7 +52,7 @@ extension ClusterNode {
         guard raft.confState.voters.contains(chosen), chosen != id else {
             throw ClusterError(.rejected, "node \(chosen) is not another voter")
         }
-        try drive { raft in
+        try await drive { raft in
             do { try raft.transferLeadership(to: chosen) } catch let error as RaftError { throw ClusterError(.rejected, error.message) }
         }
         let clock = ContinuousClock()
@@ -73,12 +73,5 @@ extension ClusterNode {
         } catch {
             logger.warning("could not hand leadership over", metadata: ["error": "\(error)"])
         }
-    }
-
-    /// Forces a snapshot now (compacting the log).
-    public func snapshotNow() throws -> LogIndex {
-        guard raft.appliedIndex > raft.firstIndex - 1 else { return raft.firstIndex - 1 }
-        try takeSnapshot()
-        return raft.firstIndex - 1
     }
 }

@@ -21,7 +21,7 @@ extension ClusterNode {
     }
 
     func proposeTagged(_ tag: Tag, _ payload: [UInt8]) async throws -> Machine.Outcome? {
-        if let failure = waiters.failure { throw failure }
+        try await untilQuiescent()
         guard raft.role == .leader else { throw notLeader() }
         let position: (index: LogIndex, term: Term)
         do {
@@ -63,17 +63,11 @@ extension ClusterNode {
             await self?.expireRead(readID)
         }
         defer { timer.cancel() }
+        try await untilQuiescent()
+        do { try raft.readIndex(context: context) } catch { throw notLeader() }
         let index = try await withCheckedThrowingContinuation { continuation in
             waiters.waitForRead(readID, continuation)
-            do {
-                try drive { raft in
-                    do { try raft.readIndex(context: context) } catch is RaftError { throw notLeader() }
-                }
-            } catch let error as ClusterError where error.code == .notLeader {
-                waiters.expireRead(readID, error)
-            } catch {
-                fail(error)
-            }
+            scheduleFlush()
         }
         try await waitUntilApplied(index)
     }

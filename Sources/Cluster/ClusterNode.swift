@@ -19,6 +19,10 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
 
     var raft: RaftNode
     let storage: RaftDatabase
+    /// Disk writes, on a thread of their own (see ``StorageWriter``).
+    let writer: StorageWriter
+    /// Role, leader and term as they change, for the serving layer.
+    public nonisolated let leadershipFeed: LeadershipFeed
     let transport: RaftTransport
     var logger: Logger
     var addresses: AddressBook
@@ -26,6 +30,11 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     var waiters = Waiters<Machine.Outcome?>()
     private var appliedSinceSnapshot = 0
     private var flushScheduled = false
+    /// True while the node writes to disk (a Ready between `ready()` and `advance()`, or a
+    /// snapshot): the core takes no input until the write is durable, but the actor stays free
+    /// for readers of the state machine.
+    private var writing = false
+    private var quiescenceWaiters: [CheckedContinuation<Void, Never>] = []
 
     typealias Tag = LogEntryTag
 
@@ -46,7 +55,13 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         self.id = id
         self.settings = settings
         self.storage = storage
-        self.raft = try RaftNode(id: id, settings: settings.raft, state: persisted, seed: UInt64.random(in: 1...UInt64.max))
+        self.writer = StorageWriter(database: storage, label: "fulcrum.storage.\(id)")
+        let raft = try RaftNode(id: id, settings: settings.raft, state: persisted, seed: UInt64.random(in: 1...UInt64.max))
+        self.raft = raft
+        self.leadershipFeed = LeadershipFeed(Leadership(
+            isLeader: false, leader: raft.leader == .none ? nil : raft.leader, term: raft.term,
+            appliedIndex: raft.appliedIndex, commitIndex: raft.commitIndex
+        ))
         var logger = logger
         logger[metadataKey: "node"] = "\(id)"
         self.logger = logger
@@ -135,59 +150,90 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
 
     // A node that failed (its log could not be written) stops at its next tick or message: it
     // must neither vote nor acknowledge again, and its run ends, so the process exits.
-    private func tick() throws {
-        try drive { raft in raft.tick() }
+    private func tick() async throws {
+        try await drive { raft in raft.tick() }
     }
 
-    private func step(_ messages: [Message]) throws {
-        try drive { raft in for message in messages { raft.step(message) } }
+    private func step(_ messages: [Message]) async throws {
+        try await drive { raft in for message in messages { raft.step(message) } }
     }
 
-    /// The one way into the core: a failed node refuses; otherwise `body` drives the core and
-    /// what it produced is carried out now.
+    /// The way into the core: waits out a disk write in progress (a failed node refuses), lets
+    /// `body` drive the core, then carries out what it produced.
     @discardableResult
-    func drive<T>(_ body: (inout RaftNode) throws -> T) throws -> T {
-        if let failure = waiters.failure { throw failure }
+    func drive<T>(_ body: (inout RaftNode) throws -> T) async throws -> T {
+        try await untilQuiescent()
         let result = try body(&raft)
-        try processReady()
+        try await processReady()
         return result
+    }
+
+    /// Returns once no disk write is in progress, so the core may take input; throws once the
+    /// node failed.
+    func untilQuiescent() async throws {
+        while writing { await withCheckedContinuation { quiescenceWaiters.append($0) } }
+        if let failure = waiters.failure { throw failure }
+    }
+
+    /// Runs `body`, which writes to disk, with the core closed to input.
+    private func exclusively<T>(_ body: () async throws -> T) async throws -> T {
+        precondition(!writing, "node \(id): overlapping disk writes")
+        writing = true
+        defer {
+            writing = false
+            let waiting = quiescenceWaiters
+            quiescenceWaiters = []
+            for waiter in waiting { waiter.resume() }
+        }
+        return try await body()
     }
 
     func fail(_ error: any Error) {
         waiters.fail(ClusterError(.stopped, "node \(id) stopped: \(error)"))
+        leadershipFeed.finish()
     }
 
-    /// Carries out every pending `Ready`: persist, send, apply, advance.
-    private func processReady() throws {
+    /// Carries out every pending `Ready`: persist, send, apply, advance. The persisting awaits
+    /// the storage thread; meanwhile the actor serves readers of the state machine.
+    private func processReady() async throws {
         if let failure = waiters.failure { throw failure }
-        while raft.hasReady {
-            let ready = raft.ready()
-            // A leader's appends leave while it writes them (its own entries count only once
-            // durable); everything else is persisted first.
-            if ready.mayGoBeforePersist { transport.send(ready.messages) }
-            // A batch that only moves the commit index need not be durable (a restarted node
-            // relearns it); skipping it saves an fsync per acknowledgement on the leader.
-            if ready.mustSync || !ready.entries.isEmpty || ready.snapshot != nil {
-                try storage.persist(ready)
+        guard raft.hasReady else { return }
+        try await exclusively {
+            while raft.hasReady {
+                let ready = raft.ready()
+                // A leader's appends leave while it writes them (its own entries count only once
+                // durable); everything else is persisted first.
+                if ready.mayGoBeforePersist { transport.send(ready.messages) }
+                // A batch that only moves the commit index need not be durable (a restarted node
+                // relearns it); skipping it saves an fsync per acknowledgement on the leader.
+                if ready.mustSync || !ready.entries.isEmpty || ready.snapshot != nil {
+                    do {
+                        try await writer.persist(ready)
+                    } catch {
+                        fail(error)
+                        throw error
+                    }
+                }
+                if !ready.mayGoBeforePersist { transport.send(ready.messages) }
+                var becameLeader = false
+                if let soft = ready.softState {
+                    logger.info("role changed", metadata: ["role": "\(soft.role)", "leader": "\(soft.leader)", "term": "\(raft.term)"])
+                    becameLeader = soft.role == .leader
+                }
+                if let snapshot = ready.snapshot {
+                    try Self.restore(snapshot, into: &machine, addresses: &addresses)
+                    appliedSinceSnapshot = 0
+                }
+                for entry in ready.committedEntries { apply(entry) }
+                for state in ready.readStates { confirmRead(state) }
+                let membersBefore = raft.confState
+                raft.advance(ready)
+                if raft.confState != membersBefore || ready.snapshot != nil { refreshPeers() }
+                waiters.wake(appliedUpTo: raft.appliedIndex)
+                leadershipFeed.publish(leadership())
+                if appliedSinceSnapshot >= settings.snapshotEntries { try await takeSnapshot() }
+                if becameLeader { announceAddresses() }
             }
-            if !ready.mayGoBeforePersist { transport.send(ready.messages) }
-            var becameLeader = false
-            if let soft = ready.softState {
-                logger.info("role changed", metadata: ["role": "\(soft.role)", "leader": "\(soft.leader)", "term": "\(raft.term)"])
-                becameLeader = soft.role == .leader
-            }
-            if let snapshot = ready.snapshot {
-                try Self.restore(snapshot, into: &machine, addresses: &addresses)
-                appliedSinceSnapshot = 0
-            }
-            for entry in ready.committedEntries { apply(entry) }
-            for state in ready.readStates { confirmRead(state) }
-            let membersBefore = raft.confState
-            raft.advance(ready)
-            if raft.confState != membersBefore || ready.snapshot != nil { refreshPeers() }
-            waiters.wake(appliedUpTo: raft.appliedIndex)
-            if appliedSinceSnapshot >= settings.snapshotEntries { try takeSnapshot() }
-            if becameLeader { announceAddresses() }
         }
     }
 
@@ -196,12 +242,17 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     func scheduleFlush() {
         guard !flushScheduled else { return }
         flushScheduled = true
-        Task { self.flush() }
+        Task { await self.flush() }
     }
 
-    private func flush() {
+    private func flush() async {
         flushScheduled = false
-        do { try processReady() } catch { fail(error) }
+        do {
+            try await untilQuiescent()
+            try await processReady()
+        } catch {
+            fail(error)
+        }
     }
 
     /// A new leader writes into the log the addresses of members the log does not hold yet
@@ -237,10 +288,16 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         transport.setPeers(known, keeping: unknown)
     }
 
-    func takeSnapshot() throws {
+    /// Snapshots the applied state and compacts the log; the caller holds the disk.
+    private func takeSnapshot() async throws {
         let data = SnapshotEnvelope.encode(addresses: addresses.replicated, state: machine.snapshot())
         let snapshot = try raft.takeSnapshot(data: data)
-        try storage.compact(to: snapshot)
+        do {
+            try await writer.compact(to: snapshot)
+        } catch {
+            fail(error)
+            throw error
+        }
         appliedSinceSnapshot = 0
         logger.debug("snapshot taken", metadata: ["index": "\(snapshot.metadata.index)", "bytes": "\(data.count)"])
     }
@@ -250,6 +307,14 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         let (book, state) = try SnapshotEnvelope.decode(snapshot.data)
         try machine.restore(from: state)
         addresses.adopt(book)
+    }
+
+    /// Forces a snapshot now (compacting the log).
+    public func snapshotNow() async throws -> LogIndex {
+        try await untilQuiescent()
+        guard raft.appliedIndex > raft.firstIndex - 1 else { return raft.firstIndex - 1 }
+        try await exclusively { try await takeSnapshot() }
+        return raft.firstIndex - 1
     }
 
     // MARK: Status
