@@ -225,21 +225,7 @@ public struct Router: Sendable {
     }
 
     private func validate(_ request: RoutingRequest, state: BalancerState) throws(BalancerError) {
-        if request.model.isEmpty { throw .invalidRequest(field: "model", "must not be empty") }
-        if request.requestID.isEmpty { throw .invalidRequest(field: "request_id", "must not be empty") }
-        let maxTokens = RoutingRequest.maxTokens
-        if !(0...maxTokens).contains(request.promptTokens) {
-            throw .invalidRequest(field: "prompt_tokens", "must be in 0...\(maxTokens), got \(request.promptTokens)")
-        }
-        if !(0...maxTokens).contains(request.expectedOutputTokens) {
-            throw .invalidRequest(field: "expected_output_tokens", "must be in 0...\(maxTokens), got \(request.expectedOutputTokens)")
-        }
-        if !(1...RoutingRequest.maxTokensPerBlock).contains(request.tokensPerBlock) {
-            throw .invalidRequest(field: "tokens_per_block", "must be in 1...\(RoutingRequest.maxTokensPerBlock), got \(request.tokensPerBlock)")
-        }
-        if case .blocks(let blocks) = request.prompt, blocks.count > RoutingRequest.maxBlocks {
-            throw .invalidRequest(field: "block_hashes", "at most \(RoutingRequest.maxBlocks) blocks, got \(blocks.count)")
-        }
+        try request.validate()
         if case .tokens(let tokens) = request.prompt, tokens.count > RoutingRequest.maxBlocks * hasher.tokensPerBlock {
             throw .invalidRequest(field: "token_ids", "at most \(RoutingRequest.maxBlocks * hasher.tokensPerBlock) tokens, got \(tokens.count)")
         }

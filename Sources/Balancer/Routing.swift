@@ -56,6 +56,42 @@ public struct RoutingRequest: Sendable, Hashable {
     /// that no arithmetic on them can overflow.
     public static let maxTokens = 1 << 30
     public static let maxTokensPerBlock = 1 << 20
+    /// Longest model name, request id and session key, in bytes.
+    public static let maxNameBytes = 256
+    public static let maxExcludedWorkers = 256
+
+    /// The checks that need no state, in one place: the HTTP API, the OpenAI proxy and the
+    /// FlexLB API call it where a request enters, and the router again before deciding.
+    /// Errors name the field.
+    public func validate() throws(BalancerError) {
+        let maxName = Self.maxNameBytes
+        if model.isEmpty || model.utf8.count > maxName { throw .invalidRequest(field: "model", "must be 1 to \(maxName) bytes") }
+        if requestID.isEmpty || requestID.utf8.count > maxName {
+            throw .invalidRequest(field: "request_id", "must be 1 to \(maxName) bytes")
+        }
+        if let sessionKey, sessionKey.utf8.count > maxName {
+            throw .invalidRequest(field: "session_id", "at most \(maxName) bytes")
+        }
+        let maxTokens = Self.maxTokens
+        if !(0...maxTokens).contains(promptTokens) {
+            throw .invalidRequest(field: "prompt_tokens", "must be in 0...\(maxTokens), got \(promptTokens)")
+        }
+        if !(0...maxTokens).contains(expectedOutputTokens) {
+            throw .invalidRequest(field: "max_tokens", "must be in 0...\(maxTokens), got \(expectedOutputTokens)")
+        }
+        if !(1...Self.maxTokensPerBlock).contains(tokensPerBlock) {
+            throw .invalidRequest(field: "tokens_per_block", "must be in 1...\(Self.maxTokensPerBlock), got \(tokensPerBlock)")
+        }
+        if case .blocks(let blocks) = prompt, blocks.count > Self.maxBlocks {
+            throw .invalidRequest(field: "block_hashes", "at most \(Self.maxBlocks) blocks, got \(blocks.count)")
+        }
+        if excludedWorkers.count > Self.maxExcludedWorkers {
+            throw .invalidRequest(field: "exclude_workers", "at most \(Self.maxExcludedWorkers) workers, got \(excludedWorkers.count)")
+        }
+        if let location, !((-90...90).contains(location.latitude) && (-180...180).contains(location.longitude)) {
+            throw .invalidRequest(field: "location", "latitude must be in [-90, 90] and longitude in [-180, 180]")
+        }
+    }
 }
 
 /// Why a worker was chosen.

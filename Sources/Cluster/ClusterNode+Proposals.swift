@@ -92,9 +92,17 @@ extension ClusterNode {
             await self?.expireAppliedWaiter(waiterID, index: index, after: limit)
         }
         defer { timer.cancel() }
-        try await withCheckedThrowingContinuation { continuation in
-            waiters.waitUntilApplied(waiterID, index: index, continuation)
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                waiters.waitUntilApplied(waiterID, index: index, continuation)
+            }
+        } onCancel: {
+            Task { await self.cancelAppliedWaiter(waiterID) }
         }
+    }
+
+    private func cancelAppliedWaiter(_ waiterID: UInt64) {
+        waiters.expireAppliedWaiter(waiterID, ClusterError(.timeout, "the wait was cancelled"))
     }
 
     private func expireAppliedWaiter(_ waiterID: UInt64, index: LogIndex, after limit: Duration) {

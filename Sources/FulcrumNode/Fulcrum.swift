@@ -86,7 +86,7 @@ struct Serve: AsyncParsableCommand {
         logger.info("node \(node.id) of cluster \(configuration.clusterID): peers on \(configuration.peerListen), HTTP on \(configuration.httpListen) (\(server.serving.advertisedURL))")
         let services = ServiceGroup(
             configuration: .init(
-                services: [.init(service: NodeService(node: node)), .init(service: server.syncService), .init(service: http)],
+                services: [.init(service: NodeService(node: node)), .init(service: server.dutiesService), .init(service: http)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )

@@ -18,7 +18,9 @@ public struct FulcrumServer: Sendable {
     public let serving: ServingSettings
     public let security: SecuritySettings
     public let metrics: ServerMetrics
-    public let sync: StatusSync
+    public let proposer: CommandProposer
+    public let duties: LeaderDuties
+    public let routing: RoutingService
     public let client: HTTPClient
     public let clock: ClusterClock
     let logger: Logger
@@ -32,7 +34,12 @@ public struct FulcrumServer: Sendable {
         self.logger = logger
         metrics = ServerMetrics()
         client = HTTPClient.makeServingClient(settings: serving)
-        sync = StatusSync(node: node, clock: clock, settings: serving, metrics: metrics, client: client, logger: logger)
+        proposer = CommandProposer(node: node, clock: clock, metrics: metrics)
+        duties = LeaderDuties(
+            proposer: proposer, clock: clock, settings: serving, metrics: metrics,
+            prober: HTTPWorkerProber(client: client, clock: clock), logger: logger
+        )
+        routing = RoutingService(node: node, duties: duties, settings: serving, metrics: metrics, logger: logger)
     }
 
     public func makeRouter() -> Hummingbird.Router<FulcrumRequestContext> {
@@ -43,13 +50,12 @@ public struct FulcrumServer: Sendable {
             let members = await node.status().members
             return members.contains { splitHostPort($0.address).0 == address }
         })
-        let link = LeaderLink(node: node, client: client, settings: serving, metrics: metrics)
-        let routing = RoutingService(link: link, sync: sync, settings: serving, metrics: metrics, logger: logger)
-        AdminAPI(node: node, workerNetworks: security.workerNetworks).addRoutes(to: router)
-        ConfigAPI(node: node, metrics: metrics).addRoutes(to: router)
-        WorkerAPI(link: link, sync: sync, metrics: metrics, workerNetworks: security.workerNetworks).addRoutes(to: router)
-        RouteAPI(routing: routing, settings: serving).addRoutes(to: router)
-        ProxyAPI(routing: routing, client: client, settings: serving, metrics: metrics, logger: logger).addRoutes(to: router)
+        let link = LeaderLink(routing: routing, client: client, settings: serving, metrics: metrics)
+        AdminAPI(proposer: proposer, workerNetworks: security.workerNetworks).addRoutes(to: router)
+        ConfigAPI(proposer: proposer).addRoutes(to: router)
+        WorkerAPI(link: link, duties: duties, proposer: proposer, workerNetworks: security.workerNetworks).addRoutes(to: router)
+        RouteAPI(link: link, settings: serving).addRoutes(to: router)
+        ProxyAPI(link: link, client: client, settings: serving, metrics: metrics, logger: logger).addRoutes(to: router)
         if serving.faultInjection { FaultAPI(clock: clock).addRoutes(to: router) }
         let metrics = metrics
         router.get("metrics") { _, _ -> Response in
@@ -97,17 +103,17 @@ public struct FulcrumServer: Sendable {
         return Application(router: makeRouter(), server: .http1(configuration: http1), configuration: configuration, logger: logger)
     }
 
-    /// The leader's status sync as a service; shuts the shared HTTP client down at the end.
-    public var syncService: some Service { SyncService(sync: sync, client: client) }
+    /// The leader's duties as a service; shuts the shared HTTP client down at the end.
+    public var dutiesService: some Service { DutiesService(duties: duties, client: client) }
 }
 
-struct SyncService: Service {
-    let sync: StatusSync
+struct DutiesService: Service {
+    let duties: LeaderDuties
     let client: HTTPClient
 
     func run() async throws {
         do {
-            try await cancelWhenGracefulShutdown { try await sync.run() }
+            try await cancelWhenGracefulShutdown { try await duties.run() }
         } catch is CancellationError {
             // Stopped on purpose.
         }

@@ -194,7 +194,7 @@ import Testing
         refuse(RoutingRequest(model: "", requestID: "r"), field: "model")
         refuse(RoutingRequest(model: "m", requestID: ""), field: "request_id")
         refuse(RoutingRequest(model: "m", requestID: "r", promptTokens: -1), field: "prompt_tokens")
-        refuse(RoutingRequest(model: "m", requestID: "r", expectedOutputTokens: -5), field: "expected_output_tokens")
+        refuse(RoutingRequest(model: "m", requestID: "r", expectedOutputTokens: -5), field: "max_tokens")
         refuse(RoutingRequest(model: "m", requestID: "r", tokensPerBlock: 0), field: "tokens_per_block")
         refuse(RoutingRequest(model: "m", requestID: "r", tier: "platinum"), field: "tier")
         refuse(RoutingRequest(model: "m", requestID: "r", prompt: .blocks(Array(repeating: 1, count: 70_000))), field: "block_hashes")

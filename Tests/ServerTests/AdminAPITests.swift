@@ -17,13 +17,14 @@ import Testing
         let address = PeerAddress(host: "127.0.0.1", port: 0)
         var settings = NodeSettings(clusterID: "api", dataDirectory: directory, peerListen: address, bootstrap: [1: address], nodeID: 1)
         settings.durability = .normal
-        let node = try ClusterNode(settings: settings, machine: BalancerMachine())
+        let machine = BalancerMachine()
+        let node = try ClusterNode(settings: settings, machine: machine)
         let running = Task { try await node.run() }
         defer { running.cancel() }
         while await node.status().role != "leader" { try await Task.sleep(for: .milliseconds(10)) }
 
         let router = Hummingbird.Router(context: FulcrumRequestContext.self)
-        AdminAPI(node: node).addRoutes(to: router)
+        AdminAPI(proposer: CommandProposer(node: node, clock: machine.clock, metrics: ServerMetrics())).addRoutes(to: router)
         try await Application(router: router).test(.router) { client in
             try await client.execute(uri: "/healthz", method: .get) { #expect($0.status == .ok) }
             let good = #"{"id":"w1","model":"llama","role":"PREFILL","address":"10.0.0.5:8000"}"#

@@ -65,7 +65,7 @@ final class ServingHarness: Sendable {
         let node = node
         let server = server
         tasks.append(Task { try await node.run() })
-        tasks.append(Task { try await server.sync.run() })
+        tasks.append(Task { try await server.duties.run() })
         let http = try server.httpService(host: "127.0.0.1", port: ports[1])
         var servers = [RunningServices([http], logger: logger)]
         engines = engineOptions.map { SimulatedEngine(options: $0) }

@@ -14,11 +14,13 @@ extension NodeStatus: ResponseEncodable {}
 /// registry's replicated commands. Operations that need the leader answer 421 on a follower,
 /// naming the leader; `fulcrumctl` follows that to the leader's endpoint.
 public struct AdminAPI: Sendable {
-    let node: ClusterNode<BalancerMachine>
+    let proposer: CommandProposer
     let workerNetworks: [CIDR]
 
-    public init(node: ClusterNode<BalancerMachine>, workerNetworks: [CIDR] = []) {
-        self.node = node
+    var node: ClusterNode<BalancerMachine> { proposer.node }
+
+    public init(proposer: CommandProposer, workerNetworks: [CIDR] = []) {
+        self.proposer = proposer
         self.workerNetworks = workerNetworks
     }
 
@@ -151,7 +153,7 @@ public struct AdminAPI: Sendable {
     }
 
     private func propose(_ command: BalancerCommand) async throws -> String {
-        try await node.proposeCommand(command, metrics: nil)
+        try await cluster { try await proposer.propose(command).description }
     }
 
     private func memberID(_ context: FulcrumRequestContext) throws -> UInt64 {

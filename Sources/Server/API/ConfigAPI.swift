@@ -8,8 +8,9 @@ import Serving
 /// Routing configuration at run time: strategies per model and role, A/B splits, resource
 /// tiers and the strategies' settings. Changes go through the log (leader only; 421 elsewhere).
 struct ConfigAPI: Sendable {
-    let node: ClusterNode<BalancerMachine>
-    let metrics: ServerMetrics
+    let proposer: CommandProposer
+
+    var node: ClusterNode<BalancerMachine> { proposer.node }
 
     struct PolicyBody: Codable, Sendable {
         struct Arm: Codable, Sendable {
@@ -250,6 +251,10 @@ struct ConfigAPI: Sendable {
     }
 
     private func propose(_ command: BalancerCommand) async throws -> String {
-        try await node.proposeCommand(command, metrics: metrics)
+        do {
+            return try await proposer.propose(command).description
+        } catch let error as ClusterError {
+            throw APIError(error)
+        }
     }
 }

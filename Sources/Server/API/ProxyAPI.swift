@@ -15,7 +15,7 @@ import Serving
 /// worker before the first byte; never after. Reservations are released, with the outcome,
 /// when the stream ends or the client goes away.
 struct ProxyAPI: Sendable {
-    let routing: RoutingService
+    let link: LeaderLink
     let client: HTTPClient
     let settings: ServingSettings
     let metrics: ServerMetrics
@@ -45,6 +45,14 @@ struct ProxyAPI: Sendable {
         case text(String)
         case tokens([UInt32])
         case blocks([UInt64])
+
+        var routing: Balancer.Prompt {
+            switch self {
+            case .text(let text): .text(text)
+            case .tokens(let tokens): .tokens(tokens)
+            case .blocks(let blocks): .blocks(blocks)
+            }
+        }
     }
 
     static func parse(_ data: Data, chat: Bool) throws -> Completion {
@@ -163,23 +171,16 @@ struct ProxyAPI: Sendable {
         let data = Data(bodyBuffer.readableBytesView)
         let completion = try Self.parse(data, chat: path.contains("chat"))
         let started = ContinuousClock.now
-        var route = RouteRequestBody(model: completion.model)
-        route.requestId = request.headers[.xRequestID] ?? UUID().uuidString
-        route.sessionId = request.headers[.xSessionID] ?? completion.user
-        route.maxTokens = completion.maxTokens
-        switch completion.prompt {
-        case .text(let text): route.prompt = text
-        case .tokens(let tokens): route.tokenIds = tokens.map(Int64.init)
-        case .blocks(let blocks): route.blockHashes = blocks.map(BlockHashValue.init)
-        }
-        route.tokensPerBlock = completion.tokensPerBlock
-        route.promptTokens = completion.inputTokens
-        var excluded: [String] = []
+        var route = RoutingRequest(
+            model: completion.model, requestID: request.headers[.xRequestID] ?? UUID().uuidString,
+            sessionKey: request.headers[.xSessionID] ?? completion.user, prompt: completion.prompt.routing,
+            promptTokens: completion.inputTokens ?? 0, tokensPerBlock: completion.tokensPerBlock ?? 16,
+            expectedOutputTokens: completion.maxTokens ?? 0
+        )
         var lastFailure: (any Error)?
         for _ in 0...settings.upstreamRetries {
-            route.excludeWorkers = excluded.isEmpty ? nil : excluded
             let answer: RouteResponseBody
-            switch try await routing.place(route, headers: request.headers) {
+            switch try await link.route(route, headers: request.headers) {
             case .decided(let decided): answer = decided
             case .relayed(let relayed):
                 guard relayed.status == .ok else { return relayed.response }
@@ -191,7 +192,7 @@ struct ProxyAPI: Sendable {
                 logger.warning("worker \(failure.workerID) refused the connection; retrying elsewhere", metadata: ["error": "\(failure.underlying)"])
                 metrics.upstream(model: completion.model, role: "any", outcome: UpstreamOutcome.connectError.rawValue)
                 await release(answer, outcome: .connectError, workerID: failure.workerID, headers: request.headers)
-                excluded.append(failure.workerID)
+                route.excludedWorkers.insert(failure.workerID)
                 lastFailure = failure.underlying
             }
         }
@@ -239,7 +240,7 @@ struct ProxyAPI: Sendable {
         if answer.degraded { fields[.fulcrumDegraded] = "1" }
         let status = Int(response.status.code)
         let metrics = metrics
-        let routing = self
+        let proxy = self
         let model = answer.model
         let role = final.role
         let responseBody = ResponseBody { writer in
@@ -255,15 +256,15 @@ struct ProxyAPI: Sendable {
                 }
                 if !clientGone && outcome == .ok { outcome = .timeout }
                 metrics.upstream(model: model, role: role, outcome: clientGone ? "client_gone" : outcome.rawValue)
-                await routing.release(answer, outcome: clientGone ? .ok : outcome, workerID: final.workerId, headers: headers)
+                await proxy.release(answer, outcome: clientGone ? .ok : outcome, workerID: final.workerId, headers: headers)
                 throw failure
             } catch {
                 metrics.upstream(model: model, role: role, outcome: "client_gone")
-                await routing.release(answer, outcome: .ok, workerID: final.workerId, headers: headers)
+                await proxy.release(answer, outcome: .ok, workerID: final.workerId, headers: headers)
                 throw error
             }
             metrics.upstream(model: model, role: role, outcome: outcome.rawValue)
-            await routing.release(answer, outcome: outcome, workerID: final.workerId, headers: headers)
+            await proxy.release(answer, outcome: outcome, workerID: final.workerId, headers: headers)
         }
         return Response(status: .init(code: status), headers: fields, body: responseBody)
     }
@@ -305,7 +306,7 @@ struct ProxyAPI: Sendable {
     private func release(_ answer: RouteResponseBody, outcome: UpstreamOutcome, workerID: String, headers: HTTPFields) async {
         var forwarded = HTTPFields()
         for name in [HTTPField.Name.authorization, .xAPIKey] { forwarded[name] = headers[name] }
-        _ = try? await routing.release(
+        _ = try? await link.release(
             ReleaseRequestBody(releaseToken: answer.releaseToken, outcome: outcome.rawValue, workerId: workerID), headers: forwarded
         )
     }

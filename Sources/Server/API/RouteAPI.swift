@@ -9,14 +9,14 @@ import Serving
 /// `/v1/route`, `/v1/release`, and the FlexLB-compatible `/rtp_llm/schedule` and
 /// `/rtp_llm/master/info`.
 struct RouteAPI: Sendable {
-    let routing: RoutingService
+    let link: LeaderLink
     let settings: ServingSettings
 
     func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
         router.post("v1/route") { request, context -> Response in
             var request = request
             let body = try await request.decodeJSON(RouteRequestBody.self, context: context)
-            switch try await routing.place(body, headers: request.headers) {
+            switch try await link.route(try body.routingRequest(), headers: request.headers) {
             case .decided(let answer):
                 var response = try context.responseEncoder.encode(answer, from: request, context: context)
                 if answer.degraded { response.headers[.fulcrumDegraded] = "1" }
@@ -28,7 +28,7 @@ struct RouteAPI: Sendable {
         router.post("v1/release") { request, context -> ReleaseResponseBody in
             var request = request
             let body = try await request.decodeJSON(ReleaseRequestBody.self, context: context)
-            return ReleaseResponseBody(released: try await routing.release(body, headers: request.headers))
+            return ReleaseResponseBody(released: try await link.release(body, headers: request.headers))
         }
         router.post("rtp_llm/schedule") { request, context -> Response in
             var request = request
@@ -36,10 +36,10 @@ struct RouteAPI: Sendable {
             return try await schedule(body, request: request, context: context)
         }
         router.get("rtp_llm/master/info") { _, _ -> MasterInfo in
-            let (leadership, endpoint) = await routing.link.leaderEndpoint()
+            let (leadership, endpoint) = await link.leaderEndpoint()
             return MasterInfo(
                 realMasterHost: endpoint.map(hostPort) ?? "", leaderId: leadership.leader ?? 0, term: leadership.term,
-                isMaster: leadership.isLeader, nodeId: routing.node.id
+                isMaster: leadership.isLeader, nodeId: link.node.id
             )
         }
     }
@@ -92,9 +92,6 @@ struct RouteAPI: Sendable {
     }
 
     private func schedule(_ body: ScheduleRequest, request: Request, context: FulcrumRequestContext) async throws -> Response {
-        guard (0...RoutingRequest.maxTokens).contains(body.seqLen) else {
-            throw APIError.badRequest(field: "seq_len", "must be in 0...\(RoutingRequest.maxTokens), got \(body.seqLen)")
-        }
         if let timeout = body.generateTimeout, timeout < 0 {
             throw APIError.badRequest(field: "generate_timeout", "must not be negative, got \(timeout)")
         }
@@ -102,17 +99,20 @@ struct RouteAPI: Sendable {
         guard keys.count <= RoutingRequest.maxBlocks else {
             throw APIError.badRequest(field: "block_cache_keys", "at most \(RoutingRequest.maxBlocks) keys, got \(keys.count)")
         }
+        guard (0...RoutingRequest.maxTokens).contains(body.seqLen) else {
+            throw APIError.badRequest(field: "seq_len", "must be in 0...\(RoutingRequest.maxTokens), got \(body.seqLen)")
+        }
         let model = try await resolveModel(body.model)
         let tokensPerBlock = keys.isEmpty ? 16 : max(1, (body.seqLen + keys.count - 1) / keys.count)
-        let route = RouteRequestBody(
-            model: model, requestId: body.requestId.text, blockHashes: keys.map { BlockHashValue(UInt64(bitPattern: $0)) },
+        let route = RoutingRequest(
+            model: model, requestID: body.requestId.text, prompt: .blocks(keys.map { UInt64(bitPattern: $0) }),
             promptTokens: body.seqLen, tokensPerBlock: tokensPerBlock
         )
-        let (_, endpoint) = await routing.link.leaderEndpoint()
+        let (_, endpoint) = await link.leaderEndpoint()
         let master = endpoint.map(hostPort) ?? ""
         let answer: RouteResponseBody
         do {
-            switch try await routing.place(route, headers: request.headers) {
+            switch try await link.route(route, headers: request.headers) {
             case .decided(let decided): answer = decided
             case .relayed(let relayed):
                 guard relayed.status == .ok else { return relayed.response }
@@ -127,7 +127,7 @@ struct RouteAPI: Sendable {
             response.status = .ok
             return response
         }
-        let workers = await routing.node.withMachine { machine, _ in
+        let workers = await link.node.withMachine { machine, _ in
             answer.targets.map { machine.state.worker(id: $0.workerId)?.labels ?? [:] }
         }
         let status = zip(answer.targets, workers).map { target, labels in
@@ -147,7 +147,7 @@ struct RouteAPI: Sendable {
     private func resolveModel(_ named: String?) async throws -> String {
         if let named, !named.isEmpty { return named }
         if let model = settings.defaultModel { return model }
-        let models = await routing.node.withMachine { machine, _ in machine.state.models }
+        let models = await link.node.withMachine { machine, _ in machine.state.models }
         guard models.count == 1 else {
             throw APIError.badRequest(field: "model", "required: the cluster serves \(models.count) models (\(models.joined(separator: ", ")))")
         }

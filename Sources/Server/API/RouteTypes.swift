@@ -26,37 +26,17 @@ struct RouteRequestBody: Codable, Sendable {
     var location: Location?
     var excludeWorkers: [String]?
 
-    static let maxExcludedWorkers = 256
-
-    /// The balancer's request; errors name the field.
+    /// The balancer's request. Only the JSON's own shape is checked here (one prompt form,
+    /// token ids, role names); the ranges are ``RoutingRequest/validate()``'s. Errors name the field.
     func routingRequest() throws -> RoutingRequest {
-        guard !model.isEmpty else { throw APIError.badRequest(field: "model", "must not be empty") }
-        guard model.utf8.count <= 256 else { throw APIError.badRequest(field: "model", "at most 256 bytes") }
-        if let requestId, requestId.isEmpty || requestId.utf8.count > 256 {
-            throw APIError.badRequest(field: "request_id", "must be 1 to 256 bytes")
-        }
         let given = [prompt != nil, tokenIds != nil, blockHashes != nil].filter { $0 }.count
         guard given <= 1 else { throw APIError.badRequest(field: "prompt", "give at most one of prompt, token_ids and block_hashes") }
-        let tokenRange = 0...RoutingRequest.maxTokens
-        if let promptTokens, !tokenRange.contains(promptTokens) {
-            throw APIError.badRequest(field: "prompt_tokens", "must be in \(tokenRange), got \(promptTokens)")
-        }
-        if let maxTokens, !tokenRange.contains(maxTokens) { throw APIError.badRequest(field: "max_tokens", "must be in \(tokenRange), got \(maxTokens)") }
-        if let tokensPerBlock, !(1...RoutingRequest.maxTokensPerBlock).contains(tokensPerBlock) {
-            throw APIError.badRequest(field: "tokens_per_block", "must be in 1...\(RoutingRequest.maxTokensPerBlock), got \(tokensPerBlock)")
-        }
         var roleList: [WorkerRole] = []
         for (index, name) in (roles ?? []).enumerated() {
             guard let role = WorkerRole(name: name) else {
                 throw APIError.badRequest(field: "roles[\(index)]", "unknown role '\(name)'; one of VIT, PREFILL, DECODE, PDFUSION")
             }
             roleList.append(role)
-        }
-        if let excludeWorkers, excludeWorkers.count > Self.maxExcludedWorkers {
-            throw APIError.badRequest(field: "exclude_workers", "at most \(Self.maxExcludedWorkers) workers, got \(excludeWorkers.count)")
-        }
-        if let location, !(-90...90).contains(location.latitude) || !(-180...180).contains(location.longitude) {
-            throw APIError.badRequest(field: "location", "latitude must be in [-90, 90] and longitude in [-180, 180]")
         }
         if let tokenIds, let index = tokenIds.firstIndex(where: { $0 < 0 || $0 > Int64(UInt32.max) }) {
             throw APIError.badRequest(field: "token_ids[\(index)]", "token ids are in 0...\(UInt32.max), got \(tokenIds[index])")
@@ -72,7 +52,37 @@ struct RouteRequestBody: Codable, Sendable {
             location: location.map { GeoLocation(latitude: $0.latitude, longitude: $0.longitude) }
         )
         request.excludedWorkers = Set(excludeWorkers ?? [])
+        do {
+            try request.validate()
+        } catch {
+            throw APIError(error)
+        }
         return request
+    }
+
+}
+
+extension RouteRequestBody {
+    /// The body that asks the leader for the same decision (forwarding).
+    init(_ request: RoutingRequest) {
+        self.init(model: request.model)
+        model = request.model
+        requestId = request.requestID
+        sessionId = request.sessionKey
+        switch request.prompt {
+        case .none: break
+        case .text(let text): prompt = text
+        case .tokens(let tokens): tokenIds = tokens.map(Int64.init)
+        case .blocks(let blocks): blockHashes = blocks.map(BlockHashValue.init)
+        }
+        promptTokens = request.promptTokens
+        tokensPerBlock = request.tokensPerBlock
+        maxTokens = request.expectedOutputTokens
+        roles = request.roles.isEmpty ? nil : request.roles.map(\.name)
+        tier = request.tier
+        priority = request.priority
+        location = request.location.map { Location(latitude: $0.latitude, longitude: $0.longitude) }
+        excludeWorkers = request.excludedWorkers.isEmpty ? nil : request.excludedWorkers.sorted()
     }
 }
 
@@ -154,27 +164,4 @@ struct ReleaseRequestBody: Codable, Sendable {
 
 struct ReleaseResponseBody: Codable, Sendable, ResponseEncodable {
     var released: Int
-}
-
-/// Names the node and router that hold a decision's reservations: `node.epoch.token`.
-struct ReleaseToken: Sendable, Hashable, CustomStringConvertible {
-    var node: UInt64
-    var epoch: UInt32
-    var token: UInt64
-
-    var description: String { "\(node).\(epoch).\(token)" }
-
-    init(node: UInt64, epoch: UInt32, token: UInt64) {
-        self.node = node
-        self.epoch = epoch
-        self.token = token
-    }
-
-    init?(_ text: String) {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, let node = UInt64(parts[0]), let epoch = UInt32(parts[1]), let token = UInt64(parts[2]) else {
-            return nil
-        }
-        self.init(node: node, epoch: epoch, token: token)
-    }
 }

@@ -10,8 +10,8 @@ import Serving
 /// resources, deregister. Any node accepts them; followers forward to the leader.
 struct WorkerAPI: Sendable {
     let link: LeaderLink
-    let sync: StatusSync
-    let metrics: ServerMetrics
+    let duties: LeaderDuties
+    let proposer: CommandProposer
     /// Networks worker addresses must lie in (`worker_cidrs`); empty allows any host.
     let workerNetworks: [CIDR]
 
@@ -116,7 +116,7 @@ struct WorkerAPI: Sendable {
             let beat = try decodeJSONBody(Heartbeat.self, Data(body.readableBytesView), decoder: context.requestDecoder)
             let resources = try Self.resources(beat.resources)
             let load = try beat.load.map { body in
-                do { return try body.engineLoad(now: sync.clock.now()) } catch {
+                do { return try body.engineLoad(now: duties.clock.now()) } catch {
                     throw APIError.badRequest(field: "load", "values must not be negative")
                 }
             }
@@ -124,7 +124,7 @@ struct WorkerAPI: Sendable {
                 try await requireWorker(id)
                 let location = beat.location.map { GeoLocation(latitude: $0.latitude, longitude: $0.longitude) }
                 let term = await link.node.leadership().term
-                guard await sync.heartbeat(workerID: id, resources: resources, location: location, load: load, term: term) else {
+                guard await duties.heartbeat(workerID: id, resources: resources, location: location, load: load, term: term) else {
                     throw APIError.noLeader("leadership changed; send the heartbeat again")
                 }
                 return try context.responseEncoder.encode(Accepted(), from: request, context: context)
@@ -173,7 +173,11 @@ struct WorkerAPI: Sendable {
     }
 
     private func propose(_ command: BalancerCommand) async throws -> String {
-        try await link.node.proposeCommand(command, metrics: metrics)
+        do {
+            return try await proposer.propose(command).description
+        } catch let error as ClusterError {
+            throw APIError(error)
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Balancer
 import Cluster
+
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -9,20 +10,95 @@ import NIOCore
 import NIOHTTP1
 import Serving
 
-/// How a follower reaches the leader's HTTP API: the leader's endpoint comes from the
-/// replicated state (each leader announces its own), requests go over the shared client's
-/// kept-alive connections and carry `X-Fulcrum-Forwarded`, so a node never forwards twice.
+/// How a follower reaches the leader's HTTP API — the one place requests are forwarded: the
+/// leader's endpoint comes from the replicated state (each leader announces its own), requests
+/// go over the shared client's kept-alive connections and carry `X-Fulcrum-Forwarded`, so a
+/// node never forwards twice.
 struct LeaderLink: Sendable {
-    let node: ClusterNode<BalancerMachine>
+    let routing: RoutingService
     let client: HTTPClient
     let settings: ServingSettings
     let metrics: ServerMetrics
 
+    var node: ClusterNode<BalancerMachine> { routing.node }
+
     /// The leader's id and HTTP endpoint, when known.
     func leaderEndpoint() async -> (leadership: Leadership, endpoint: String?) {
-        let own = settings.advertisedURL
-        return await node.withMachine { machine, leadership in
-            (leadership, leadership.isLeader ? own : leadership.leader.flatMap { machine.state.nodeEndpoints[$0] })
+        await routing.leaderEndpoint()
+    }
+
+    /// A routing decision taken here, or the leader's answer relayed as it is.
+    enum Routed: Sendable {
+        case decided(RouteResponseBody)
+        case relayed(Answer)
+    }
+
+    /// Routes `request` here when this node leads (or fails open), else through the leader.
+    /// A leader that stepped down before deciding answers `no_leader`, so asking the next one
+    /// cannot route the request twice.
+    func route(_ request: RoutingRequest, headers: HTTPFields) async throws -> Routed {
+        do {
+            try request.validate()
+        } catch {
+            throw APIError(error)
+        }
+        let forwarded = headers[.fulcrumForwarded] != nil
+        let deadline = ContinuousClock.now + .milliseconds(settings.leaderWaitMilliseconds)
+        var failedLeader: UInt64?
+        while true {
+            let placement: RoutingService.Placement
+            do {
+                placement = try await routing.place(request, forwarded: forwarded, deadline: deadline, failedLeader: failedLeader)
+            } catch {
+                throw APIError(error)
+            }
+            switch placement {
+            case .decided(let decided):
+                return .decided(RouteResponseBody(decided.decision, token: decided.token, degraded: decided.degraded))
+            case .forward(let endpoint, let leader):
+                do {
+                    let encoded = try JSONEncoder.snakeCase.encode(RouteRequestBody(request))
+                    let answer = try await forward(
+                        to: endpoint, method: .post, path: "/v1/route", body: ByteBuffer(bytes: encoded), headers: headers
+                    )
+                    guard answer.isNoLeader else { return .relayed(answer) }
+                    routing.logger.debug("the leader at \(endpoint) stepped down; waiting for the next one")
+                } catch {
+                    metrics.forwardFailures.increment()
+                    routing.logger.warning("forwarding to the leader at \(endpoint) failed: \(error)")
+                }
+                failedLeader = leader
+            }
+        }
+    }
+
+    /// Hands a decision's reservations back, here or through the leader; returns how many.
+    func release(_ body: ReleaseRequestBody, headers: HTTPFields) async throws -> Int {
+        guard let token = ReleaseToken(body.releaseToken) else {
+            throw APIError.badRequest(field: "release_token", "expected node.epoch.token as returned by /v1/route")
+        }
+        let outcome = try body.outcome.map { text in
+            guard let outcome = UpstreamOutcome(rawValue: text) else {
+                throw APIError.badRequest(field: "outcome", "one of \(UpstreamOutcome.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return outcome
+        }
+        switch await routing.release(token, outcome: outcome, workerID: body.workerId, forwarded: headers[.fulcrumForwarded] != nil) {
+        case .released(let count):
+            return count
+        case .unknown(let message):
+            throw APIError(.notFound, code: "unknown_reservation", message, field: "release_token")
+        case .noLeader:
+            throw APIError.noLeader()
+        case .forward(let endpoint):
+            let encoded = try JSONEncoder.snakeCase.encode(body)
+            let response = try await forward(to: endpoint, method: .post, path: "/v1/release", body: ByteBuffer(bytes: encoded), headers: headers)
+            let buffer = response.body
+            guard response.status == .ok, let answer = try? JSONDecoder.snakeCase.decode(ReleaseResponseBody.self, from: Data(buffer.readableBytesView)) else {
+                let detail = try? JSONDecoder.snakeCase.decode(APIError.Body.self, from: Data(buffer.readableBytesView))
+                throw APIError(response.status, code: detail?.error.code ?? "release_failed", detail?.error.message ?? "the leader answered \(response.status.code)", field: detail?.error.field)
+            }
+            return answer.released
         }
     }
 
@@ -101,5 +177,22 @@ extension HTTPClient {
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.httpVersion = .http1Only
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+}
+
+extension JSONEncoder {
+    static var snakeCase: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+}
+
+extension JSONDecoder {
+    static var snakeCase: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return decoder
     }
 }

@@ -50,6 +50,13 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         )
     }
 
+    init(_ error: ServingError) {
+        switch error {
+        case .refused(let refusal): self.init(refusal)
+        case .noLeader(let message): self = .noLeader(message)
+        }
+    }
+
     /// A routing refusal: bad requests are 400, unknown things 404, no capacity 503.
     init(_ error: BalancerError) {
         let status: HTTPResponse.Status

@@ -1,11 +1,15 @@
-import AsyncHTTPClient
-import Balancer
+public import Balancer
 import Cluster
 import Foundation
-import Logging
-import NIOCore
-import NIOPosix
-import Serving
+public import Logging
+
+/// Asks a worker for its status: the HTTP shell implements it (engine status endpoints, or a
+/// TCP connect); the leader's duties decide what the answers mean.
+public protocol WorkerProber: Sendable {
+    /// The worker's load, nil when its status source reports none (TCP), or an error when the
+    /// worker did not answer well within `timeoutMilliseconds`.
+    func probe(_ worker: Worker, format: StatusFormat, timeoutMilliseconds: Int) async throws -> EngineLoad?
+}
 
 /// The leader's duties towards workers and the log:
 /// - polls every worker's status (native, vLLM or SGLang format) and health on an interval,
@@ -14,14 +18,16 @@ import Serving
 /// - proposes what changed — load snapshots, health and circuit transitions, heartbeat
 ///   resources, and the router's prefixes and sticky bindings — as one log entry per flush
 ///   interval, so a new leader starts with the same view.
-/// On a follower it only watches for leadership. Reservations stay local to the router.
-public actor StatusSync {
+/// On a follower it only follows the node's leadership feed. Reservations stay local to the
+/// router. Every proposal goes through the one ``CommandProposer``.
+public actor LeaderDuties {
     let node: ClusterNode<BalancerMachine>
     /// The cluster's time (the machine's clock).
-    nonisolated let clock: ClusterClock
+    public nonisolated let clock: ClusterClock
     let settings: ServingSettings
     let metrics: ServerMetrics
-    let client: HTTPClient
+    let proposer: CommandProposer
+    let prober: any WorkerProber
     let logger: Logger
 
     private var isLeader = false
@@ -36,19 +42,25 @@ public actor StatusSync {
     private var proposedLoads: [String: EngineLoad] = [:]
     private var pendingResources: [String: (WorkerResources, GeoLocation?)] = [:]
 
-    init(node: ClusterNode<BalancerMachine>, clock: ClusterClock, settings: ServingSettings, metrics: ServerMetrics, client: HTTPClient, logger: Logger) {
-        self.node = node
+    public init(
+        proposer: CommandProposer, clock: ClusterClock, settings: ServingSettings, metrics: ServerMetrics,
+        prober: any WorkerProber, logger: Logger
+    ) {
+        self.node = proposer.node
+        self.proposer = proposer
         self.clock = clock
         self.settings = settings
         self.metrics = metrics
-        self.client = client
+        self.prober = prober
         self.logger = logger
     }
 
     /// Runs until cancelled.
     public func run() async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.every(milliseconds: 20) { try await self.watchLeadership() } }
+            group.addTask {
+                for await leadership in self.node.leadershipFeed.updates() { await self.follow(leadership) }
+            }
             group.addTask { try await self.every(milliseconds: self.settings.statusIntervalMilliseconds) { await self.pollRound() } }
             group.addTask { try await self.every(milliseconds: self.settings.flushIntervalMilliseconds) { await self.flush() } }
             try await group.next()
@@ -68,19 +80,18 @@ public actor StatusSync {
 
     // MARK: Leadership
 
-    private func watchLeadership() async throws {
-        let leadership = await node.leadership()
+    private func follow(_ leadership: Leadership) async {
         if leadership.term > term {
             if term > 0 { metrics.elections.increment(by: Int64(leadership.term - term)) }
             term = leadership.term
         }
         if leadership.isLeader && (!isLeader || leaderTerm != leadership.term) {
             await becomeLeader(term: leadership.term)
+            announceEndpoint(term: leadership.term)
         } else if !leadership.isLeader && isLeader {
             isLeader = false
             logger.info("no longer leader: stopped polling workers")
         }
-        if isLeader { await announceEndpoint() }
     }
 
     /// Takes over warm: verdicts and circuits start from the replicated state, so nothing
@@ -108,19 +119,32 @@ public actor StatusSync {
         logger.info("leader: polling \(workers.count) workers")
     }
 
-    private func announceEndpoint() async {
+    /// Writes this node's HTTP endpoint into the log, so followers know where to forward;
+    /// retried while this node still leads in `term`.
+    private func announceEndpoint(term: UInt64) {
         let url = settings.advertisedURL
         let id = node.id
-        let current = await node.withMachine { machine, _ in machine.state.nodeEndpoints[id] }
-        guard current != url else { return }
-        _ = try? await propose(.setNodeEndpoint(node: id, url: url))
+        Task {
+            while leads(in: term) {
+                let current = await node.withMachine { machine, _ in machine.state.nodeEndpoints[id] }
+                if current == url { return }
+                do {
+                    _ = try await proposer.propose(.setNodeEndpoint(node: id, url: url))
+                } catch {
+                    logger.debug("announcing the endpoint failed, retrying: \(error)")
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+            }
+        }
     }
+
+    private func leads(in term: UInt64) -> Bool { isLeader && leaderTerm == term }
 
     // MARK: Outcomes and heartbeats
 
     /// Counts a proxied request's outcome against the worker's circuit; the caller leads in
     /// `term` (the trackers follow at once, not at the next leadership check).
-    func record(_ outcome: UpstreamOutcome, workerID: String, term: UInt64) async {
+    public func record(_ outcome: UpstreamOutcome, workerID: String, term: UInt64) async {
         await becomeLeader(term: term)
         guard isLeader, leaderTerm == term else { return }
         let now = clock.now()
@@ -133,7 +157,7 @@ public actor StatusSync {
     }
 
     /// A worker's pushed host resources (and optionally load), coalesced into the next flush.
-    func heartbeat(workerID: String, resources: WorkerResources, location: GeoLocation?, load: EngineLoad?, term: UInt64) async -> Bool {
+    public func heartbeat(workerID: String, resources: WorkerResources, location: GeoLocation?, load: EngineLoad?, term: UInt64) async -> Bool {
         await becomeLeader(term: term)
         guard isLeader, leaderTerm == term else { return false }
         pendingResources[workerID] = (resources, location)
@@ -147,8 +171,7 @@ public actor StatusSync {
         guard isLeader else { return }
         let workers = await node.withMachine { machine, _ in machine.state.workers }
         let timeout = settings.statusTimeoutMilliseconds
-        let client = client
-        let clock = clock
+        let prober = prober
         let results = await withTaskGroup(of: (String, Result<EngineLoad?, any Error>, Double).self) { group in
             for worker in workers {
                 let format = StatusFormat(worker: worker)
@@ -156,7 +179,7 @@ public actor StatusSync {
                 group.addTask {
                     let start = ContinuousClock.now
                     do {
-                        let load = try await Self.probe(worker, format: format, client: client, timeoutMilliseconds: timeout, clock: clock)
+                        let load = try await prober.probe(worker, format: format, timeoutMilliseconds: timeout)
                         return (worker.id, .success(load), (ContinuousClock.now - start).seconds * 1000)
                     } catch {
                         return (worker.id, .failure(error), 0)
@@ -194,31 +217,6 @@ public actor StatusSync {
             }
             health[id] = tracker
         }
-    }
-
-    static func probe(_ worker: Worker, format: StatusFormat, client: HTTPClient, timeoutMilliseconds: Int, clock: ClusterClock) async throws -> EngineLoad? {
-        guard let path = format.path else {
-            try await tcpConnect(worker.address, timeoutMilliseconds: timeoutMilliseconds, group: client.eventLoopGroup)
-            return nil
-        }
-        var request = HTTPClientRequest(url: "http://\(worker.address)\(path)")
-        request.method = .GET
-        let response = try await client.execute(request, timeout: .milliseconds(Int64(timeoutMilliseconds)))
-        guard (200..<300).contains(response.status.code) else {
-            throw StatusParseError(description: "status \(response.status.code)")
-        }
-        let body = try await response.body.collect(upTo: 1 << 20)
-        return try StatusParser.parse(format, Array(body.readableBytesView), now: clock.now())
-    }
-
-    static func tcpConnect(_ address: String, timeoutMilliseconds: Int, group: any EventLoopGroup) async throws {
-        let parts = address.split(separator: ":")
-        guard parts.count >= 2, let port = Int(parts.last!) else { throw StatusParseError(description: "bad address \(address)") }
-        let host = parts.dropLast().joined(separator: ":")
-        let channel = try await ClientBootstrap(group: group)
-            .connectTimeout(.milliseconds(Int64(timeoutMilliseconds)))
-            .connect(host: host, port: port).get()
-        try await channel.close()
     }
 
     // MARK: Flushing to the log
@@ -268,7 +266,6 @@ public actor StatusSync {
     }
 
     private func propose(_ command: BalancerCommand) async throws -> BalancerState.Outcome {
-        metrics.proposals.increment()
-        return try await node.propose(CommandEnvelope(issuedAt: clock.now(), command: command).encoded())
+        try await proposer.propose(command)
     }
 }
