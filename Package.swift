@@ -103,20 +103,23 @@ let package = Package(
         .target(
             name: "Serving",
             dependencies: [
-                "Balancer", "Cluster",
+                "Balancer", "Cluster", "FulcrumAPI",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strict
         ),
+        // The Codable request and response types of the HTTP API, shared by the server,
+        // fulcrumctl, the agent, the simulator and the tests.
+        .target(name: "FulcrumAPI", swiftSettings: strict),
         // The agent's view of its host (CPU, memory, disk, GPUs), for `fulcrum agent`.
-        .target(name: "FulcrumAgent", swiftSettings: strict),
+        .target(name: "FulcrumAgent", dependencies: ["FulcrumAPI"], swiftSettings: strict),
         // The HTTP shell (Hummingbird): handlers, middleware, forwarding to the leader, error
         // mapping, security, the worker prober, node configuration.
         .target(
             name: "Server",
             dependencies: [
-                "Balancer", "Cluster", "Serving", "RaftStorage", "RaftTransport", "WireCoding",
+                "Balancer", "Cluster", "Serving", "FulcrumAPI", "RaftStorage", "RaftTransport", "WireCoding",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -174,7 +177,7 @@ let package = Package(
         .executableTarget(
             name: "SimulatorTool",
             dependencies: [
-                "Simulator", "Balancer",
+                "Simulator", "Balancer", "FulcrumAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -188,7 +191,7 @@ let package = Package(
         .executableTarget(
             name: "FulcrumNode",
             dependencies: [
-                "Server", "Serving", "FulcrumAgent", "Cluster", "RaftStorage", "RaftTransport",
+                "Server", "Serving", "FulcrumAgent", "FulcrumAPI", "Cluster", "RaftStorage", "RaftTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -202,6 +205,7 @@ let package = Package(
         .executableTarget(
             name: "FulcrumCtl",
             dependencies: [
+                "FulcrumAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -1,3 +1,4 @@
+public import FulcrumAPI
 import Foundation
 
 /// What `fulcrum agent` reports of its host: load per CPU core (between two samples of
@@ -102,5 +103,21 @@ public struct HostStats: Sendable, Equatable, Codable {
         process.waitUntilExit()
         guard process.terminationStatus == 0 else { return [] }
         return gpus(nvidiaSMI: String(decoding: data, as: UTF8.self))
+    }
+}
+
+extension HostStats {
+    /// The heartbeat that reports these stats (`POST /v1/workers/{id}/heartbeat`).
+    public var heartbeat: Heartbeat {
+        Heartbeat(resources: Heartbeat.Resources(
+            coreLoads: coreLoads, memoryTotalBytes: Int64(clamping: memoryTotalBytes), memoryUsedBytes: Int64(clamping: memoryUsedBytes),
+            diskTotalBytes: Int64(clamping: diskTotalBytes), diskUsedBytes: Int64(clamping: diskUsedBytes),
+            gpus: gpus.map {
+                Heartbeat.Resources.GPU(
+                    utilization: $0.utilization, memoryTotalBytes: Int64(clamping: $0.memoryTotalBytes),
+                    memoryUsedBytes: Int64(clamping: $0.memoryUsedBytes)
+                )
+            }
+        ))
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
+import FulcrumAPI
 import NIOCore
 import NIOHTTP1
 
@@ -55,49 +56,64 @@ struct AdminClient {
 
     struct Answer {
         var status: Int
-        var json: [String: Any]
+        var body: Data
+
+        /// The error the node answered, when the body is one.
+        var error: ErrorBody.Detail? { (try? FulcrumJSON.decode(ErrorBody.self, from: body))?.error }
     }
 
-    func call(_ method: HTTPMethod, _ path: String, body: [String: Any]? = nil, needsLeader: Bool) async throws -> [String: Any] {
+    /// An empty JSON body, for commands that send none.
+    struct NoBody: Encodable {}
+
+    /// Sends the command to the first endpoint that answers; a follower's 421 (this needs the
+    /// leader) is followed to the leader's endpoint. Returns the answer decoded as `Result`.
+    func call<Result: Decodable>(
+        _ method: HTTPMethod, _ path: String, body: (some Encodable & Sendable)? = NoBody?.none, needsLeader: Bool,
+        as type: Result.Type = Result.self
+    ) async throws -> Result {
+        let encoded = try body.map { try FulcrumJSON.encode($0) }
         var lastError = "no endpoint answered"
         for endpoint in endpoints {
             let answer: Answer
             do {
-                answer = try await send(method, endpoint + path, body: body)
+                answer = try await send(method, endpoint + path, body: encoded)
             } catch {
                 lastError = "\(endpoint): \(error)"
                 continue
             }
-            if answer.status == 421, needsLeader, let detail = answer.json["error"] as? [String: Any] {
-                guard let leader = (detail["leader_id"] as? NSNumber)?.uint64Value else {
-                    lastError = "\(endpoint): \(detail["message"] ?? "no leader is known")"
+            if answer.status == 421, needsLeader, let detail = answer.error {
+                guard let leader = detail.leaderId else {
+                    lastError = "\(endpoint): \(detail.message)"
                     continue
                 }
                 guard let leaderEndpoint = await endpointOfNode(leader) else {
                     throw CommandFailure(
-                        "node \(leader) leads (peer address \(detail["leader_peer_address"] ?? "?")), "
+                        "node \(leader) leads (peer address \(detail.leaderPeerAddress ?? "?")), "
                             + "but none of the endpoints is that node; add its HTTP URL to --endpoints"
                     )
                 }
-                return try check(try await send(method, leaderEndpoint + path, body: body), at: leaderEndpoint)
+                return try check(try await send(method, leaderEndpoint + path, body: encoded), at: leaderEndpoint)
             }
             return try check(answer, at: endpoint)
         }
         throw CommandFailure(lastError)
     }
 
-    private func check(_ answer: Answer, at endpoint: String) throws -> [String: Any] {
+    private func check<Result: Decodable>(_ answer: Answer, at endpoint: String) throws -> Result {
         guard (200..<300).contains(answer.status) else {
-            let detail = answer.json["error"] as? [String: Any]
-            throw CommandFailure("\(endpoint): HTTP \(answer.status): \(detail?["message"] ?? answer.json)")
+            throw CommandFailure("\(endpoint): HTTP \(answer.status): \(answer.error?.message ?? String(decoding: answer.body.prefix(300), as: UTF8.self))")
         }
-        return answer.json
+        do {
+            return try FulcrumJSON.decode(Result.self, from: answer.body)
+        } catch {
+            throw CommandFailure("\(endpoint): unexpected answer (\(error)): \(String(decoding: answer.body.prefix(300), as: UTF8.self))")
+        }
     }
 
     private func endpointOfNode(_ id: UInt64) async -> String? {
         for endpoint in endpoints {
             if let answer = try? await send(.GET, endpoint + "/admin/cluster", body: nil),
-                (answer.json["id"] as? NSNumber)?.uint64Value == id
+                (try? FulcrumJSON.decode(ClusterStatus.self, from: answer.body))?.id == id
             {
                 return endpoint
             }
@@ -133,42 +149,39 @@ struct AdminClient {
         throw CommandFailure(lastError)
     }
 
-    private func send(_ method: HTTPMethod, _ url: String, body: [String: Any]?) async throws -> Answer {
+    private func send(_ method: HTTPMethod, _ url: String, body: Data?) async throws -> Answer {
         var request = HTTPClientRequest(url: url)
         request.method = method
         if let body {
             request.headers.add(name: "Content-Type", value: "application/json")
-            request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
+            request.body = .bytes(ByteBuffer(bytes: body))
         }
         Self.authorize(&request)
         let response = try await Self.http.execute(request, timeout: .seconds(15))
         let bytes = try await response.body.collect(upTo: 4 << 20)
-        let json = (try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))) as? [String: Any] ?? [:]
-        return Answer(status: Int(response.status.code), json: json)
+        return Answer(status: Int(response.status.code), body: Data(bytes.readableBytesView))
     }
 }
 
-func printJSON(_ object: [String: Any]) throws {
-    let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
-    print(String(decoding: data, as: UTF8.self))
+func printJSON(_ value: some Encodable) throws {
+    let encoder = FulcrumJSON.encoder
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
 
-func printStatus(_ status: [String: Any], format: Connection.OutputFormat) throws {
+func printStatus(_ status: ClusterStatus, format: Connection.OutputFormat) throws {
     guard format == .table else { return try printJSON(status) }
-    func field(_ key: String) -> String { status[key].map { "\($0)" } ?? "-" }
-    print("node \(field("id")) of cluster \(field("cluster_id")): \(field("role")), term \(field("term")), leader \(field("leader"))")
-    print("log: first \(field("first_index")), last \(field("last_index")), commit \(field("commit_index")), applied \(field("applied_index"))")
+    let leader = status.leader.map(String.init) ?? "-"
+    print("node \(status.id) of cluster \(status.clusterId): \(status.role), term \(status.term), leader \(leader)")
+    print("log: first \(status.firstIndex), last \(status.lastIndex), commit \(status.commitIndex), applied \(status.appliedIndex)")
     printMembers(status)
 }
 
-func printMembers(_ status: [String: Any]) {
-    let members = (status["members"] as? [[String: Any]]) ?? []
-    let leader = (status["leader"] as? NSNumber)?.uint64Value
-    let rows = members.map { member -> [String] in
-        let id = (member["id"] as? NSNumber)?.uint64Value ?? 0
-        return [
-            "\(id)", "\(member["address"] ?? "")", (member["voter"] as? Bool) == true ? "voter" : "learner",
-            id == leader ? "leader" : "", member["match"].map { "\($0)" } ?? "-",
+func printMembers(_ status: ClusterStatus) {
+    let rows = status.members.map { member -> [String] in
+        [
+            "\(member.id)", member.address, member.voter ? "voter" : "learner",
+            member.id == status.leader ? "leader" : "", member.match.map(String.init) ?? "-",
         ]
     }
     let header = ["ID", "PEER ADDRESS", "KIND", "ROLE", "MATCH"]
@@ -184,7 +197,7 @@ struct Status: AsyncParsableCommand {
     @OptionGroup var connection: Connection
 
     func run() async throws {
-        let status = try await AdminClient(endpoints: connection.urls()).call(.GET, "/admin/cluster", needsLeader: false)
+        let status = try await AdminClient(endpoints: connection.urls()).call(.GET, "/admin/cluster", needsLeader: false, as: ClusterStatus.self)
         try printStatus(status, format: connection.output)
     }
 }
@@ -198,7 +211,7 @@ struct Member: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         @OptionGroup var connection: Connection
         func run() async throws {
-            let status = try await AdminClient(endpoints: connection.urls()).call(.GET, "/admin/members", needsLeader: false)
+            let status = try await AdminClient(endpoints: connection.urls()).call(.GET, "/admin/members", needsLeader: false, as: ClusterStatus.self)
             if connection.output == .json { try printJSON(status) } else { printMembers(status) }
         }
     }
@@ -216,7 +229,7 @@ struct Member: AsyncParsableCommand {
 
         func run() async throws {
             let status = try await AdminClient(endpoints: connection.urls())
-                .call(.POST, "/admin/members", body: ["id": id, "address": address], needsLeader: true)
+                .call(.POST, "/admin/members", body: AddMember(id: id, address: address), needsLeader: true, as: ClusterStatus.self)
             try printStatus(status, format: connection.output)
         }
     }
@@ -228,7 +241,7 @@ struct Member: AsyncParsableCommand {
 
         func run() async throws {
             let status = try await AdminClient(endpoints: connection.urls())
-                .call(.POST, "/admin/members/\(id)/promote", needsLeader: true)
+                .call(.POST, "/admin/members/\(id)/promote", needsLeader: true, as: ClusterStatus.self)
             try printStatus(status, format: connection.output)
         }
     }
@@ -239,7 +252,7 @@ struct Member: AsyncParsableCommand {
         @Argument(help: "The member's id.") var id: UInt64
 
         func run() async throws {
-            let status = try await AdminClient(endpoints: connection.urls()).call(.DELETE, "/admin/members/\(id)", needsLeader: true)
+            let status = try await AdminClient(endpoints: connection.urls()).call(.DELETE, "/admin/members/\(id)", needsLeader: true, as: ClusterStatus.self)
             try printStatus(status, format: connection.output)
         }
     }
@@ -254,10 +267,9 @@ struct Leader: AsyncParsableCommand {
         @Option(help: "The voter to hand leadership to.") var to: UInt64?
 
         func run() async throws {
-            let body: [String: Any] = to.map { ["to": $0] } ?? [:]
             let answer = try await AdminClient(endpoints: connection.urls())
-                .call(.POST, "/admin/leader/transfer", body: body, needsLeader: true)
-            if connection.output == .json { try printJSON(answer) } else { print("leader: node \(answer["leader"] ?? "?")") }
+                .call(.POST, "/admin/leader/transfer", body: LeaderTransfer(to: to), needsLeader: true, as: LeaderAnswer.self)
+            if connection.output == .json { try printJSON(answer) } else { print("leader: node \(answer.leader)") }
         }
     }
 }
@@ -273,8 +285,8 @@ struct SnapshotCommand: AsyncParsableCommand {
         @OptionGroup var connection: Connection
 
         func run() async throws {
-            let answer = try await AdminClient(endpoints: connection.urls()).call(.POST, "/admin/snapshot", needsLeader: false)
-            if connection.output == .json { try printJSON(answer) } else { print("snapshot at index \(answer["index"] ?? "?")") }
+            let answer = try await AdminClient(endpoints: connection.urls()).call(.POST, "/admin/snapshot", needsLeader: false, as: SnapshotAnswer.self)
+            if connection.output == .json { try printJSON(answer) } else { print("snapshot at index \(answer.index)") }
         }
     }
 

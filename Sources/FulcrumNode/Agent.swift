@@ -6,6 +6,7 @@ import NIOCore
 import Server
 import Serving
 import FulcrumAgent
+import FulcrumAPI
 
 /// `fulcrum agent`: runs beside an inference engine, registers it with the cluster and sends
 /// heartbeats with the host's resources, with retry, backoff and failover between nodes.
@@ -65,9 +66,9 @@ struct Agent: AsyncParsableCommand {
             let parts = label.split(separator: "=", maxSplits: 1)
             labelMap[String(parts[0])] = String(parts[1])
         }
-        let registration = try JSONSerialization.data(withJSONObject: [
-            "id": workerId, "model": model, "role": role, "address": address, "group": group ?? "", "labels": labelMap,
-        ] as [String: Any])
+        let registration = try FulcrumJSON.encode(WorkerRegistration(
+            id: workerId, model: model, role: role, address: address, group: group ?? "", labels: labelMap
+        ))
         var endpointIndex = 0
         var backoff = 0.2
         var registered = false
@@ -82,7 +83,7 @@ struct Agent: AsyncParsableCommand {
                 }
                 let (stats, next) = HostStats.read(previous: sample, diskPath: diskPath)
                 sample = next
-                let beat = try JSONEncoder.snake.encode(["resources": stats])
+                let beat = try FulcrumJSON.encode(stats.heartbeat)
                 let status = try await send(client, "POST", endpoint + "/v1/workers/\(workerId)/heartbeat", beat, key: key, allowNotFound: true)
                 if status == 404 {
                     registered = false
@@ -125,13 +126,5 @@ struct Agent: AsyncParsableCommand {
             throw AgentError(message: "the cluster refused the worker (\(status)): \(text)", fatal: true)
         }
         throw AgentError(message: "\(status): \(text)", fatal: false)
-    }
-}
-
-extension JSONEncoder {
-    static var snake: JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        return encoder
     }
 }

@@ -10,6 +10,7 @@ import NIOCore
 import NIOSSL
 public import ServiceLifecycle
 public import Serving
+import FulcrumAPI
 
 /// One node's HTTP face: every API on one router, the access and metrics middleware, the
 /// leader's status sync, and the HTTP listener (plain or TLS, with header and idle timeouts).

@@ -1,6 +1,7 @@
 public import Cluster
 public import ServiceLifecycle
 import Serving
+import FulcrumAPI
 
 /// Runs a ``ClusterNode`` as a service: on graceful shutdown (SIGTERM) a leader first hands
 /// leadership to the most caught-up voter, then the node stops.

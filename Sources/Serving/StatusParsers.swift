@@ -1,4 +1,5 @@
 public import Balancer
+public import FulcrumAPI
 import Foundation
 
 /// How the leader learns a worker's load; chosen by the worker's `status` label.
@@ -34,16 +35,6 @@ public struct StatusParseError: Error, CustomStringConvertible {
 }
 
 public enum StatusParser {
-    /// Fulcrum's native status: every field optional, unknown fields ignored.
-    public struct NativeBody: Codable, Sendable {
-        var runningRequests: Int?
-        var waitingRequests: Int?
-        var queuedPrefillTokens: Int?
-        var kvBlocksUsed: Int?
-        var kvBlocksTotal: Int?
-        var stepLatencyMs: Double?
-    }
-
     public static func parse(_ format: StatusFormat, _ body: [UInt8], now: Milliseconds) throws -> EngineLoad? {
         switch format {
         case .native: return try native(body, now: now)
@@ -56,11 +47,11 @@ public enum StatusParser {
     public static func native(_ body: [UInt8], now: Milliseconds) throws -> EngineLoad {
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
-        return try decoder.decode(NativeBody.self, from: Data(body)).engineLoad(now: now)
+        return try decoder.decode(EngineStatus.self, from: Data(body)).engineLoad(now: now)
     }
 }
 
-extension StatusParser.NativeBody {
+extension EngineStatus {
     public func engineLoad(now: Milliseconds) throws -> EngineLoad {
         let status = self
         let values = [status.runningRequests, status.waitingRequests, status.queuedPrefillTokens, status.kvBlocksUsed, status.kvBlocksTotal]

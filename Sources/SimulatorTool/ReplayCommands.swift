@@ -2,6 +2,7 @@ import ArgumentParser
 import AsyncHTTPClient
 import Balancer
 import Foundation
+import FulcrumAPI
 import NIOCore
 import Simulator
 
@@ -173,8 +174,8 @@ struct Compare: AsyncParsableCommand {
         var base = url
         let info = try await client.execute(HTTPClientRequest(url: url + "/rtp_llm/master/info"), timeout: .seconds(5))
         let body = try await info.body.collect(upTo: 1 << 16)
-        if let json = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any],
-           let host = json["real_master_host"] as? String, !host.isEmpty {
+        if let info = try? FulcrumJSON.decode(MasterInfo.self, from: Data(buffer: body)), !info.realMasterHost.isEmpty {
+            let host = info.realMasterHost
             base = (url.hasPrefix("https") ? "https://" : "http://") + host
         }
         var request = HTTPClientRequest(url: base + "/admin/config/default_policy")

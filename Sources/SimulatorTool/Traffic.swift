@@ -1,6 +1,7 @@
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
+import FulcrumAPI
 import NIOCore
 import Synchronization
 
@@ -127,8 +128,8 @@ struct Traffic: AsyncParsableCommand {
             for url in urls {
                 if let response = try? await client.execute(HTTPClientRequest(url: url + "/rtp_llm/master/info"), timeout: .seconds(1)),
                    let body = try? await response.body.collect(upTo: 1 << 16),
-                   let json = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any],
-                   let id = json["leader_id"] as? Int, id > 0 {
+                   let info = try? FulcrumJSON.decode(MasterInfo.self, from: Data(buffer: body)), info.leaderId > 0 {
+                    let id = info.leaderId
                     leader = "node \(id)"
                     break
                 }

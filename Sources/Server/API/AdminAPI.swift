@@ -1,5 +1,5 @@
 import Balancer
-public import Cluster
+import Cluster
 import Foundation
 import NIOCore
 public import Hummingbird
@@ -7,8 +7,18 @@ import Raft
 import RaftTransport
 import WireCoding
 public import Serving
+import FulcrumAPI
 
-extension NodeStatus: ResponseEncodable {}
+extension ClusterStatus {
+    init(_ status: NodeStatus) {
+        self.init(
+            id: status.id, clusterId: status.clusterID, role: status.role, term: status.term, leader: status.leader,
+            leaderAddress: status.leaderAddress, commitIndex: status.commitIndex, appliedIndex: status.appliedIndex,
+            lastIndex: status.lastIndex, firstIndex: status.firstIndex,
+            members: status.members.map { Member(id: $0.id, address: $0.address, voter: $0.voter, match: $0.match) }
+        )
+    }
+}
 
 /// Cluster administration over HTTP: status, membership, leadership, snapshots, and the worker
 /// registry's replicated commands. Operations that need the leader answer 421 on a follower,
@@ -27,41 +37,9 @@ public struct AdminAPI: Sendable {
     /// A node is ready when it knows a leader and has applied all but this many committed entries.
     static let maxReadyLag: UInt64 = 1_000
 
-    struct Ok: ResponseEncodable { var status = "ok" }
-    struct AddMember: Decodable { var id: UInt64?; var address: String? }
-    struct Transfer: Decodable { var to: UInt64? }
-    struct LeaderAnswer: ResponseEncodable { var leader: UInt64 }
-    struct SnapshotAnswer: ResponseEncodable { var index: UInt64 }
-    struct CommandAnswer: ResponseEncodable { var result: String }
-    struct WorkerView: Codable, ResponseEncodable {
-        var id: String
-        var model: String
-        var role: String
-        var address: String
-        var group: String
-        var health: String
-        var draining: Bool
-        var circuit: String
-        var labels: [String: String]
-        var runningRequests: Int
-        var waitingRequests: Int
-        var kvUsage: Double
-        var cores: Int
-        var memoryFreeBytes: UInt64
-        var gpus: Int
-    }
-    struct WorkerList: ResponseEncodable { var workers: [WorkerView] }
-    /// What replicas compare: equal fingerprints at an equal applied index mean equal states.
-    struct StateDigest: ResponseEncodable {
-        var appliedIndex: UInt64
-        var appliedCommands: UInt64
-        var fingerprint: String
-        var workers: Int
-    }
-
     public func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
-        router.get("healthz") { _, _ in Ok() }
-        router.get("readyz") { _, _ -> Ok in
+        router.get("healthz") { _, _ in HealthAnswer() }
+        router.get("readyz") { _, _ -> HealthAnswer in
             let (leadership, leaderEndpoint) = await node.withMachine { machine, leadership in
                 (leadership, leadership.leader.flatMap { machine.state.nodeEndpoints[$0] })
             }
@@ -73,10 +51,10 @@ public struct AdminAPI: Sendable {
             guard lag <= Self.maxReadyLag else {
                 throw APIError(.serviceUnavailable, code: "catching_up", "\(lag) committed entries not applied yet", retryAfter: 1)
             }
-            return Ok()
+            return HealthAnswer()
         }
         let admin = router.group("admin")
-        admin.get("cluster") { _, _ in await node.status() }
+        admin.get("cluster") { _, _ in ClusterStatus(await node.status()) }
         admin.get("state") { _, _ -> StateDigest in
             await node.withMachine { machine, leadership in
                 StateDigest(
@@ -85,28 +63,28 @@ public struct AdminAPI: Sendable {
                 )
             }
         }
-        admin.get("members") { _, _ in await node.status() }
-        admin.post("members") { request, context -> NodeStatus in
+        admin.get("members") { _, _ in ClusterStatus(await node.status()) }
+        admin.post("members") { request, context -> ClusterStatus in
             let body = try await request.decode(as: AddMember.self, context: context)
             guard let id = body.id, id > 0 else { throw APIError.badRequest(field: "id", "a positive node id is required") }
             guard let text = body.address, let address = PeerAddress(text) else {
                 throw APIError.badRequest(field: "address", "host:port of the new node's peer listener is required")
             }
             try await cluster { try await node.addLearner(id, address: address) }
-            return await node.status()
+            return ClusterStatus(await node.status())
         }
-        admin.post("members/:id/promote") { _, context -> NodeStatus in
+        admin.post("members/:id/promote") { _, context -> ClusterStatus in
             let id = try memberID(context)
             try await cluster { try await node.promote(id) }
-            return await node.status()
+            return ClusterStatus(await node.status())
         }
-        admin.delete("members/:id") { _, context -> NodeStatus in
+        admin.delete("members/:id") { _, context -> ClusterStatus in
             let id = try memberID(context)
             try await cluster { try await node.remove(id) }
-            return await node.status()
+            return ClusterStatus(await node.status())
         }
         admin.post("leader/transfer") { request, context -> LeaderAnswer in
-            let body = try await decodeOptional(Transfer.self, request, context) ?? Transfer()
+            let body = try await decodeOptional(LeaderTransfer.self, request, context) ?? LeaderTransfer()
             let leader = try await cluster { try await node.transferLeadership(to: body.to) }
             return LeaderAnswer(leader: leader)
         }
@@ -141,14 +119,14 @@ public struct AdminAPI: Sendable {
                 )
             })
         }
-        admin.post("workers") { request, context -> CommandAnswer in
+        admin.post("workers") { request, context -> CommandResult in
             var request = request
-            let worker = try await request.decodeJSON(WorkerAPI.Registration.self, context: context).worker(allowedNetworks: workerNetworks)
-            return CommandAnswer(result: try await propose(.registerWorker(worker)))
+            let worker = try await request.decodeJSON(WorkerRegistration.self, context: context).worker(allowedNetworks: workerNetworks)
+            return CommandResult(result: try await propose(.registerWorker(worker)))
         }
-        admin.delete("workers/:id") { _, context -> CommandAnswer in
+        admin.delete("workers/:id") { _, context -> CommandResult in
             guard let id = context.parameters.get("id"), !id.isEmpty else { throw APIError.badRequest(field: "id", "missing") }
-            return CommandAnswer(result: try await propose(.deregisterWorker(id: id)))
+            return CommandResult(result: try await propose(.deregisterWorker(id: id)))
         }
     }
 

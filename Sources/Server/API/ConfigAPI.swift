@@ -4,6 +4,7 @@ import Foundation
 import Hummingbird
 import NIOCore
 import Serving
+import FulcrumAPI
 
 /// Routing configuration at run time: strategies per model and role, A/B splits, resource
 /// tiers and the strategies' settings. Changes go through the log (leader only; 421 elsewhere).
@@ -227,8 +228,8 @@ struct ConfigAPI: Sendable {
             var request = request
             let body = try await request.collectBody(upTo: context.maxUploadSize)
             let data = Data(body.readableBytesView)
-            if let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-               let unknown = object.keys.sorted().first(where: { !SettingsBody.keys.contains($0) }) {
+            if let names = try? JSONDecoder().decode(KeyNames.self, from: data),
+               let unknown = names.keys.sorted().first(where: { !SettingsBody.keys.contains($0) }) {
                 throw APIError.badRequest(field: unknown, "unknown setting; known: \(SettingsBody.keys.sorted().joined(separator: ", "))")
             }
             let patch = try decodeJSONBody(SettingsBody.self, data, decoder: context.requestDecoder)
@@ -256,5 +257,21 @@ struct ConfigAPI: Sendable {
         } catch let error as ClusterError {
             throw APIError(error)
         }
+    }
+}
+
+/// The keys of a JSON object, as sent (no key conversion).
+private struct KeyNames: Decodable {
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    var keys: [String]
+
+    init(from decoder: any Decoder) throws {
+        keys = try decoder.container(keyedBy: Key.self).allKeys.map(\.stringValue)
     }
 }

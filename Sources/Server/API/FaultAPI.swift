@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import RaftStorage
 import Serving
+import FulcrumAPI
 
 /// Fault injection for the fault suites, on nodes started with `fault_injection: true` only
 /// (the routes do not exist otherwise). `POST /admin/fault` sets any of:

@@ -8,6 +8,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Serving
+import FulcrumAPI
 
 /// OpenAI-compatible `/v1/chat/completions` and `/v1/completions`: route, then proxy to the
 /// chosen worker, streaming the answer chunk by chunk as it arrives. PREFILL → DECODE pools get
@@ -179,12 +180,12 @@ struct ProxyAPI: Sendable {
         )
         var lastFailure: (any Error)?
         for _ in 0...settings.upstreamRetries {
-            let answer: RouteResponseBody
+            let answer: RouteResponse
             switch try await link.route(route, headers: request.headers) {
             case .decided(let decided): answer = decided
             case .relayed(let relayed):
                 guard relayed.status == .ok else { return relayed.response }
-                answer = try JSONDecoder.snakeCase.decode(RouteResponseBody.self, from: Data(relayed.body.readableBytesView))
+                answer = try JSONDecoder.snakeCase.decode(RouteResponse.self, from: Data(relayed.body.readableBytesView))
             }
             do {
                 return try await send(answer, body: bodyBuffer, completion: completion, path: path, headers: request.headers, started: started)
@@ -200,7 +201,7 @@ struct ProxyAPI: Sendable {
     }
 
     private func send(
-        _ answer: RouteResponseBody, body: ByteBuffer, completion: Completion, path: String, headers: HTTPFields, started: ContinuousClock.Instant
+        _ answer: RouteResponse, body: ByteBuffer, completion: Completion, path: String, headers: HTTPFields, started: ContinuousClock.Instant
     ) async throws -> Response {
         let byRole = Dictionary(answer.targets.map { ($0.role, $0) }, uniquingKeysWith: { first, _ in first })
         guard let final = byRole["DECODE"] ?? byRole["PDFUSION"] ?? byRole["PREFILL"] ?? answer.targets.last else {
@@ -272,8 +273,8 @@ struct ProxyAPI: Sendable {
     /// PREFILL → DECODE: the prefill worker computes the prompt's KV cache (a one-token,
     /// non-streaming request naming the decode worker) before the decode worker is called.
     private func prefillStep(
-        _ prefill: RouteResponseBody.Target, decode: RouteResponseBody.Target, completion: Completion, path: String,
-        headers: [(String, String)], answer: RouteResponseBody, requestHeaders: HTTPFields
+        _ prefill: RouteResponse.Target, decode: RouteResponse.Target, completion: Completion, path: String,
+        headers: [(String, String)], answer: RouteResponse, requestHeaders: HTTPFields
     ) async throws {
         var object = completion.object
         object["max_tokens"] = 1
@@ -303,11 +304,11 @@ struct ProxyAPI: Sendable {
         }
     }
 
-    private func release(_ answer: RouteResponseBody, outcome: UpstreamOutcome, workerID: String, headers: HTTPFields) async {
+    private func release(_ answer: RouteResponse, outcome: UpstreamOutcome, workerID: String, headers: HTTPFields) async {
         var forwarded = HTTPFields()
         for name in [HTTPField.Name.authorization, .xAPIKey] { forwarded[name] = headers[name] }
         _ = try? await link.release(
-            ReleaseRequestBody(releaseToken: answer.releaseToken, outcome: outcome.rawValue, workerId: workerID), headers: forwarded
+            ReleaseRequest(releaseToken: answer.releaseToken, outcome: outcome.rawValue, workerId: workerID), headers: forwarded
         )
     }
 

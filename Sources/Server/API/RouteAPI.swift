@@ -5,6 +5,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import Serving
+import FulcrumAPI
 
 /// `/v1/route`, `/v1/release`, and the FlexLB-compatible `/rtp_llm/schedule` and
 /// `/rtp_llm/master/info`.
@@ -15,7 +16,7 @@ struct RouteAPI: Sendable {
     func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
         router.post("v1/route") { request, context -> Response in
             var request = request
-            let body = try await request.decodeJSON(RouteRequestBody.self, context: context)
+            let body = try await request.decodeJSON(RouteRequest.self, context: context)
             switch try await link.route(try body.routingRequest(), headers: request.headers) {
             case .decided(let answer):
                 var response = try context.responseEncoder.encode(answer, from: request, context: context)
@@ -25,10 +26,10 @@ struct RouteAPI: Sendable {
                 return answer.response
             }
         }
-        router.post("v1/release") { request, context -> ReleaseResponseBody in
+        router.post("v1/release") { request, context -> ReleaseResponse in
             var request = request
-            let body = try await request.decodeJSON(ReleaseRequestBody.self, context: context)
-            return ReleaseResponseBody(released: try await link.release(body, headers: request.headers))
+            let body = try await request.decodeJSON(ReleaseRequest.self, context: context)
+            return ReleaseResponse(released: try await link.release(body, headers: request.headers))
         }
         router.post("rtp_llm/schedule") { request, context -> Response in
             var request = request
@@ -83,14 +84,6 @@ struct RouteAPI: Sendable {
         var releaseToken: String?
     }
 
-    struct MasterInfo: ResponseEncodable {
-        var realMasterHost: String
-        var leaderId: UInt64
-        var term: UInt64
-        var isMaster: Bool
-        var nodeId: UInt64
-    }
-
     private func schedule(_ body: ScheduleRequest, request: Request, context: FulcrumRequestContext) async throws -> Response {
         if let timeout = body.generateTimeout, timeout < 0 {
             throw APIError.badRequest(field: "generate_timeout", "must not be negative, got \(timeout)")
@@ -110,13 +103,13 @@ struct RouteAPI: Sendable {
         )
         let (_, endpoint) = await link.leaderEndpoint()
         let master = endpoint.map(hostPort) ?? ""
-        let answer: RouteResponseBody
+        let answer: RouteResponse
         do {
             switch try await link.route(route, headers: request.headers) {
             case .decided(let decided): answer = decided
             case .relayed(let relayed):
                 guard relayed.status == .ok else { return relayed.response }
-                answer = try JSONDecoder.snakeCase.decode(RouteResponseBody.self, from: Data(relayed.body.readableBytesView))
+                answer = try JSONDecoder.snakeCase.decode(RouteResponse.self, from: Data(relayed.body.readableBytesView))
             }
         } catch let error as APIError where error.status.code >= 500 || error.status == .notFound {
             // FlexLB answers scheduling failures in the body.

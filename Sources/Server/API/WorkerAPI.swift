@@ -5,6 +5,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import Serving
+import FulcrumAPI
 
 /// Worker lifecycle for engines and `fulcrum agent`: register (or update), heartbeat with host
 /// resources, deregister. Any node accepts them; followers forward to the leader.
@@ -15,98 +16,20 @@ struct WorkerAPI: Sendable {
     /// Networks worker addresses must lie in (`worker_cidrs`); empty allows any host.
     let workerNetworks: [CIDR]
 
-    struct Registration: Codable, Sendable {
-        struct Capacity: Codable, Sendable {
-            var kvBlocks: Int?
-            var blockSize: Int?
-            var maxBatch: Int?
-            var maxRequests: Int?
-            var prefillTokensPerSecond: Double?
-        }
-
-        var id: String
-        var model: String
-        var role: String
-        var address: String
-        var group: String?
-        var labels: [String: String]?
-        var capacity: Capacity?
-        var location: RouteRequestBody.Location?
-
-        func worker(allowedNetworks: [CIDR] = []) throws -> Worker {
-            guard !id.isEmpty, id.utf8.count <= 256 else { throw APIError.badRequest(field: "id", "must be 1 to 256 bytes") }
-            guard !model.isEmpty, model.utf8.count <= 256 else { throw APIError.badRequest(field: "model", "must be 1 to 256 bytes") }
-            guard let role = WorkerRole(name: role) else { throw APIError.badRequest(field: "role", "one of VIT, PREFILL, DECODE, PDFUSION") }
-            guard PeerAddressText.isValid(address) else { throw APIError.badRequest(field: "address", "expected host:port of the worker") }
-            if !allowedNetworks.isEmpty {
-                let host = splitHostPort(address).0
-                guard allowedNetworks.contains(where: { $0.contains(host) }) else {
-                    throw APIError.badRequest(field: "address", "\(host) is not an IP address in worker_cidrs")
-                }
-            }
-            if let labels, labels.count > 64 { throw APIError.badRequest(field: "labels", "at most 64 labels") }
-            if let format = labels?["status"], StatusFormat(rawValue: format) == nil {
-                throw APIError.badRequest(field: "labels.status", "one of \(StatusFormat.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            var capacityValue = WorkerCapacity()
-            if let capacity {
-                for (field, value) in [("kv_blocks", capacity.kvBlocks), ("block_size", capacity.blockSize), ("max_batch", capacity.maxBatch), ("max_requests", capacity.maxRequests)] {
-                    if let value, value < 0 { throw APIError.badRequest(field: "capacity.\(field)", "must not be negative, got \(value)") }
-                }
-                if let size = capacity.blockSize, size == 0 { throw APIError.badRequest(field: "capacity.block_size", "must be positive") }
-                if let speed = capacity.prefillTokensPerSecond, !(speed > 0) {
-                    throw APIError.badRequest(field: "capacity.prefill_tokens_per_second", "must be positive")
-                }
-                capacityValue = WorkerCapacity(
-                    kvBlocks: capacity.kvBlocks ?? 0, blockSize: capacity.blockSize ?? 16, maxBatch: capacity.maxBatch ?? 256,
-                    maxRequests: capacity.maxRequests ?? 0, prefillTokensPerSecond: capacity.prefillTokensPerSecond ?? 10_000
-                )
-            }
-            return Worker(
-                id: id, model: model, role: role, address: address, group: group ?? "", labels: labels ?? [:],
-                capacity: capacityValue, location: location.map { GeoLocation(latitude: $0.latitude, longitude: $0.longitude) }
-            )
-        }
-    }
-
-    struct Heartbeat: Codable, Sendable {
-        struct Resources: Codable, Sendable {
-            struct GPU: Codable, Sendable {
-                var utilization: Double
-                var memoryTotalBytes: Int64
-                var memoryUsedBytes: Int64
-            }
-
-            var coreLoads: [Double]?
-            var memoryTotalBytes: Int64?
-            var memoryUsedBytes: Int64?
-            var diskTotalBytes: Int64?
-            var diskUsedBytes: Int64?
-            var gpus: [GPU]?
-        }
-
-        var resources: Resources?
-        var load: StatusParser.NativeBody?
-        var location: RouteRequestBody.Location?
-    }
-
-    struct Accepted: ResponseEncodable { var accepted = true }
-    struct Result: Codable, ResponseEncodable { var result: String }
-
     func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
         router.post("v1/workers") { request, context -> Response in
             var request = request
             let body = try await request.collectBody(upTo: context.maxUploadSize)
-            let worker = try decodeJSONBody(Registration.self, Data(body.readableBytesView), decoder: context.requestDecoder).worker(allowedNetworks: workerNetworks)
+            let worker = try decodeJSONBody(WorkerRegistration.self, Data(body.readableBytesView), decoder: context.requestDecoder).worker(allowedNetworks: workerNetworks)
             return try await link.leaderOrForward(request, body: body) {
-                try context.responseEncoder.encode(Result(result: try await propose(.registerWorker(worker))), from: request, context: context)
+                try context.responseEncoder.encode(CommandResult(result: try await propose(.registerWorker(worker))), from: request, context: context)
             }
         }
         router.delete("v1/workers/:id") { request, context -> Response in
             let id = try workerID(context)
             return try await link.leaderOrForward(request, body: nil) {
                 try await requireWorker(id)
-                return try context.responseEncoder.encode(Result(result: try await propose(.deregisterWorker(id: id))), from: request, context: context)
+                return try context.responseEncoder.encode(CommandResult(result: try await propose(.deregisterWorker(id: id))), from: request, context: context)
             }
         }
         router.post("v1/workers/:id/heartbeat") { request, context -> Response in
@@ -186,5 +109,42 @@ enum PeerAddressText {
     static func isValid(_ text: String) -> Bool {
         let (host, port) = splitHostPort(text)
         return !host.isEmpty && host != text && (1...65_535).contains(port) && !host.contains("/") && !host.contains(" ")
+    }
+}
+
+extension WorkerRegistration {
+    func worker(allowedNetworks: [CIDR] = []) throws -> Worker {
+        guard !id.isEmpty, id.utf8.count <= 256 else { throw APIError.badRequest(field: "id", "must be 1 to 256 bytes") }
+        guard !model.isEmpty, model.utf8.count <= 256 else { throw APIError.badRequest(field: "model", "must be 1 to 256 bytes") }
+        guard let role = WorkerRole(name: role) else { throw APIError.badRequest(field: "role", "one of VIT, PREFILL, DECODE, PDFUSION") }
+        guard PeerAddressText.isValid(address) else { throw APIError.badRequest(field: "address", "expected host:port of the worker") }
+        if !allowedNetworks.isEmpty {
+            let host = splitHostPort(address).0
+            guard allowedNetworks.contains(where: { $0.contains(host) }) else {
+                throw APIError.badRequest(field: "address", "\(host) is not an IP address in worker_cidrs")
+            }
+        }
+        if let labels, labels.count > 64 { throw APIError.badRequest(field: "labels", "at most 64 labels") }
+        if let format = labels?["status"], StatusFormat(rawValue: format) == nil {
+            throw APIError.badRequest(field: "labels.status", "one of \(StatusFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        var capacityValue = WorkerCapacity()
+        if let capacity {
+            for (field, value) in [("kv_blocks", capacity.kvBlocks), ("block_size", capacity.blockSize), ("max_batch", capacity.maxBatch), ("max_requests", capacity.maxRequests)] {
+                if let value, value < 0 { throw APIError.badRequest(field: "capacity.\(field)", "must not be negative, got \(value)") }
+            }
+            if let size = capacity.blockSize, size == 0 { throw APIError.badRequest(field: "capacity.block_size", "must be positive") }
+            if let speed = capacity.prefillTokensPerSecond, !(speed > 0) {
+                throw APIError.badRequest(field: "capacity.prefill_tokens_per_second", "must be positive")
+            }
+            capacityValue = WorkerCapacity(
+                kvBlocks: capacity.kvBlocks ?? 0, blockSize: capacity.blockSize ?? 16, maxBatch: capacity.maxBatch ?? 256,
+                maxRequests: capacity.maxRequests ?? 0, prefillTokensPerSecond: capacity.prefillTokensPerSecond ?? 10_000
+            )
+        }
+        return Worker(
+            id: id, model: model, role: role, address: address, group: group ?? "", labels: labels ?? [:],
+            capacity: capacityValue, location: location.map { GeoLocation(latitude: $0.latitude, longitude: $0.longitude) }
+        )
     }
 }

@@ -9,6 +9,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import Serving
+import FulcrumAPI
 
 /// How a follower reaches the leader's HTTP API — the one place requests are forwarded: the
 /// leader's endpoint comes from the replicated state (each leader announces its own), requests
@@ -29,7 +30,7 @@ struct LeaderLink: Sendable {
 
     /// A routing decision taken here, or the leader's answer relayed as it is.
     enum Routed: Sendable {
-        case decided(RouteResponseBody)
+        case decided(RouteResponse)
         case relayed(Answer)
     }
 
@@ -54,10 +55,10 @@ struct LeaderLink: Sendable {
             }
             switch placement {
             case .decided(let decided):
-                return .decided(RouteResponseBody(decided.decision, token: decided.token, degraded: decided.degraded))
+                return .decided(RouteResponse(decided.decision, token: decided.token, degraded: decided.degraded))
             case .forward(let endpoint, let leader):
                 do {
-                    let encoded = try JSONEncoder.snakeCase.encode(RouteRequestBody(request))
+                    let encoded = try JSONEncoder.snakeCase.encode(RouteRequest(request))
                     let answer = try await forward(
                         to: endpoint, method: .post, path: "/v1/route", body: ByteBuffer(bytes: encoded), headers: headers
                     )
@@ -73,7 +74,7 @@ struct LeaderLink: Sendable {
     }
 
     /// Hands a decision's reservations back, here or through the leader; returns how many.
-    func release(_ body: ReleaseRequestBody, headers: HTTPFields) async throws -> Int {
+    func release(_ body: ReleaseRequest, headers: HTTPFields) async throws -> Int {
         guard let token = ReleaseToken(body.releaseToken) else {
             throw APIError.badRequest(field: "release_token", "expected node.epoch.token as returned by /v1/route")
         }
@@ -94,8 +95,8 @@ struct LeaderLink: Sendable {
             let encoded = try JSONEncoder.snakeCase.encode(body)
             let response = try await forward(to: endpoint, method: .post, path: "/v1/release", body: ByteBuffer(bytes: encoded), headers: headers)
             let buffer = response.body
-            guard response.status == .ok, let answer = try? JSONDecoder.snakeCase.decode(ReleaseResponseBody.self, from: Data(buffer.readableBytesView)) else {
-                let detail = try? JSONDecoder.snakeCase.decode(APIError.Body.self, from: Data(buffer.readableBytesView))
+            guard response.status == .ok, let answer = try? JSONDecoder.snakeCase.decode(ReleaseResponse.self, from: Data(buffer.readableBytesView)) else {
+                let detail = try? JSONDecoder.snakeCase.decode(ErrorBody.self, from: Data(buffer.readableBytesView))
                 throw APIError(response.status, code: detail?.error.code ?? "release_failed", detail?.error.message ?? "the leader answered \(response.status.code)", field: detail?.error.field)
             }
             return answer.released

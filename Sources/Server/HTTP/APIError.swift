@@ -3,6 +3,7 @@ import Cluster
 import Foundation
 public import Hummingbird
 import Serving
+import FulcrumAPI
 
 /// An API error rendered as `{"error": {"code", "message", "field", …}}` with a fitting status.
 public struct APIError: Error, HTTPResponseError, Sendable {
@@ -71,20 +72,8 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         self.init(status, code: error.code.rawValue, error.message, field: error.field, retryAfter: retryAfter)
     }
 
-    struct Body: Codable {
-        struct Detail: Codable {
-            var code: String
-            var message: String
-            var field: String?
-            var leaderId: UInt64?
-            var leaderPeerAddress: String?
-        }
-
-        var error: Detail
-    }
-
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        let body = Body(error: .init(code: code, message: message, field: field, leaderId: leaderID, leaderPeerAddress: leaderPeerAddress))
+        let body = ErrorBody(error: .init(code: code, message: message, field: field, leaderId: leaderID, leaderPeerAddress: leaderPeerAddress))
         var response = try context.responseEncoder.encode(body, from: request, context: context)
         response.status = status
         if let retryAfter { response.headers[.retryAfter] = String(retryAfter) }

@@ -3,6 +3,7 @@ import Hummingbird
 import NIOCore
 import Synchronization
 import Serving
+import FulcrumAPI
 
 /// Copies a worker's streamed answer to the client, coalescing what arrived while the previous
 /// write was in flight: a burst of SSE events leaves in one write (one syscall) instead of one

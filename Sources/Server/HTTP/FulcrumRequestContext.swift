@@ -2,6 +2,7 @@ public import Foundation
 public import Hummingbird
 public import NIOCore
 import Serving
+import FulcrumAPI
 
 /// Request context of Fulcrum's HTTP APIs: JSON in and out, snake_case keys, the client's
 /// address, and the API key it presented (set by ``AccessMiddleware``).

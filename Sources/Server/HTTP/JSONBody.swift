@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Serving
+import FulcrumAPI
 
 extension Request {
     /// Decodes the JSON body as `Value`; a body that is not JSON, or not this shape, is a 400

@@ -3,6 +3,7 @@ import Balancer
 import NIOCore
 import NIOPosix
 import Serving
+import FulcrumAPI
 
 /// Reads a worker's status over the network for the leader's duties: its engine's status
 /// endpoint (native, vLLM or SGLang format) over the shared HTTP client, or a TCP connect.

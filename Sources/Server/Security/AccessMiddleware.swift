@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Serving
+import FulcrumAPI
 
 /// Runs first on every request: source allow-list, API key and scope, rate limit, body size
 /// limit; then adds security headers (and CORS headers when origins are configured) to every

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 import Serving
+import FulcrumAPI
 #endif
 
 /// An IPv4 or IPv6 network such as `10.0.0.0/8` or `fd00::/8`. IPv4 clients that arrive as

@@ -2,6 +2,7 @@ import HummingbirdCore
 import NIOCore
 import NIOHTTPTypes
 import Serving
+import FulcrumAPI
 
 /// Closes a connection whose client does not finish sending a request head within `timeout` of
 /// connecting, or within `keepAlive` of the end of its previous response: a slow-header

@@ -1,5 +1,6 @@
 import Synchronization
 import Serving
+import FulcrumAPI
 
 /// Token buckets per client: `rate` tokens a second, up to `burst`. Thread-safe. The number of
 /// clients tracked is bounded: when full, clients whose buckets have refilled are forgotten

@@ -1,4 +1,5 @@
 import Serving
+import FulcrumAPI
 /// Who may call what, how often, and how much: the HTTP listener's protections.
 public struct SecuritySettings: Sendable, Equatable {
     /// What a key allows. `admin` allows everything.

@@ -1,0 +1,116 @@
+/// `GET /admin/cluster` and the membership commands' answer: a node's view of the cluster.
+public struct ClusterStatus: Codable, Sendable, Hashable {
+    public struct Member: Codable, Sendable, Hashable {
+        public var id: UInt64
+        public var address: String
+        public var voter: Bool
+        /// The leader's knowledge of the member's log; nil on followers.
+        public var match: UInt64?
+
+        public init(id: UInt64, address: String, voter: Bool, match: UInt64?) {
+            self.id = id
+            self.address = address
+            self.voter = voter
+            self.match = match
+        }
+    }
+
+    public var id: UInt64
+    public var clusterId: String
+    public var role: String
+    public var term: UInt64
+    public var leader: UInt64?
+    public var leaderAddress: String?
+    public var commitIndex: UInt64
+    public var appliedIndex: UInt64
+    public var lastIndex: UInt64
+    public var firstIndex: UInt64
+    public var members: [Member]
+
+    public init(
+        id: UInt64, clusterId: String, role: String, term: UInt64, leader: UInt64?, leaderAddress: String?, commitIndex: UInt64,
+        appliedIndex: UInt64, lastIndex: UInt64, firstIndex: UInt64, members: [Member]
+    ) {
+        self.id = id
+        self.clusterId = clusterId
+        self.role = role
+        self.term = term
+        self.leader = leader
+        self.leaderAddress = leaderAddress
+        self.commitIndex = commitIndex
+        self.appliedIndex = appliedIndex
+        self.lastIndex = lastIndex
+        self.firstIndex = firstIndex
+        self.members = members
+    }
+}
+
+/// `POST /admin/members`.
+public struct AddMember: Codable, Sendable, Hashable {
+    public var id: UInt64?
+    public var address: String?
+
+    public init(id: UInt64?, address: String?) {
+        self.id = id
+        self.address = address
+    }
+}
+
+/// `POST /admin/leader/transfer`; without `to`, the most caught-up voter.
+public struct LeaderTransfer: Codable, Sendable, Hashable {
+    public var to: UInt64?
+
+    public init(to: UInt64? = nil) { self.to = to }
+}
+
+public struct LeaderAnswer: Codable, Sendable, Hashable {
+    public var leader: UInt64
+
+    public init(leader: UInt64) { self.leader = leader }
+}
+
+public struct SnapshotAnswer: Codable, Sendable, Hashable {
+    public var index: UInt64
+
+    public init(index: UInt64) { self.index = index }
+}
+
+/// What replicas compare: equal fingerprints at an equal applied index mean equal states.
+public struct StateDigest: Codable, Sendable, Hashable {
+    public var appliedIndex: UInt64
+    public var appliedCommands: UInt64
+    public var fingerprint: String
+    public var workers: Int
+
+    public init(appliedIndex: UInt64, appliedCommands: UInt64, fingerprint: String, workers: Int) {
+        self.appliedIndex = appliedIndex
+        self.appliedCommands = appliedCommands
+        self.fingerprint = fingerprint
+        self.workers = workers
+    }
+}
+
+/// `GET /healthz` and `/readyz`.
+public struct HealthAnswer: Codable, Sendable, Hashable {
+    public var status: String
+
+    public init(status: String = "ok") { self.status = status }
+}
+
+/// `GET`/`POST /rtp_llm/master/info`: who the master is, as FlexLB's frontends ask it.
+public struct MasterInfo: Codable, Sendable, Hashable {
+    /// The leader's `host:port`, empty when no leader is known.
+    public var realMasterHost: String
+    public var leaderId: UInt64
+    public var term: UInt64
+    public var isMaster: Bool
+    public var nodeId: UInt64
+
+    public init(realMasterHost: String, leaderId: UInt64, term: UInt64, isMaster: Bool, nodeId: UInt64) {
+        self.realMasterHost = realMasterHost
+        self.leaderId = leaderId
+        self.term = term
+        self.isMaster = isMaster
+        self.nodeId = nodeId
+    }
+}
