@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "fulcrum-raft-sim", targets: ["RaftSimTool"]),
         .executable(name: "fulcrum-balancer-bench", targets: ["BalancerBench"]),
         .executable(name: "fulcrum", targets: ["FulcrumNode"]),
+        .executable(name: "fulcrum-fault-node", targets: ["FaultNode"]),
         .executable(name: "fulcrumctl", targets: ["FulcrumCtl"]),
         .executable(name: "fulcrum-sim", targets: ["SimulatorTool"]),
         .executable(name: "fulcrum-fuzz", targets: ["FuzzTool"]),
@@ -59,7 +60,7 @@ let package = Package(
         // Raft log, hard state and snapshots in one SQLite database per node (GRDB, system SQLite).
         .target(
             name: "RaftStorage",
-            dependencies: ["Raft", "RaftCoding", "WireCoding", "CLZ4", "CFaultVFS", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["Raft", "RaftCoding", "WireCoding", "CLZ4", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
         ),
         // Peer messages over TCP (SwiftNIO): versioned, checksummed frames, batching, reconnects.
@@ -187,9 +188,10 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // `fulcrum`: the node daemon.
-        .executableTarget(
-            name: "FulcrumNode",
+        // The node's commands (serve, agent, restore, recover), run by `fulcrum` and by the
+        // test build `fulcrum-fault-node`.
+        .target(
+            name: "NodeCommands",
             dependencies: [
                 "Server", "Serving", "FulcrumAgent", "FulcrumAPI", "Cluster", "RaftStorage", "RaftTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -201,6 +203,19 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // `fulcrum`: the node daemon.
+        .executableTarget(name: "FulcrumNode", dependencies: ["NodeCommands"], swiftSettings: strict),
+        // Test support: fault injection (the fault VFS, `/admin/fault`) and the node build that
+        // has it, `fulcrum-fault-node`. Nothing in a production target links these.
+        .target(
+            name: "FaultInjection",
+            dependencies: [
+                "CFaultVFS", "Server", "Serving",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "FaultNode", dependencies: ["NodeCommands", "FaultInjection", "Server"], swiftSettings: strict),
         // `fulcrumctl`: membership, leadership and snapshots from the command line.
         .executableTarget(
             name: "FulcrumCtl",
@@ -217,7 +232,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "FulcrumNode", "FulcrumCtl", "SimulatorTool", "Simulator", "NetworkTestSupport", "RaftTransport",
+                "FulcrumNode", "FaultNode", "FulcrumCtl", "SimulatorTool", "Simulator", "NetworkTestSupport", "RaftTransport",
                 "Raft", "RaftStorage", "RaftTestKit", "Balancer", "WireCoding", "Cluster",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,6 +1,6 @@
-public import Raft
-public import RaftTransport
-public import WireCoding
+import Raft
+import RaftTransport
+import WireCoding
 
 /// What a Raft snapshot's data holds: the replicated address book, then the state machine's
 /// own snapshot. Version byte first, so a newer format is recognised rather than misread.

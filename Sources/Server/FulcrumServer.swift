@@ -24,11 +24,17 @@ public struct FulcrumServer: Sendable {
     public let routing: RoutingService
     public let client: HTTPClient
     public let clock: ClusterClock
+    /// Routes a build adds to every node's API (the fault-injection test build's `/admin/fault`).
+    public let extensions: [ServerExtension]
     let logger: Logger
 
     /// `clock` is the node's machine's clock.
-    public init(node: ClusterNode<BalancerMachine>, clock: ClusterClock, serving: ServingSettings, security: SecuritySettings, logger: Logger) {
+    public init(
+        node: ClusterNode<BalancerMachine>, clock: ClusterClock, serving: ServingSettings, security: SecuritySettings,
+        extensions: [ServerExtension] = [], logger: Logger
+    ) {
         self.node = node
+        self.extensions = extensions
         self.clock = clock
         self.serving = serving
         self.security = security
@@ -57,7 +63,7 @@ public struct FulcrumServer: Sendable {
         WorkerAPI(link: link, duties: duties, proposer: proposer, workerNetworks: security.workerNetworks).addRoutes(to: router)
         RouteAPI(link: link, settings: serving).addRoutes(to: router)
         ProxyAPI(link: link, client: client, settings: serving, metrics: metrics, logger: logger).addRoutes(to: router)
-        if serving.faultInjection { FaultAPI(clock: clock).addRoutes(to: router) }
+        for added in extensions { added.addRoutes(router, clock) }
         let metrics = metrics
         router.get("metrics") { _, _ -> Response in
             let leadership = await node.leadership()
@@ -119,5 +125,16 @@ struct DutiesService: Service {
             // Stopped on purpose.
         }
         try await client.shutdown()
+    }
+}
+
+/// Routes that a build of the node adds to the API; production builds add none.
+public struct ServerExtension: Sendable {
+    public var name: String
+    public var addRoutes: @Sendable (Hummingbird.Router<FulcrumRequestContext>, ClusterClock) -> Void
+
+    public init(name: String, addRoutes: @escaping @Sendable (Hummingbird.Router<FulcrumRequestContext>, ClusterClock) -> Void) {
+        self.name = name
+        self.addRoutes = addRoutes
     }
 }

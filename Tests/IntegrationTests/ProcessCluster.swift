@@ -63,7 +63,9 @@ final class ProcessCluster: @unchecked Sendable {
     /// Starts node `id`; founders bootstrap, others start empty and wait to be added.
     func start(_ id: UInt64) throws {
         let process = Process()
-        let executable = binaries.appendingPathComponent("fulcrum")
+        // Fault injection exists only in the test build of the node.
+        let faulty = environment["FULCRUM_FAULT_INJECTION"] == "true"
+        let executable = binaries.appendingPathComponent(faulty ? "fulcrum-fault-node" : "fulcrum")
         var arguments = [
             "serve", "--cluster-id", "it", "--node-id", String(id), "--data-dir", "\(root)/node-\(id)",
             "--peer-listen", "\(host(id)):\(peerPorts[id]!)", "--http-listen", "\(host(id)):\(httpPorts[id]!)",

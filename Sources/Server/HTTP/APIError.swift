@@ -29,7 +29,7 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         self.retryAfter = retryAfter
     }
 
-    static func badRequest(field: String, _ message: String) -> APIError {
+    public static func badRequest(field: String, _ message: String) -> APIError {
         APIError(.badRequest, code: "invalid_request", "\(field): \(message)", field: field)
     }
 

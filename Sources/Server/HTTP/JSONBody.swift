@@ -1,12 +1,12 @@
 import Foundation
-import Hummingbird
+public import Hummingbird
 import Serving
 import FulcrumAPI
 
 extension Request {
     /// Decodes the JSON body as `Value`; a body that is not JSON, or not this shape, is a 400
     /// naming the field at fault (`snake_case`, dotted for nested fields).
-    mutating func decodeJSON<Value: Decodable>(_ type: Value.Type, context: FulcrumRequestContext) async throws -> Value {
+    public mutating func decodeJSON<Value: Decodable>(_ type: Value.Type, context: FulcrumRequestContext) async throws -> Value {
         let body = try await collectBody(upTo: context.maxUploadSize)
         return try decodeJSONBody(type, Data(body.readableBytesView), decoder: context.requestDecoder)
     }

@@ -1,16 +1,19 @@
-import ArgumentParser
+public import ArgumentParser
 import Cluster
 import Foundation
 import Hummingbird
 import Logging
-import RaftStorage
-import Server
+import Synchronization
+public import Server
 import Serving
 import ServiceLifecycle
 
-@main
-struct Fulcrum: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+/// The `fulcrum` command. Its `main` runs in two executables: `fulcrum`, the production node,
+/// and `fulcrum-fault-node`, a test build that also has fault injection (``NodeBuild``).
+public struct Fulcrum: AsyncParsableCommand {
+    public init() {}
+
+    public static let configuration = CommandConfiguration(
         commandName: "fulcrum",
         abstract: "Fulcrum: a Raft-replicated load balancer for LLM inference fleets.",
         subcommands: [Serve.self, Agent.self, Restore.self, Recover.self]
@@ -74,14 +77,21 @@ struct Serve: AsyncParsableCommand {
 
         var logger = Logger(label: "fulcrum")
         logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        var extensions: [ServerExtension] = []
         if configuration.serving.faultInjection {
+            guard let support = NodeBuild.faultInjection else {
+                throw ValidationError("fault_injection: this build has none; it exists only in the test build, fulcrum-fault-node")
+            }
             // Before the log is opened, so its files go through the fault VFS.
-            try StorageFaults.install()
+            try support.install()
+            extensions.append(support.routes)
             logger.warning("fault injection is on: /admin/fault can stall, fail or kill this node (never use this in production)")
         }
         let machine = BalancerMachine()
         let node = try ClusterNode(settings: configuration.nodeSettings, machine: machine, logger: logger)
-        let server = FulcrumServer(node: node, clock: machine.clock, serving: configuration.servingSettings, security: security, logger: logger)
+        let server = FulcrumServer(
+            node: node, clock: machine.clock, serving: configuration.servingSettings, security: security, extensions: extensions, logger: logger
+        )
         let http = try server.httpService(host: configuration.httpListen.host, port: configuration.httpListen.port)
         logger.info("node \(node.id) of cluster \(configuration.clusterID): peers on \(configuration.peerListen), HTTP on \(configuration.httpListen) (\(server.serving.advertisedURL))")
         let services = ServiceGroup(
@@ -93,4 +103,27 @@ struct Serve: AsyncParsableCommand {
         )
         try await services.run()
     }
+}
+
+/// What a test build of the node adds: fault injection (`fault_injection: true`). The
+/// production `fulcrum` sets nothing here, so its nodes refuse that setting.
+public struct FaultInjectionSupport: Sendable {
+    /// Runs before the node opens its log (installs the fault VFS).
+    public var install: @Sendable () throws -> Void
+    /// The fault routes (`/admin/fault`).
+    public var routes: ServerExtension
+
+    public init(install: @escaping @Sendable () throws -> Void, routes: ServerExtension) {
+        self.install = install
+        self.routes = routes
+    }
+}
+
+public enum NodeBuild {
+    private static let support = Mutex<FaultInjectionSupport?>(nil)
+
+    /// Called by the test build's `main` before the command runs.
+    public static func enableFaultInjection(_ value: FaultInjectionSupport) { support.withLock { $0 = value } }
+
+    static var faultInjection: FaultInjectionSupport? { support.withLock { $0 } }
 }

@@ -25,9 +25,14 @@ public enum StorageFaults {
     }
 
     /// Makes the fault VFS SQLite's default for every database opened afterwards.
-    public static func install() throws(StorageError) {
+    public struct InstallError: Error, CustomStringConvertible {
+        public var code: Int32
+        public var description: String { "cannot install the fault-injection VFS (SQLite code \(code))" }
+    }
+
+    public static func install() throws(InstallError) {
         let code = fulcrum_fault_vfs_install()
-        guard code == 0 else { throw StorageError(.io, path: "(sqlite)", "cannot install the fault-injection VFS (SQLite code \(code))") }
+        guard code == 0 else { throw InstallError(code: code) }
     }
 
     /// Every fsync first sleeps this long (a slow disk); 0 for none.

@@ -1,7 +1,7 @@
 import Foundation
-import Hummingbird
-import RaftStorage
-import Serving
+public import Hummingbird
+public import Server
+public import Serving
 import FulcrumAPI
 
 /// Fault injection for the fault suites, on nodes started with `fault_injection: true` only
@@ -13,8 +13,10 @@ import FulcrumAPI
 /// - `clock_jump_ms`: moves the wall clock this node reads (see ``ClusterClock``);
 /// - `power_loss: true`: undoes every write not yet fsynced and kills the process at once.
 /// `GET /admin/fault` answers the counters.
-struct FaultAPI: Sendable {
+public struct FaultAPI: Sendable {
     let clock: ClusterClock
+
+    public init(clock: ClusterClock) { self.clock = clock }
 
     struct Change: Decodable {
         var fsyncDelayMs: Int?
@@ -29,7 +31,7 @@ struct FaultAPI: Sendable {
         var syncs: Int64
     }
 
-    func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
+    public func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
         router.get("admin/fault") { _, _ in state() }
         router.post("admin/fault") { request, context -> State in
             var request = request
