@@ -120,7 +120,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "Balancer", "Cluster", "Serving", "FulcrumAPI", "RaftStorage", "RaftTransport", "WireCoding",
+                "Balancer", "Cluster", "Serving", "FulcrumAPI",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -132,14 +132,13 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict
         ),
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "Serving", "FulcrumAgent", "Cluster", "Raft", "RaftTransport", "Balancer", "Simulator", "NetworkTestSupport", "Fuzzing",
+                "Server", "Serving", "FulcrumAgent", "NodeCommands", "Cluster", "Raft", "RaftTransport", "Balancer", "Simulator", "NetworkTestSupport", "Fuzzing",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -193,7 +192,8 @@ let package = Package(
         .target(
             name: "NodeCommands",
             dependencies: [
-                "Server", "Serving", "FulcrumAgent", "FulcrumAPI", "Cluster", "RaftStorage", "RaftTransport",
+                "Server", "Serving", "FulcrumAgent", "FulcrumAPI", "Cluster", "Raft", "RaftStorage", "RaftTransport",
+                .product(name: "Yams", package: "Yams"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -42,3 +42,6 @@ struct AddressBook: Sendable {
         (all.filter { members.contains($0.key) || $0.key == own }, members.filter { all[$0] == nil })
     }
 }
+
+/// Whether `text` is a peer address (`host:port`) a node can dial.
+public func isPeerAddress(_ text: String) -> Bool { PeerAddress(text) != nil }

@@ -13,6 +13,12 @@ extension ClusterNode {
         try await changeMembership(.addLearner(member))
     }
 
+    /// Adds a learner given its peer address as text (`host:port`).
+    public func addLearner(_ member: UInt64, peerAddress text: String) async throws {
+        guard let address = PeerAddress(text) else { throw ClusterError(.rejected, "bad peer address '\(text)': expected host:port") }
+        try await addLearner(member, address: address)
+    }
+
     /// Makes a caught-up learner a voter.
     public func promote(_ member: NodeID, maxLag: LogIndex = 1_000) async throws {
         guard raft.confState.isLearner(member) else { throw ClusterError(.rejected, "node \(member) is not a learner") }

@@ -1,5 +1,6 @@
 import Foundation
 import Server
+import NodeCommands
 import Testing
 import Yams
 

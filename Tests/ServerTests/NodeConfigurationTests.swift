@@ -2,6 +2,7 @@ import Raft
 import RaftTransport
 import Foundation
 import Server
+import NodeCommands
 import Testing
 
 @Suite struct NodeConfigurationTests {

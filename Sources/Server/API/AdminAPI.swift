@@ -3,9 +3,6 @@ import Cluster
 import Foundation
 import NIOCore
 public import Hummingbird
-import Raft
-import RaftTransport
-import WireCoding
 public import Serving
 import FulcrumAPI
 
@@ -67,10 +64,10 @@ public struct AdminAPI: Sendable {
         admin.post("members") { request, context -> ClusterStatus in
             let body = try await request.decode(as: AddMember.self, context: context)
             guard let id = body.id, id > 0 else { throw APIError.badRequest(field: "id", "a positive node id is required") }
-            guard let text = body.address, let address = PeerAddress(text) else {
+            guard let text = body.address, isPeerAddress(text) else {
                 throw APIError.badRequest(field: "address", "host:port of the new node's peer listener is required")
             }
-            try await cluster { try await node.addLearner(id, address: address) }
+            try await cluster { try await node.addLearner(id, peerAddress: text) }
             return ClusterStatus(await node.status())
         }
         admin.post("members/:id/promote") { _, context -> ClusterStatus in

@@ -4,6 +4,7 @@ public import Raft
 public import RaftTransport
 import Yams
 public import Serving
+public import Server
 import FulcrumAPI
 
 /// What `fulcrum serve` reads from its YAML file, then from flags and the environment. Every key
