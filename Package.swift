@@ -232,7 +232,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "FulcrumNode", "FaultNode", "FulcrumCtl", "SimulatorTool", "Simulator", "NetworkTestSupport", "RaftTransport",
+                "FulcrumNode", "FaultNode", "FulcrumCtl", "SimulatorTool", "FulcrumAPI", "Simulator", "NetworkTestSupport", "RaftTransport",
                 "Raft", "RaftStorage", "RaftTestKit", "Balancer", "WireCoding", "Cluster",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -248,7 +248,7 @@ let package = Package(
         .target(
             name: "Fuzzing",
             dependencies: [
-                "Balancer", "Raft", "RaftStorage", "RaftTransport", "WireCoding",
+                "Balancer", "FulcrumAPI", "Raft", "RaftStorage", "RaftTransport", "WireCoding",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,5 +1,6 @@
 public import AsyncHTTPClient
 import Foundation
+import FulcrumAPI
 import NIOCore
 public import NIOHTTP1
 
@@ -105,8 +106,7 @@ public struct HTTPFuzzer: Sendable {
             case 200..<300:
                 break
             case 400..<500:
-                let json = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]
-                if json?["error"] == nil {
+                if (try? FulcrumJSON.decode(ErrorBody.self, from: Data(text.utf8))) == nil {
                     report.findings.append("\(endpoint.method) \(endpoint.path) \(shown) → \(status) without a JSON error: \(text.prefix(200))")
                 }
             case 503:

@@ -1,4 +1,5 @@
 import Foundation
+import FulcrumAPI
 import Testing
 
 /// Wall-clock jumps (through the node's injectable clock, `fault_injection`) move nothing the
@@ -15,10 +16,8 @@ import Testing
             let answer = try await cluster.request(
                 .POST, cluster.endpoint(node) + "/v1/route", json: #"{"model":"m","prompt":"hello","session_id":"\#(session)"}"#
             )
-            guard answer.status == 200, let target = (answer.body["targets"] as? [[String: Any]])?.first,
-                let worker = target["worker_id"] as? String, let reason = target["reason"] as? String
-            else { throw IntegrationError("route of \(session) via node \(node): \(answer)") }
-            placed[session] = Placement(worker: worker, reason: reason)
+            guard answer.status == 200, let target = answer.decode(RouteResponse.self)?.targets.first else { throw IntegrationError("route of \(session) via node \(node): \(answer)") }
+            placed[session] = Placement(worker: target.workerId, reason: target.reason)
         }
         return placed
     }
@@ -85,7 +84,7 @@ import Testing
 
             // The engines stayed healthy throughout.
             let workers = try await cluster.request(.GET, cluster.endpoint(third) + "/admin/workers?consistent=true")
-            let health = ((workers.body["workers"] as? [[String: Any]]) ?? []).compactMap { $0["health"] as? String }
+            let health = (workers.decode(WorkerList.self)?.workers ?? []).map(\.health)
             #expect(health.count == 4 && health.allSatisfy { $0 == "healthy" }, "\(health)")
         }
     }

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import FulcrumAPI
 import NIOCore
 import NIOPosix
 import RaftTransport
@@ -111,7 +112,7 @@ import WireCoding
             var sidelined = false
             while !sidelined, ContinuousClock.now < deadline {
                 let answer = try await cluster.request(.GET, cluster.endpoint(1) + "/admin/workers")
-                let health = Dictionary(((answer.body["workers"] as? [[String: Any]]) ?? []).map { ($0["id"] as? String ?? "", $0["health"] as? String ?? "") }) { a, _ in a }
+                let health = Dictionary((answer.decode(WorkerList.self)?.workers ?? []).map { ($0.id, $0.health) }) { a, _ in a }
                 sidelined = health["e0"] == "unhealthy" && health["e1"] == "unhealthy" && health["e2"] == "healthy"
                 if !sidelined { try await Task.sleep(for: .milliseconds(100)) }
             }
@@ -119,9 +120,10 @@ import WireCoding
             for _ in 0..<50 {
                 let answer = try await cluster.request(.POST, cluster.endpoint(1) + "/v1/route", json: #"{"model":"m","prompt":"hi"}"#)
                 #expect(answer.status == 200)
-                let target = (answer.body["targets"] as? [[String: Any]])?.first?["worker_id"] as? String
+                let decision = answer.decode(RouteResponse.self)
+                let target = decision?.targets.first?.workerId
                 #expect(target == "e2", "routed to \(target ?? "nothing")")
-                if let token = answer.body["release_token"] as? String {
+                if let token = decision?.releaseToken {
                     _ = try await cluster.request(.POST, cluster.endpoint(1) + "/v1/release", json: #"{"release_token":"\#(token)"}"#)
                 }
             }

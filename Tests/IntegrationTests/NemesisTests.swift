@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Balancer
 import Cluster
 import Foundation
+import FulcrumAPI
 import NIOCore
 import NIOHTTP1
 import NetworkTestSupport
@@ -277,11 +278,11 @@ final class NemesisRun: @unchecked Sendable {
         }
     }
 
-    func write(key: UInt8, value: UInt64, node: UInt64, _ send: () async throws -> (status: Int, body: [String: Any])) async {
+    func write(key: UInt8, value: UInt64, node: UInt64, _ send: () async throws -> HTTPAnswer) async {
         let invoked = history.tick()
         let answer = try? await send()
         if let answer, answer.status == 404, value == 0 { return }  // nothing to deregister: no command proposed
-        if let answer, answer.status == 200, answer.body["result"] as? String == "applied" {
+        if let answer, answer.status == 200, answer.decode(CommandResult.self)?.applied == true {
             let completed = history.tick()
             let at = history.now
             history.state.withLock {
@@ -304,10 +305,8 @@ final class NemesisRun: @unchecked Sendable {
         guard let answer = try? await cluster.request(.GET, cluster.endpoint(node) + "/admin/workers?consistent=true", timeout: Self.clientTimeout), answer.status == 200 else { return }
         let completed = history.tick()
         var values = [UInt8: UInt64]()
-        for worker in (answer.body["workers"] as? [[String: Any]]) ?? [] {
-            guard let id = worker["id"] as? String, id.hasPrefix("k"), let key = UInt8(id.dropFirst()),
-                let group = worker["group"] as? String, let value = UInt64(group.dropFirst())
-            else { continue }
+        for worker in answer.decode(WorkerList.self)?.workers ?? [] {
+            guard worker.id.hasPrefix("k"), let key = UInt8(worker.id.dropFirst()), let value = UInt64(worker.group.dropFirst()) else { continue }
             values[key] = value
         }
         history.state.withLock {
@@ -321,7 +320,7 @@ final class NemesisRun: @unchecked Sendable {
     func readConfig(node: UInt64) async {
         let invoked = history.tick()
         guard let answer = try? await cluster.request(.GET, cluster.endpoint(node) + "/admin/config?consistent=true", timeout: Self.clientTimeout), answer.status == 200,
-            let settings = answer.body["settings"] as? [String: Any], let ttl = (settings["sticky_ttl_ms"] as? NSNumber)?.uint64Value
+            let ttl = answer.decode(BalancerConfiguration.self)?.settings.stickyTtlMs.map(UInt64.init)
         else { return }
         let completed = history.tick()
         let value = ttl > Self.ttlBase && ttl < Self.ttlBase + Self.ttlSpan ? ttl - Self.ttlBase : 0
@@ -339,10 +338,10 @@ final class NemesisRun: @unchecked Sendable {
             for id in nodes {
                 guard let status = try? await ProcessCluster.http.execute(HTTPClientRequest(url: cluster.endpoint(id) + "/admin/cluster"), timeout: .milliseconds(500)),
                     let bytes = try? await status.body.collect(upTo: 1 << 20),
-                    let json = (try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))) as? [String: Any],
-                    json["role"] as? String == "leader", let term = (json["term"] as? NSNumber)?.uint64Value
+                    let json = try? FulcrumJSON.decode(ClusterStatus.self, from: Data(bytes.readableBytesView)),
+                    json.role == "leader"
                 else { continue }
-                history.state.withLock { _ = $0.leaders[term, default: []].insert(id) }
+                history.state.withLock { _ = $0.leaders[json.term, default: []].insert(id) }
             }
             try? await Task.sleep(for: .milliseconds(50))
         }
@@ -352,17 +351,17 @@ final class NemesisRun: @unchecked Sendable {
 
     func currentLeader() async -> UInt64? {
         for id in nodes where cluster.processes[id] != nil && !paused.contains(id) {
-            if let status = await cluster.status(id), let leader = (status["leader"] as? NSNumber)?.uint64Value, leader != 0 { return leader }
+            if let status = await cluster.status(id), let leader = status.leader, leader != 0 { return leader }
         }
         return nil
     }
 
     /// Member ids as node `id` knows them, voters and learners; nil when it does not answer.
     func memberIDs(via id: UInt64) async -> [UInt64: Bool]? {
-        guard let status = await cluster.status(id), let members = status["members"] as? [[String: Any]] else { return nil }
+        guard let status = await cluster.status(id) else { return nil }
         var ids: [UInt64: Bool] = [:]
-        for member in members {
-            if let id = (member["id"] as? NSNumber)?.uint64Value { ids[id] = member["voter"] as? Bool ?? false }
+        for member in status.members {
+            ids[member.id] = member.voter
         }
         return ids
     }
@@ -608,9 +607,9 @@ final class NemesisRun: @unchecked Sendable {
             var digests: [(UInt64, String)] = []
             for id in nodes {
                 guard let answer = try? await cluster.request(.GET, cluster.endpoint(id) + "/admin/state"), answer.status == 200,
-                    let index = (answer.body["applied_index"] as? NSNumber)?.uint64Value, let fingerprint = answer.body["fingerprint"] as? String
+                    let digest = answer.decode(StateDigest.self)
                 else { continue }
-                digests.append((index, fingerprint))
+                digests.append((digest.appliedIndex, digest.fingerprint))
             }
             last = digests.map { "\($0.0):\($0.1)" }.joined(separator: " ")
             converged = digests.count == nodes.count && Set(digests.map(\.0)).count == 1 && Set(digests.map(\.1)).count == 1

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import FulcrumAPI
 import Testing
 
 /// Operations on real processes: backup and restore into a new cluster, disaster recovery from
@@ -13,7 +14,7 @@ import Testing
     /// Waits until `id` leads (it may be the only member).
     static func waitForLeadership(_ cluster: ProcessCluster, _ id: UInt64) async throws {
         for _ in 0..<300 {
-            if let status = await cluster.status(id), (status["leader"] as? NSNumber)?.uint64Value == id { return }
+            if let status = await cluster.status(id), status.leader == id { return }
             try await Task.sleep(for: .milliseconds(50))
         }
         throw IntegrationError("node \(id) did not lead; logs in \(cluster.root)")
@@ -90,7 +91,7 @@ import Testing
         // The majority is lost for good; the survivor alone cannot elect a leader.
         for id in cluster.founders where id != survivor { cluster.kill9(id) }
         try await Task.sleep(for: .milliseconds(800))
-        #expect((await cluster.status(survivor))?["leader"] as? NSNumber == nil)
+        #expect((await cluster.status(survivor))?.leader == nil)
         cluster.kill9(survivor)
 
         let refused = try Self.fulcrum(cluster, ["recover", "--data-dir", "\(cluster.root)/node-\(survivor)", "--cluster-id", "it", "--peer-advertise", "127.0.0.1:1"])
@@ -134,7 +135,7 @@ import Testing
                                 routed = true
                                 break attempts
                             }
-                            tried.append("\(via): \(answer.status) \((answer.body["error"] as? [String: Any])?["message"] ?? "")")
+                            tried.append("\(via): \(answer.status) \(answer.error?.message ?? "")")
                         } catch {
                             tried.append("\(via): \(error)")
                         }

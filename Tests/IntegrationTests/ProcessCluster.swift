@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import FulcrumAPI
 import NetworkTestSupport
 import NIOCore
 import NIOHTTP1
@@ -111,10 +112,10 @@ final class ProcessCluster: @unchecked Sendable {
 
     /// Sends `fault` (JSON) to node `id`'s `/admin/fault` (fault-injection nodes only).
     @discardableResult
-    func fault(_ id: UInt64, _ fault: String) async throws -> [String: Any] {
+    func fault(_ id: UInt64, _ fault: String) async throws -> HTTPAnswer {
         let answer = try await request(.POST, endpoint(id) + "/admin/fault", json: fault)
         guard answer.status == 200 else { throw IntegrationError("node \(id) refused fault \(fault): \(answer)") }
-        return answer.body
+        return answer
     }
 
     /// A power loss of node `id`: its unsynced writes are undone and it dies at once.
@@ -147,14 +148,14 @@ final class ProcessCluster: @unchecked Sendable {
     func request(
         _ method: HTTPMethod, _ url: String, json: String? = nil, headers: [(String, String)] = [],
         timeout: Duration = .seconds(10)
-    ) async throws -> (status: Int, body: [String: Any]) {
+    ) async throws -> HTTPAnswer {
         try await requestWithHeaders(method, url, json: json, headers: headers, timeout: timeout).answer
     }
 
     func requestWithHeaders(
         _ method: HTTPMethod, _ url: String, json: String? = nil, headers: [(String, String)] = [],
         timeout: Duration = .seconds(10)
-    ) async throws -> (answer: (status: Int, body: [String: Any]), headers: HTTPHeaders) {
+    ) async throws -> (answer: HTTPAnswer, headers: HTTPHeaders) {
         var request = HTTPClientRequest(url: url)
         request.method = method
         for (name, value) in defaultHeaders + headers where !request.headers.contains(name: name) {
@@ -166,12 +167,11 @@ final class ProcessCluster: @unchecked Sendable {
         }
         let response = try await Self.http.execute(request, timeout: .init(timeout))
         let bytes = try await response.body.collect(upTo: 4 << 20)
-        let body = (try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))) as? [String: Any] ?? [:]
-        return ((Int(response.status.code), body), response.headers)
+        return (HTTPAnswer(status: Int(response.status.code), data: Data(bytes.readableBytesView)), response.headers)
     }
 
-    func status(_ id: UInt64) async -> [String: Any]? {
-        try? await request(.GET, endpoint(id) + "/admin/cluster").body
+    func status(_ id: UInt64) async -> ClusterStatus? {
+        try? await request(.GET, endpoint(id) + "/admin/cluster").decode(ClusterStatus.self)
     }
 
     /// Waits until every running node names the same leader, and that leader runs.
@@ -182,7 +182,7 @@ final class ProcessCluster: @unchecked Sendable {
             var complete = true
             // A node that died by itself (a failed disk, say) is not asked.
             for (id, process) in processes where process.isRunning {
-                guard let status = await status(id), let leader = (status["leader"] as? NSNumber)?.uint64Value else {
+                guard let status = await status(id), let leader = status.leader else {
                     complete = false
                     break
                 }
@@ -213,17 +213,16 @@ final class ProcessCluster: @unchecked Sendable {
     func register(_ worker: String, via id: UInt64) async throws -> Bool {
         let json = #"{"id":"\#(worker)","model":"m","role":"PDFUSION","address":"127.0.0.1:9000"}"#
         let answer = try await leaderRequest(.POST, "/admin/workers", json: json, via: id)
-        return answer.status == 200 && answer.body["result"] as? String == "applied"
+        return answer.status == 200 && answer.decode(CommandResult.self)?.applied == true
     }
 
     /// Sends a leader-only request to node `id`, and once more to the leader it names when
     /// refused with 421 (refused before anything was proposed, so the retry cannot apply twice).
     func leaderRequest(
         _ method: HTTPMethod, _ path: String, json: String? = nil, via id: UInt64, timeout: Duration = .seconds(10)
-    ) async throws -> (status: Int, body: [String: Any]) {
+    ) async throws -> HTTPAnswer {
         let answer = try await request(method, endpoint(id) + path, json: json, timeout: timeout)
-        guard answer.status == 421, let detail = answer.body["error"] as? [String: Any],
-            let leader = (detail["leader_id"] as? NSNumber)?.uint64Value, httpPorts[leader] != nil
+        guard answer.status == 421, let leader = answer.error?.leaderId, httpPorts[leader] != nil
         else { return answer }
         return try await request(method, endpoint(leader) + path, json: json, timeout: timeout)
     }
@@ -231,7 +230,7 @@ final class ProcessCluster: @unchecked Sendable {
     /// Worker ids a node holds after a linearizable read (on the leader) or as applied.
     func workers(on id: UInt64, consistent: Bool) async throws -> [String] {
         let answer = try await request(.GET, endpoint(id) + "/admin/workers" + (consistent ? "?consistent=true" : ""))
-        return ((answer.body["workers"] as? [[String: Any]]) ?? []).compactMap { $0["id"] as? String }
+        return (answer.decode(WorkerList.self)?.workers ?? []).map(\.id)
     }
 
     /// Runs `fulcrumctl` with this cluster's endpoints; returns its exit status and output.
@@ -260,4 +259,17 @@ final class ProcessCluster: @unchecked Sendable {
 struct IntegrationError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// A node's HTTP answer: the status and the body, decoded on demand as one of the API's types.
+struct HTTPAnswer: Sendable, CustomStringConvertible {
+    var status: Int
+    var data: Data
+
+    func decode<Value: Decodable>(_ type: Value.Type) -> Value? { try? FulcrumJSON.decode(type, from: data) }
+
+    /// The error the node answered, when it is one.
+    var error: ErrorBody.Detail? { decode(ErrorBody.self)?.error }
+
+    var description: String { "\(status) \(String(decoding: data.prefix(500), as: UTF8.self))" }
 }

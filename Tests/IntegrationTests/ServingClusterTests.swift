@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import FulcrumAPI
 import Hummingbird
 import Logging
 import NetworkTestSupport
@@ -79,8 +80,8 @@ final class EngineFleet: Sendable {
         await fleet.stop()
     }
 
-    static func worker(_ answer: (status: Int, body: [String: Any])) -> String? {
-        (answer.body["targets"] as? [[String: Any]])?.first?["worker_id"] as? String
+    static func worker(_ answer: HTTPAnswer) -> String? {
+        answer.decode(RouteResponse.self)?.targets.first?.workerId
     }
 
     @Test(.timeLimit(.minutes(2)))
@@ -104,8 +105,8 @@ final class EngineFleet: Sendable {
             #expect(agent.terminationStatus == 0)
             var reported = false
             for _ in 0..<100 where !reported {
-                let workers = try await cluster.request(.GET, cluster.endpoint(leader) + "/admin/workers").body["workers"] as? [[String: Any]] ?? []
-                reported = workers.contains { $0["id"] as? String == "agent-host" && ($0["cores"] as? Int ?? 0) > 0 && ($0["memory_free_bytes"] as? Int ?? 0) > 0 }
+                let workers = try await cluster.request(.GET, cluster.endpoint(leader) + "/admin/workers").decode(WorkerList.self)?.workers ?? []
+                reported = workers.contains { $0.id == "agent-host" && $0.cores > 0 && $0.memoryFreeBytes > 0 }
                 if !reported { try await Task.sleep(for: .milliseconds(50)) }
             }
             #expect(reported, "the agent's heartbeat reached the log")
@@ -116,7 +117,7 @@ final class EngineFleet: Sendable {
                 let via = cluster.founders[index % 3]
                 let answer = try await cluster.request(.POST, cluster.endpoint(via) + "/v1/route", json: #"{"model":"m","prompt":"\#(prompt)"}"#)
                 #expect(answer.status == 200, "via \(via): \(answer)")
-                #expect((answer.body["decided_by"] as? NSNumber)?.uint64Value == leader)
+                #expect(answer.decode(RouteResponse.self)?.decidedBy == leader)
                 home[index] = Self.worker(answer)
             }
             #expect(Set(home.values).count > 1)
@@ -163,7 +164,7 @@ final class EngineFleet: Sendable {
             var kept = 0
             for (index, prompt) in prompts.enumerated() {
                 let answer = try await cluster.request(.POST, cluster.endpoint(successor) + "/v1/route", json: #"{"model":"m","prompt":"\#(prompt)"}"#)
-                #expect((answer.body["decided_by"] as? NSNumber)?.uint64Value == successor)
+                #expect(answer.decode(RouteResponse.self)?.decidedBy == successor)
                 if Self.worker(answer) == home[index] { kept += 1 }
             }
             #expect(kept == prompts.count, "\(kept) of \(prompts.count) kept their prefix affinity")
@@ -176,7 +177,7 @@ final class EngineFleet: Sendable {
             while !degraded && Date() < deadline {
                 let answer = try await cluster.requestWithHeaders(.POST, cluster.endpoint(survivor) + "/v1/route", json: #"{"model":"m","prompt":"x"}"#)
                 degraded = answer.answer.status == 200 && answer.headers.first(name: "X-Fulcrum-Degraded") == "1"
-                    && answer.answer.body["degraded"] as? Bool == true
+                    && answer.answer.decode(RouteResponse.self)?.degraded == true
                 if !degraded { try await Task.sleep(for: .milliseconds(100)) }
             }
             #expect(degraded)

@@ -1,4 +1,5 @@
 import Foundation
+import FulcrumAPI
 import Testing
 
 /// Storage faults on real processes through the fault VFS (`fault_injection`): power loss that
@@ -22,7 +23,7 @@ import Testing
     static func powerLossOfEveryNode(_ cluster: ProcessCluster) async throws -> Int64 {
         var unsynced: Int64 = 0
         for id in cluster.founders {
-            unsynced += (try await cluster.fault(id, "{}")["unsynced_bytes"] as? NSNumber)?.int64Value ?? 0
+            unsynced += try await cluster.fault(id, "{}").decode(FaultState.self)?.unsyncedBytes ?? 0
         }
         for id in cluster.founders { try await cluster.powerLoss(id) }
         for id in cluster.founders { try cluster.start(id) }
@@ -94,4 +95,11 @@ import Testing
             #expect(held.isSuperset(of: acknowledged), "node \(id) misses \(Set(acknowledged).subtracting(held).sorted())")
         }
     }
+}
+
+/// `GET`/`POST /admin/fault`'s answer (the test build's fault API).
+struct FaultState: Decodable {
+    var wallClockOffsetMs: Int64
+    var unsyncedBytes: Int64
+    var syncs: Int64
 }

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Balancer
 import Foundation
+import FulcrumAPI
 import NIOCore
 @testable import Server
 @testable import Serving
@@ -18,21 +19,22 @@ import Testing
             let prompt = String(repeating: "the same long system prompt ", count: 20)
             let first = try await harness.post("/v1/route", #"{"model":"m","request_id":"r1","prompt":"\#(prompt)","max_tokens":8}"#)
             #expect(first.status == 200, "\(first.text)")
-            let targets = try #require(first.json["targets"] as? [[String: Any]])
-            #expect(targets.count == 1 && targets[0]["role"] as? String == "PDFUSION")
-            #expect(first.json["degraded"] as? Bool == false)
+            let decision = try #require(first.decode(RouteResponse.self))
+            let targets = decision.targets
+            #expect(targets.count == 1 && targets[0].role == "PDFUSION")
+            #expect(decision.degraded == false)
             // The same prompt again lands where its prefix is cached.
             let second = try await harness.post("/v1/route", #"{"model":"m","request_id":"r2","prompt":"\#(prompt) and more"}"#)
-            let secondTargets = try #require(second.json["targets"] as? [[String: Any]])
-            #expect(secondTargets[0]["worker_id"] as? String == targets[0]["worker_id"] as? String)
-            #expect(secondTargets[0]["reason"] as? String == "hit")
-            let token = try #require(first.json["release_token"] as? String)
+            let secondTargets = try #require(second.decode(RouteResponse.self)).targets
+            #expect(secondTargets[0].workerId == targets[0].workerId)
+            #expect(secondTargets[0].reason == "hit")
+            let token = decision.releaseToken
             let released = try await harness.post("/v1/release", #"{"release_token":"\#(token)","outcome":"ok"}"#)
-            #expect(released.status == 200 && released.json["released"] as? Int == 1)
+            #expect(released.status == 200 && released.decode(ReleaseResponse.self)?.released == 1)
             let again = try await harness.post("/v1/release", #"{"release_token":"\#(token)"}"#)
             #expect(again.status == 404 && again.errorField == "release_token")
             // The decided prefixes reach the log within a flush interval: a new leader would know them.
-            let chosen = try #require(targets[0]["worker_id"] as? String)
+            let chosen = targets[0].workerId
             try await harness.waitForState("prefixes replicated") { $0.state.cachedBlockCount(workerID: chosen) > 0 }
             let metrics = try await harness.get("/metrics")
             #expect(metrics.text.contains(#"fulcrum_routing_decisions_total{model="m",role="PDFUSION",strategy="cache_aware",reason="hit"} 1"#))
@@ -126,18 +128,18 @@ import Testing
             var picks: [String] = []
             for index in 0..<6 {
                 let answer = try await harness.post("/v1/route", #"{"model":"m","request_id":"rr\#(index)","prompt":"same"}"#)
-                picks.append(((answer.json["targets"] as? [[String: Any]])?.first?["worker_id"] as? String) ?? "?")
-                #expect((answer.json["targets"] as? [[String: Any]])?.first?["strategy"] as? String == "round_robin")
+                let target = answer.decode(RouteResponse.self)?.targets.first
+                picks.append(target?.workerId ?? "?")
+                #expect(target?.strategy == "round_robin")
             }
             #expect(Set(picks) == ["w0", "w1", "w2"] && Set(picks.prefix(3)).count == 3)
             let patch = try await ServingHarness.raw("PATCH", harness.url + "/admin/config/settings", body: #"{"cache_hit_threshold":0.9,"sticky_ttl_ms":1000}"#)
             #expect(patch.status == 200, "\(patch.text)")
             let config = try await harness.get("/admin/config")
-            let settings = try #require(config.json["settings"] as? [String: Any])
-            #expect(settings["cache_hit_threshold"] as? Double == 0.9 && settings["sticky_ttl_ms"] as? Int == 1000)
-            #expect(settings["kv_high_watermark"] as? Double == 0.92)
-            let policies = try #require(config.json["policies"] as? [String: Any])
-            #expect((policies["m"] as? [String: Any])?["strategies"] as? [String: String] == ["PDFUSION": "round_robin"])
+            let configuration = try #require(config.decode(BalancerConfiguration.self))
+            #expect(configuration.settings.cacheHitThreshold == 0.9 && configuration.settings.stickyTtlMs == 1000)
+            #expect(configuration.settings.kvHighWatermark == 0.92)
+            #expect(configuration.policies["m"]?.strategies == ["PDFUSION": "round_robin"])
             let split = try await ServingHarness.raw("PUT", harness.url + "/admin/config/default_policy", body: #"{"split":[{"name":"a","strategy":"random","weight":1},{"name":"b","strategy":"least_load","weight":1}]}"#)
             #expect(split.status == 200)
             let deleted = try await ServingHarness.raw("DELETE", harness.url + "/admin/config/policies/m")
@@ -145,14 +147,14 @@ import Testing
             var arms = Set<String>()
             for index in 0..<40 {
                 let answer = try await harness.post("/v1/route", #"{"model":"m","request_id":"ab\#(index)"}"#)
-                if let arm = answer.json["arm"] as? String { arms.insert(arm) }
+                if let arm = answer.decode(RouteResponse.self)?.arm { arms.insert(arm) }
             }
             #expect(arms == ["a", "b"])
             // Drain takes a worker out of rotation.
             for id in ["w0", "w1"] { #expect(try await harness.post("/admin/workers/\(id)/drain", "").status == 200) }
             for index in 0..<5 {
                 let answer = try await harness.post("/v1/route", #"{"model":"m","request_id":"d\#(index)"}"#)
-                #expect((answer.json["targets"] as? [[String: Any]])?.first?["worker_id"] as? String == "w2")
+                #expect(answer.decode(RouteResponse.self)?.targets.first?.workerId == "w2")
             }
         }
     }
@@ -309,7 +311,7 @@ import Testing
             harness.engines[0].setFaults(faults)
             try await harness.waitForState("unhealthy on garbage") { $0.state.worker(id: "w0")?.health == .unhealthy }
             let routed = try await harness.post("/v1/route", #"{"model":"m"}"#)
-            #expect((routed.json["targets"] as? [[String: Any]])?.first?["worker_id"] as? String == "w1")
+            #expect(routed.decode(RouteResponse.self)?.targets.first?.workerId == "w1")
             faults = SimulatedEngine.Faults()
             faults.statusDelayMs = 2_000
             harness.engines[0].setFaults(faults)
@@ -335,18 +337,20 @@ import Testing
             try await harness.register(1, id: "d", role: "DECODE")
             let answer = try await harness.post("/rtp_llm/schedule", #"{"request_id":12345,"block_cache_keys":[-5,7,9],"seq_len":1500,"generate_timeout":1000,"request_time_ms":1700000000000}"#)
             #expect(answer.status == 200, "\(answer.text)")
-            #expect(answer.json["success"] as? Bool == true && answer.json["code"] as? Int == 200)
-            #expect(answer.json["real_master_host"] as? String == harness.url.replacingOccurrences(of: "http://", with: ""))
-            let servers = try #require(answer.json["server_status"] as? [[String: Any]])
-            #expect(servers.map { $0["role"] as? String } == ["PREFILL", "DECODE"])
-            #expect(servers[0]["server_ip"] as? String == "127.0.0.1" && servers[0]["grpc_port"] as? Int == 9999)
-            #expect(servers[0]["prefill_time"] is Int && servers[1]["group"] as? String == "")
+            let scheduled = try #require(answer.decode(ScheduleResponse.self))
+            #expect(scheduled.success && scheduled.code == 200)
+            #expect(scheduled.realMasterHost == harness.url.replacingOccurrences(of: "http://", with: ""))
+            let servers = scheduled.serverStatus
+            #expect(servers.map(\.role) == ["PREFILL", "DECODE"])
+            #expect(servers[0].serverIp == "127.0.0.1" && servers[0].grpcPort == 9999)
+            #expect(servers[1].group == "")
             let info = try await harness.get("/rtp_llm/master/info")
-            #expect(info.json["is_master"] as? Bool == true && info.json["leader_id"] as? Int == 1)
+            #expect(info.decode(MasterInfo.self)?.isMaster == true && info.decode(MasterInfo.self)?.leaderId == 1)
             _ = try await harness.post("/admin/workers/p/drain", "")
             let failed = try await harness.post("/rtp_llm/schedule", #"{"request_id":"abc","seq_len":10}"#)
-            #expect(failed.status == 200 && failed.json["success"] as? Bool == false && failed.json["code"] as? Int == 503)
-            #expect((failed.json["error_message"] as? String)?.contains("draining") == true)
+            let refusal = try #require(failed.decode(ScheduleResponse.self))
+            #expect(failed.status == 200 && !refusal.success && refusal.code == 503)
+            #expect(refusal.errorMessage.contains("draining"))
         }
     }
 }

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Cluster
 import Foundation
+import FulcrumAPI
 import Hummingbird
 import Logging
 import NetworkTestSupport
@@ -35,8 +36,8 @@ final class ServingHarness: Sendable {
         var status: Int
         var headers: HTTPHeaders
         var text: String
-        var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:] }
-        var errorField: String? { (json["error"] as? [String: Any])?["field"] as? String }
+        func decode<Value: Decodable>(_ type: Value.Type) -> Value? { try? FulcrumJSON.decode(type, from: Data(text.utf8)) }
+        var errorField: String? { decode(ErrorBody.self)?.error.field }
     }
 
     init(

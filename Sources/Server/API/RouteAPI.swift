@@ -66,24 +66,6 @@ struct RouteAPI: Sendable {
         }
     }
 
-    struct ScheduleResponse: Encodable, ResponseEncodable {
-        struct ServerStatus: Encodable {
-            var role: String
-            var serverIp: String
-            var httpPort: Int
-            var grpcPort: Int
-            var prefillTime: Int64
-            var group: String
-        }
-
-        var success: Bool
-        var code: Int
-        var errorMessage: String
-        var realMasterHost: String
-        var serverStatus: [ServerStatus]
-        var releaseToken: String?
-    }
-
     private func schedule(_ body: ScheduleRequest, request: Request, context: FulcrumRequestContext) async throws -> Response {
         if let timeout = body.generateTimeout, timeout < 0 {
             throw APIError.badRequest(field: "generate_timeout", "must not be negative, got \(timeout)")

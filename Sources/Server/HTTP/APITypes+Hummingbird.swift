@@ -11,3 +11,4 @@ extension LeaderAnswer: ResponseEncodable {}
 extension SnapshotAnswer: ResponseEncodable {}
 extension HealthAnswer: ResponseEncodable {}
 extension MasterInfo: ResponseEncodable {}
+extension ScheduleResponse: ResponseEncodable {}
