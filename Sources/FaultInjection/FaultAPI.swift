@@ -31,7 +31,7 @@ public struct FaultAPI: Sendable {
         var syncs: Int64
     }
 
-    public func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
+    public func addRoutes(to router: RouterGroup<FulcrumRequestContext>) {
         router.get("admin/fault") { _, _ in state() }
         router.post("admin/fault") { request, context -> State in
             var request = request

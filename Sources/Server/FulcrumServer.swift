@@ -58,14 +58,24 @@ public struct FulcrumServer: Sendable {
             return members.contains { splitHostPort($0.address).0 == address }
         })
         let link = LeaderLink(routing: routing, client: client, settings: serving, metrics: metrics)
-        AdminAPI(proposer: proposer, workerNetworks: security.workerNetworks).addRoutes(to: router)
-        ConfigAPI(proposer: proposer).addRoutes(to: router)
-        WorkerAPI(link: link, duties: duties, proposer: proposer, workerNetworks: security.workerNetworks).addRoutes(to: router)
-        RouteAPI(link: link, settings: serving).addRoutes(to: router)
-        ProxyAPI(link: link, client: client, settings: serving, metrics: metrics, logger: logger).addRoutes(to: router)
-        for added in extensions { added.addRoutes(router, clock) }
+        // Every route belongs to a group that names the scope its callers need (checked after
+        // matching, so no spelling of a path changes it); only the probes need none.
+        let serverMetrics = metrics
+        func scoped(_ scope: SecuritySettings.Scope) -> RouterGroup<FulcrumRequestContext> {
+            router.group().add(middleware: RequireScope(scope: scope, metrics: serverMetrics))
+        }
+        let admin = scoped(.admin)
+        let admitted = AdminAPI(proposer: proposer, workerNetworks: security.workerNetworks)
+        admitted.addProbes(to: router)
+        admitted.addRoutes(to: admin)
+        ConfigAPI(proposer: proposer).addRoutes(to: admin)
+        WorkerAPI(link: link, duties: duties, proposer: proposer, workerNetworks: security.workerNetworks).addRoutes(to: scoped(.worker))
+        let routes = scoped(.route)
+        RouteAPI(link: link, settings: serving).addRoutes(to: routes)
+        ProxyAPI(link: link, client: client, settings: serving, metrics: metrics, logger: logger).addRoutes(to: routes)
+        for added in extensions { added.addRoutes(admin, clock) }
         let metrics = metrics
-        router.get("metrics") { _, _ -> Response in
+        scoped(.metrics).get("metrics") { _, _ -> Response in
             let leadership = await node.leadership()
             metrics.term.set(to: Double(leadership.term))
             metrics.isLeader.set(to: leadership.isLeader ? 1 : 0)
@@ -131,9 +141,10 @@ struct DutiesService: Service {
 /// Routes that a build of the node adds to the API; production builds add none.
 public struct ServerExtension: Sendable {
     public var name: String
-    public var addRoutes: @Sendable (Hummingbird.Router<FulcrumRequestContext>, ClusterClock) -> Void
+    /// Adds the routes to the admin-scoped group.
+    public var addRoutes: @Sendable (RouterGroup<FulcrumRequestContext>, ClusterClock) -> Void
 
-    public init(name: String, addRoutes: @escaping @Sendable (Hummingbird.Router<FulcrumRequestContext>, ClusterClock) -> Void) {
+    public init(name: String, addRoutes: @escaping @Sendable (RouterGroup<FulcrumRequestContext>, ClusterClock) -> Void) {
         self.name = name
         self.addRoutes = addRoutes
     }

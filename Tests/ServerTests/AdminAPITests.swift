@@ -24,7 +24,9 @@ import Testing
         while await node.status().role != "leader" { try await Task.sleep(for: .milliseconds(10)) }
 
         let router = Hummingbird.Router(context: FulcrumRequestContext.self)
-        AdminAPI(proposer: CommandProposer(node: node, clock: machine.clock, metrics: ServerMetrics())).addRoutes(to: router)
+        let api = AdminAPI(proposer: CommandProposer(node: node, clock: machine.clock, metrics: ServerMetrics()))
+        api.addProbes(to: router)
+        api.addRoutes(to: router.group())
         try await Application(router: router).test(.router) { client in
             try await client.execute(uri: "/healthz", method: .get) { #expect($0.status == .ok) }
             let good = #"{"id":"w1","model":"llama","role":"PREFILL","address":"10.0.0.5:8000"}"#

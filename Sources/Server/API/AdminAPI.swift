@@ -34,7 +34,9 @@ public struct AdminAPI: Sendable {
     /// A node is ready when it knows a leader and has applied all but this many committed entries.
     static let maxReadyLag: UInt64 = 1_000
 
-    public func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
+    /// Liveness and readiness: no key, no scope.
+    public func addProbes(to router: Hummingbird.Router<FulcrumRequestContext>) {
+        let node = node
         router.get("healthz") { _, _ in HealthAnswer() }
         router.get("readyz") { _, _ -> HealthAnswer in
             let (leadership, leaderEndpoint) = await node.withMachine { machine, leadership in
@@ -50,6 +52,10 @@ public struct AdminAPI: Sendable {
             }
             return HealthAnswer()
         }
+    }
+
+    /// `/admin/*`, on the admin-scoped group.
+    public func addRoutes(to router: RouterGroup<FulcrumRequestContext>) {
         let admin = router.group("admin")
         admin.get("cluster") { _, _ in ClusterStatus(await node.status()) }
         admin.get("state") { _, _ -> StateDigest in

@@ -13,7 +13,7 @@ struct ConfigAPI: Sendable {
 
     var node: ClusterNode<BalancerMachine> { proposer.node }
 
-    func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
+    func addRoutes(to router: RouterGroup<FulcrumRequestContext>) {
         let config = router.group("admin/config")
         config.get { request, _ -> BalancerConfiguration in
             if request.uri.queryParameters.get("consistent") == "true" {

@@ -24,7 +24,7 @@ struct ProxyAPI: Sendable {
 
     static let maxMessages = 4_096
 
-    func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
+    func addRoutes(to router: RouterGroup<FulcrumRequestContext>) {
         router.post("v1/chat/completions") { request, context in try await proxy(request, context: context, path: "/v1/chat/completions") }
         router.post("v1/completions") { request, context in try await proxy(request, context: context, path: "/v1/completions") }
     }

@@ -13,7 +13,7 @@ struct RouteAPI: Sendable {
     let link: LeaderLink
     let settings: ServingSettings
 
-    func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
+    func addRoutes(to router: RouterGroup<FulcrumRequestContext>) {
         router.post("v1/route") { request, context -> Response in
             var request = request
             let body = try await request.decodeJSON(RouteRequest.self, context: context)

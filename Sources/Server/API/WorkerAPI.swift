@@ -16,7 +16,7 @@ struct WorkerAPI: Sendable {
     /// Networks worker addresses must lie in (`worker_cidrs`); empty allows any host.
     let workerNetworks: [CIDR]
 
-    func addRoutes(to router: Hummingbird.Router<FulcrumRequestContext>) {
+    func addRoutes(to router: RouterGroup<FulcrumRequestContext>) {
         router.post("v1/workers") { request, context -> Response in
             var request = request
             let body = try await request.collectBody(upTo: context.maxUploadSize)

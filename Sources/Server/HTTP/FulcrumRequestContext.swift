@@ -11,6 +11,8 @@ public struct FulcrumRequestContext: RequestContext, RemoteAddressRequestContext
     public let remoteAddress: SocketAddress?
     /// The API key the client authenticated with, when keys are configured.
     public var apiKey: String?
+    /// What that key may do; nil when no keys are configured (everything is allowed).
+    var grantedScopes: Set<SecuritySettings.Scope>?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)

@@ -28,15 +28,6 @@ struct AccessMiddleware: RouterMiddleware {
 
     static func isProbe(_ path: String) -> Bool { path == "/healthz" || path == "/readyz" }
 
-    /// The scope a path needs; nil for paths anyone may call.
-    static func scope(method: HTTPRequest.Method, path: String) -> SecuritySettings.Scope? {
-        if isProbe(path) { return nil }
-        if path == "/metrics" { return .metrics }
-        if path.hasPrefix("/admin") { return .admin }
-        if path.hasPrefix("/v1/workers") { return .worker }
-        return .route
-    }
-
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var response: Response
         do {
@@ -61,7 +52,9 @@ struct AccessMiddleware: RouterMiddleware {
         if request.method == .options && !settings.corsOrigins.isEmpty {
             return Response(status: .noContent)
         }
-        if let scope = Self.scope(method: request.method, path: request.uri.path), !settings.apiKeys.isEmpty {
+        // Who is calling is decided here, for every path; what the caller may do is decided by
+        // the route that matched (``RequireScope`` on its group), never by the raw path.
+        if !settings.apiKeys.isEmpty {
             guard let presented = Self.presentedKey(request) else {
                 metrics.authFailures.increment()
                 throw APIError(.unauthorized, code: "unauthorized", "an API key is required (Authorization: Bearer KEY)", field: "authorization")
@@ -70,11 +63,8 @@ struct AccessMiddleware: RouterMiddleware {
                 metrics.authFailures.increment()
                 throw APIError(.unauthorized, code: "unauthorized", "the API key is not valid", field: "authorization")
             }
-            guard key.allows(scope) else {
-                metrics.authFailures.increment()
-                throw APIError(.forbidden, code: "forbidden_scope", "the API key lacks the '\(scope.rawValue)' scope", field: "authorization")
-            }
             context.apiKey = key.key
+            context.grantedScopes = key.scopes
         }
         if let limiter {
             let forwarded = request.headers[.fulcrumForwarded] != nil
@@ -122,6 +112,24 @@ struct AccessMiddleware: RouterMiddleware {
             response.headers[.accessControlAllowMethods] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
             response.headers[.accessControlAllowHeaders] = "Authorization, Content-Type, X-API-Key, X-Session-ID, X-Request-ID"
         }
+    }
+}
+
+/// Admits a request to the routes of one group only when its key has the group's scope. It
+/// runs after the router matched the request, so the scope is the matched route's: no spelling
+/// of a path (`//admin`, `/./admin`, percent-encoding, a trailing slash) reaches an admin route
+/// under another route's scope.
+struct RequireScope: RouterMiddleware {
+    typealias Context = FulcrumRequestContext
+    let scope: SecuritySettings.Scope
+    let metrics: ServerMetrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let granted = context.grantedScopes, !(granted.contains(.admin) || granted.contains(scope)) {
+            metrics.authFailures.increment()
+            throw APIError(.forbidden, code: "forbidden_scope", "the API key lacks the '\(scope.rawValue)' scope", field: "authorization")
+        }
+        return try await next(request, context)
     }
 }
 

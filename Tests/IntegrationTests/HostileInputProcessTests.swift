@@ -1,0 +1,118 @@
+import Foundation
+import FulcrumAPI
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Hostile values and identities against real `fulcrum` processes (issue 16): each test here
+/// failed on the code before its fix.
+@Suite(.serialized) struct HostileInputProcessTests {
+    static let routeKey = "route-only-key-0123456789"
+    static let adminKey = "admin-key-0123456789abcdef"
+
+    /// Every admin and worker route, as method and path (with a sample id where one is needed).
+    static let protectedRoutes: [(String, String)] = [
+        ("GET", "/admin/cluster"), ("GET", "/admin/state"), ("GET", "/admin/members"), ("POST", "/admin/members"),
+        ("POST", "/admin/members/7/promote"), ("DELETE", "/admin/members/7"), ("POST", "/admin/leader/transfer"),
+        ("POST", "/admin/snapshot"), ("GET", "/admin/snapshot/archive"), ("GET", "/admin/workers"), ("POST", "/admin/workers"),
+        ("DELETE", "/admin/workers/w"), ("POST", "/admin/workers/w/drain"), ("POST", "/admin/workers/w/undrain"),
+        ("GET", "/admin/config"), ("PUT", "/admin/config/default_policy"), ("PUT", "/admin/config/policies/m"),
+        ("DELETE", "/admin/config/policies/m"), ("PUT", "/admin/config/tiers/t"), ("DELETE", "/admin/config/tiers/t"),
+        ("PATCH", "/admin/config/settings"), ("POST", "/v1/workers"), ("DELETE", "/v1/workers/w"),
+        ("POST", "/v1/workers/w/heartbeat"), ("GET", "/metrics"),
+    ]
+
+    /// Spellings of `path` a router might treat as the same route.
+    static func spellings(of path: String) -> [String] {
+        let parts = path.split(separator: "/").map(String.init)
+        let first = parts[0]
+        let rest = parts.dropFirst().joined(separator: "/")
+        let tail = rest.isEmpty ? "" : "/" + rest
+        var encodedFirst = first
+        if let letter = first.first {
+            encodedFirst = String(format: "%%%02X", letter.asciiValue ?? 0) + first.dropFirst()
+        }
+        return [
+            path, "/" + path, path.replacingOccurrences(of: "/", with: "//"), "/./" + first + tail,
+            "/" + first + "/." + tail, "/x/../" + first + tail, "/" + encodedFirst + tail,
+            "/" + first + (rest.isEmpty ? "" : "%2F" + rest.replacingOccurrences(of: "/", with: "%2F")),
+            path + "/", path.uppercased(), "/" + first.capitalized + tail, path + "?x=1", path + "#frag",
+        ]
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func aRouteOnlyKeyReachesNoAdminOrWorkerRouteWhateverThePathSpelling() async throws {
+        let cluster = try ProcessCluster(founders: 1, environment: [
+            "FULCRUM_API_KEYS": "\(Self.routeKey):route,\(Self.adminKey):admin", "FULCRUM_LOG_LEVEL": "warning",
+        ])
+        defer { cluster.stopAll() }
+        cluster.defaultHeaders = [("Authorization", "Bearer \(Self.adminKey)")]
+        _ = try await cluster.leader()
+        let port = cluster.httpPorts[1]!
+        var tried = 0
+        var admitted: [String] = []
+        for (method, path) in Self.protectedRoutes {
+            for target in Self.spellings(of: path) {
+                let status = try await RawHTTP.status(
+                    port: port, method: method, target: target, headers: ["Authorization: Bearer \(Self.routeKey)"], body: "{}"
+                )
+                tried += 1
+                if (200..<300).contains(status) { admitted.append("\(method) \(target) → \(status)") }
+            }
+        }
+        #expect(tried > 300)
+        #expect(admitted.isEmpty, "a route-only key was admitted: \(admitted)")
+        // The admin key still works, and the route key still routes (the check is not just closed).
+        #expect(try await RawHTTP.status(port: port, method: "GET", target: "/admin/cluster", headers: ["Authorization: Bearer \(Self.adminKey)"]) == 200)
+        let route = try await RawHTTP.status(
+            port: port, method: "POST", target: "/v1/route", headers: ["Authorization: Bearer \(Self.routeKey)"], body: #"{"model":"m"}"#
+        )
+        #expect(route == 404, "no worker for m yet, but admitted: \(route)")
+    }
+}
+
+/// Requests written byte for byte, so no client library normalises the request target.
+enum RawHTTP {
+    /// Sends one request (Connection: close) and returns the status code of the answer.
+    static func status(port: Int, method: String, target: String, headers: [String] = [], body: String? = nil) async throws -> Int {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread {
+                continuation.resume(with: Result { try exchange(port: port, method: method, target: target, headers: headers, body: body) })
+            }.start()
+        }
+    }
+
+    private static func exchange(port: Int, method: String, target: String, headers: [String], body: String?) throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw IntegrationError("connect to \(port) failed") }
+        var head = "\(method) \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        for header in headers { head += header + "\r\n" }
+        if let body { head += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n" }
+        var bytes = Array((head + "\r\n" + (body ?? "")).utf8)
+        guard send(fd, &bytes, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count else { throw IntegrationError("send failed") }
+        var received: [UInt8] = []
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline, !received.contains(UInt8(ascii: "\n")) {
+            var probe = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&probe, 1, 100) > 0 else { continue }
+            var buffer = [UInt8](repeating: 0, count: 1024)
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count <= 0 { break }
+            received += buffer[..<count]
+        }
+        let line = String(decoding: received.prefix { $0 != UInt8(ascii: "\r") }, as: UTF8.self)
+        let parts = line.split(separator: " ")
+        guard parts.count >= 2, let status = Int(parts[1]) else { return 0 }
+        return status
+    }
+}
