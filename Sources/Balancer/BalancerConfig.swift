@@ -88,12 +88,19 @@ public struct ModelPolicy: Sendable, Hashable {
         strategies[role] ?? Self.defaultStrategy(for: role)
     }
 
+    /// Largest weight of one A/B arm (so their sum cannot overflow).
+    public static let maxArmWeight = 1_000_000
+    public static let maxArms = 64
+
     /// Checks the policy; the error names the offending field.
     public func validate() throws(BalancerError) {
+        if split.count > Self.maxArms { throw .invalidConfig(field: "split", "at most \(Self.maxArms) arms") }
         if stickyFallback == .sticky { throw .invalidConfig(field: "sticky_fallback", "must not be sticky itself") }
         var names = Set<String>()
         for arm in split {
-            if arm.weight <= 0 { throw .invalidConfig(field: "split.\(arm.name).weight", "must be positive, got \(arm.weight)") }
+            if arm.weight <= 0 || arm.weight > Self.maxArmWeight {
+                throw .invalidConfig(field: "split.\(arm.name).weight", "must be in 1...\(Self.maxArmWeight), got \(arm.weight)")
+            }
             if arm.name.isEmpty { throw .invalidConfig(field: "split.name", "must not be empty") }
             if !names.insert(arm.name).inserted { throw .invalidConfig(field: "split.\(arm.name)", "arm names must be unique") }
         }
@@ -119,8 +126,11 @@ public struct ResourceTier: Sendable, Hashable {
 
     public func validate(name: String) throws(BalancerError) {
         if name.isEmpty { throw .invalidConfig(field: "tiers.name", "must not be empty") }
-        if vCPUs < 0 { throw .invalidConfig(field: "tiers.\(name).vcpus", "must not be negative") }
-        if gpus < 0 { throw .invalidConfig(field: "tiers.\(name).gpus", "must not be negative") }
+        if !(0...Bounds.requests).contains(vCPUs) { throw .invalidConfig(field: "tiers.\(name).vcpus", "must be in 0...\(Bounds.requests)") }
+        if !(0...Bounds.requests).contains(gpus) { throw .invalidConfig(field: "tiers.\(name).gpus", "must be in 0...\(Bounds.requests)") }
+        if memoryBytes > Bounds.bytes || diskBytes > Bounds.bytes || gpuMemoryBytes > Bounds.bytes {
+            throw .invalidConfig(field: "tiers.\(name)", "byte sizes must be at most \(Bounds.bytes)")
+        }
     }
 }
 
@@ -177,25 +187,30 @@ public struct RoutingSettings: Sendable, Hashable {
         func check(_ condition: Bool, _ field: String, _ message: String) throws(BalancerError) {
             if !condition { throw .invalidConfig(field: field, message) }
         }
-        try check(balanceAbsoluteThreshold >= 0, "balance_abs_threshold", "must not be negative")
-        try check(balanceRelativeThreshold >= 1, "balance_rel_threshold", "must be at least 1")
-        try check(cacheHitThreshold >= 0 && cacheHitThreshold <= 1, "cache_hit_threshold", "must be in [0, 1]")
+        // Every value finite and bounded above too: settings reach every replica, and a factor
+        // of infinity or a TTL near UInt64.max would overflow the arithmetic that uses it.
+        let big = 1e6
+        func within(_ value: Double, _ range: ClosedRange<Double>) -> Bool { value.isFinite && range.contains(value) }
+        let day: UInt64 = 86_400_000
+        try check((0...Bounds.requests).contains(balanceAbsoluteThreshold), "balance_abs_threshold", "must be in 0...\(Bounds.requests)")
+        try check(within(balanceRelativeThreshold, 1...big), "balance_rel_threshold", "must be in [1, \(big)]")
+        try check(within(cacheHitThreshold, 0...1), "cache_hit_threshold", "must be in [0, 1]")
         try check(kvHighWatermark > 0 && kvHighWatermark <= 1, "kv_high_watermark", "must be in (0, 1]")
         try check(kvLowWatermark > 0 && kvLowWatermark <= kvHighWatermark, "kv_low_watermark", "must be in (0, kv_high_watermark]")
-        try check(boundedLoadFactor >= 1, "bounded_load_factor", "must be at least 1")
+        try check(within(boundedLoadFactor, 1...big), "bounded_load_factor", "must be in [1, \(big)]")
         try check((1...1024).contains(virtualNodesPerWorker), "virtual_nodes_per_worker", "must be in 1...1024")
-        try check(cacheAffinity >= 0 && cacheAffinity <= 1_000, "cache_affinity", "must be in [0, 1000]")
-        try check(nearBestFraction >= 0, "near_best_fraction", "must not be negative")
-        try check(nearBestMilliseconds >= 0, "near_best_ms", "must not be negative")
-        try check(decodeMillisecondsPerRunningRequest >= 0, "decode_ms_per_running_request", "must not be negative")
-        try check(stickyOverloadFactor >= 1, "sticky_overload_factor", "must be at least 1")
-        try check(stickyOverloadSlack >= 0, "sticky_overload_slack", "must not be negative")
-        try check(stickyTTLMilliseconds > 0, "sticky_ttl_ms", "must be positive")
-        try check(reservationTTLMilliseconds > 0, "reservation_ttl_ms", "must be positive")
-        try check(prefixBlocksPerWorker >= 0, "prefix_blocks_per_worker", "must not be negative")
+        try check(within(cacheAffinity, 0...1_000), "cache_affinity", "must be in [0, 1000]")
+        try check(within(nearBestFraction, 0...big), "near_best_fraction", "must be in [0, \(big)]")
+        try check(within(nearBestMilliseconds, 0...Bounds.stepMilliseconds), "near_best_ms", "must be in [0, \(Bounds.stepMilliseconds)]")
+        try check(within(decodeMillisecondsPerRunningRequest, 0...Bounds.stepMilliseconds), "decode_ms_per_running_request", "must be in [0, \(Bounds.stepMilliseconds)]")
+        try check(within(stickyOverloadFactor, 1...big), "sticky_overload_factor", "must be in [1, \(big)]")
+        try check((0...Bounds.requests).contains(stickyOverloadSlack), "sticky_overload_slack", "must be in 0...\(Bounds.requests)")
+        try check(stickyTTLMilliseconds > 0 && stickyTTLMilliseconds <= 365 * day, "sticky_ttl_ms", "must be in 1...\(365 * day) (a year)")
+        try check(reservationTTLMilliseconds > 0 && reservationTTLMilliseconds <= day, "reservation_ttl_ms", "must be in 1...\(day) (a day)")
+        try check((0...Bounds.blocks).contains(prefixBlocksPerWorker), "prefix_blocks_per_worker", "must be in 0...\(Bounds.blocks)")
         try check(busyCoreThreshold > 0 && busyCoreThreshold <= 1, "busy_core_threshold", "must be in (0, 1]")
-        try check(cpuWeight >= 0 && memoryWeight >= 0 && gpuWeight >= 0, "weights", "must not be negative")
-        try check(distanceWeightPer1000Kilometres >= 0, "distance_weight", "must not be negative")
+        try check(within(cpuWeight, 0...big) && within(memoryWeight, 0...big) && within(gpuWeight, 0...big), "weights", "must be in [0, \(big)]")
+        try check(within(distanceWeightPer1000Kilometres, 0...big), "distance_weight", "must be in [0, \(big)]")
     }
 }
 

@@ -114,16 +114,21 @@ public struct BalancerState: Sendable {
             return .applied
         case .unbindSticky(let key):
             return stickyBindings.removeValue(forKey: key) == nil ? .ignored("no binding") : .applied
+        // Proposers validate; an entry that does not (an old build's, a hostile one) changes
+        // nothing rather than leave every replica with a configuration no router can use.
         case .setPolicy(let model, let policy):
+            if let policy, (try? policy.validate()) == nil { return .ignored("invalid policy for \(model)") }
             if let policy { config.policies[model] = policy } else { config.policies[model] = nil }
             return .applied
         case .setDefaultPolicy(let policy):
+            if (try? policy.validate()) == nil { return .ignored("invalid default policy") }
             config.defaultPolicy = policy
             return .applied
         case .setNodeEndpoint(let node, let url):
             nodeEndpoints[node] = url
             return .applied
         case .setSettings(let settings):
+            if (try? settings.validate()) == nil { return .ignored("invalid routing settings") }
             let lowered = settings.prefixBlocksPerWorker < config.settings.prefixBlocksPerWorker
             let rescore = settings.busyCoreThreshold != config.settings.busyCoreThreshold
             config.settings = settings
@@ -135,6 +140,7 @@ public struct BalancerState: Sendable {
             }
             return .applied
         case .setTier(let name, let tier):
+            if let tier, (try? tier.validate(name: name)) == nil { return .ignored("invalid tier \(name)") }
             config.tiers[name] = tier
             return .applied
         case .batch(let commands):

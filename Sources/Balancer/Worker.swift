@@ -96,11 +96,11 @@ public struct WorkerCapacity: Sendable, Hashable {
         kvBlocks: Int = 0, blockSize: Int = 16, maxBatch: Int = 256, maxRequests: Int = 0,
         prefillTokensPerSecond: Double = 10_000
     ) {
-        self.kvBlocks = kvBlocks
-        self.blockSize = blockSize
-        self.maxBatch = maxBatch
-        self.maxRequests = maxRequests
-        self.prefillTokensPerSecond = prefillTokensPerSecond
+        self.kvBlocks = Bounds.count(kvBlocks, Bounds.blocks)
+        self.blockSize = max(1, Bounds.count(blockSize, RoutingRequest.maxTokensPerBlock))
+        self.maxBatch = Bounds.count(maxBatch, Bounds.requests)
+        self.maxRequests = Bounds.count(maxRequests, Bounds.requests)
+        self.prefillTokensPerSecond = prefillTokensPerSecond > 0 ? Bounds.real(prefillTokensPerSecond, Bounds.tokensPerSecond) : 10_000
     }
 }
 
@@ -112,9 +112,9 @@ public struct GPUStatus: Sendable, Hashable {
     public var memoryUsedBytes: UInt64
 
     public init(utilization: Double, memoryTotalBytes: UInt64, memoryUsedBytes: UInt64) {
-        self.utilization = utilization
-        self.memoryTotalBytes = memoryTotalBytes
-        self.memoryUsedBytes = memoryUsedBytes
+        self.utilization = Bounds.fraction(utilization)
+        self.memoryTotalBytes = Bounds.bytes(memoryTotalBytes)
+        self.memoryUsedBytes = Bounds.bytes(memoryUsedBytes)
     }
 
     public var memoryFreeBytes: UInt64 { memoryTotalBytes > memoryUsedBytes ? memoryTotalBytes - memoryUsedBytes : 0 }
@@ -134,11 +134,11 @@ public struct WorkerResources: Sendable, Hashable {
         coreLoads: [Double] = [], memoryTotalBytes: UInt64 = 0, memoryUsedBytes: UInt64 = 0,
         diskTotalBytes: UInt64 = 0, diskUsedBytes: UInt64 = 0, gpus: [GPUStatus] = []
     ) {
-        self.coreLoads = coreLoads
-        self.memoryTotalBytes = memoryTotalBytes
-        self.memoryUsedBytes = memoryUsedBytes
-        self.diskTotalBytes = diskTotalBytes
-        self.diskUsedBytes = diskUsedBytes
+        self.coreLoads = coreLoads.map(Bounds.fraction)
+        self.memoryTotalBytes = Bounds.bytes(memoryTotalBytes)
+        self.memoryUsedBytes = Bounds.bytes(memoryUsedBytes)
+        self.diskTotalBytes = Bounds.bytes(diskTotalBytes)
+        self.diskUsedBytes = Bounds.bytes(diskUsedBytes)
         self.gpus = gpus
     }
 
@@ -152,8 +152,8 @@ public struct GeoLocation: Sendable, Hashable {
     public var longitude: Double
 
     public init(latitude: Double, longitude: Double) {
-        self.latitude = latitude
-        self.longitude = longitude
+        self.latitude = Bounds.within(latitude, -90...90, fallback: 0)
+        self.longitude = Bounds.within(longitude, -180...180, fallback: 0)
     }
 
     /// Great-circle distance in kilometres (haversine).
@@ -185,12 +185,12 @@ public struct EngineLoad: Sendable, Hashable {
         kvBlocksUsed: Int = 0, kvBlocksTotal: Int = 0, stepLatencyMilliseconds: Double = 0,
         reportedAt: Milliseconds = 0
     ) {
-        self.runningRequests = runningRequests
-        self.waitingRequests = waitingRequests
-        self.queuedPrefillTokens = queuedPrefillTokens
-        self.kvBlocksUsed = kvBlocksUsed
-        self.kvBlocksTotal = kvBlocksTotal
-        self.stepLatencyMilliseconds = stepLatencyMilliseconds
+        self.runningRequests = Bounds.count(runningRequests, Bounds.requests)
+        self.waitingRequests = Bounds.count(waitingRequests, Bounds.requests)
+        self.queuedPrefillTokens = Bounds.count(queuedPrefillTokens, Bounds.tokens)
+        self.kvBlocksUsed = Bounds.count(kvBlocksUsed, Bounds.blocks)
+        self.kvBlocksTotal = Bounds.count(kvBlocksTotal, Bounds.blocks)
+        self.stepLatencyMilliseconds = Bounds.real(stepLatencyMilliseconds, Bounds.stepMilliseconds)
         self.reportedAt = reportedAt
     }
 

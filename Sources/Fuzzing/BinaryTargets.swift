@@ -9,8 +9,8 @@ import WireCoding
 /// Every binary decoder a peer or the log can feed, by name.
 public enum FuzzTargets {
     public static let all: [any FuzzTarget] = [
-        FrameStreamTarget(), MessagesTarget(), HelloTarget(), ChunksTarget(), CommandTarget(), BalancerSnapshotTarget(),
-        StoredSnapshotTarget(),
+        FrameStreamTarget(), MessagesTarget(), HelloTarget(), ChunksTarget(), CommandTarget(), CommandsThenRouteTarget(),
+        BalancerSnapshotTarget(), StoredSnapshotTarget(),
     ]
 
     public static func named(_ name: String) -> (any FuzzTarget)? { all.first { $0.name == name } }
@@ -219,6 +219,54 @@ struct CommandTarget: FuzzTarget {
         let snapshot = state.snapshot()
         guard let restored = try? BalancerState(snapshot: snapshot) else { throw FuzzFinding("the state after the command does not restore from its snapshot") }
         guard restored.fingerprint == state.fingerprint else { throw FuzzFinding("the restored state differs from the applied one") }
+        return true
+    }
+}
+
+/// A command from the log (a batch, often), applied; then every strategy routes every role
+/// combination on the resulting state. Nothing a command can carry may make a decision trap
+/// (issue 16: one absurd load stopped every leader in turn).
+struct CommandsThenRouteTarget: FuzzTarget {
+    let name = "commands-then-route"
+
+    static let roleSets: [[WorkerRole]] = [[], [.pdfusion], [.prefill, .decode], [.vit, .decode], [.vit, .pdfusion]]
+
+    func seeds() -> [[UInt8]] {
+        var absurd = EngineLoad()
+        absurd.runningRequests = .max
+        absurd.waitingRequests = 1
+        absurd.queuedPrefillTokens = .max
+        absurd.kvBlocksUsed = .min
+        absurd.stepLatencyMilliseconds = .infinity
+        var settings = RoutingSettings()
+        settings.stickyTTLMilliseconds = .max
+        settings.boundedLoadFactor = .infinity
+        let extreme: [BalancerCommand] = [
+            .reportLoads(["w1": absurd]), .setSettings(settings),
+            .batch([.reportLoads(["w1": absurd]), .setPolicy(model: "m", policy: ModelPolicy(strategies: [.prefill: .leastLoad]))]),
+        ]
+        return (SampleCommands.all + extreme).enumerated().map { CommandEnvelope(issuedAt: UInt64($0.offset), command: $0.element).encoded() }
+    }
+
+    func run(_ input: [UInt8]) throws(FuzzFinding) -> Bool {
+        guard let envelope = try? CommandEnvelope(decoding: input) else { return false }
+        var state = SampleCommands.state
+        state.apply(envelope)
+        for strategy in StrategyKind.allCases {
+            let strategies = Dictionary(uniqueKeysWithValues: WorkerRole.allCases.map { ($0, strategy) })
+            state.apply(CommandEnvelope(
+                issuedAt: envelope.issuedAt,
+                command: .setPolicy(model: "m", policy: ModelPolicy(strategies: strategies, stickyFallback: strategy == .sticky ? .leastLoad : strategy))
+            ))
+            var router = Router(seed: envelope.issuedAt)
+            for (index, roles) in Self.roleSets.enumerated() {
+                let request = RoutingRequest(
+                    model: "m", requestID: "r\(index)", sessionKey: "s", prompt: .tokens(Array(0..<48)), promptTokens: 48,
+                    expectedOutputTokens: 16, roles: roles
+                )
+                _ = try? router.route(request, state: state, now: envelope.issuedAt)
+            }
+        }
         return true
     }
 }

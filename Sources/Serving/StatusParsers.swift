@@ -31,7 +31,13 @@ public enum StatusFormat: String, Sendable, CaseIterable {
 
 public struct StatusParseError: Error, CustomStringConvertible {
     public var description: String
+    /// The field at fault, when one is.
+    public var field: String?
     public init(description: String) { self.description = description }
+    public init(field: String, _ message: String) {
+        self.field = field
+        description = "\(field): \(message)"
+    }
 }
 
 public enum StatusParser {
@@ -52,11 +58,18 @@ public enum StatusParser {
 }
 
 extension EngineStatus {
-    public func engineLoad(now: Milliseconds) throws -> EngineLoad {
+    public func engineLoad(now: Milliseconds) throws(StatusParseError) -> EngineLoad {
         let status = self
-        let values = [status.runningRequests, status.waitingRequests, status.queuedPrefillTokens, status.kvBlocksUsed, status.kvBlocksTotal]
-        guard values.allSatisfy({ ($0 ?? 0) >= 0 }), (status.stepLatencyMs ?? 0) >= 0 else {
-            throw StatusParseError(description: "negative values in status")
+        let counts: [(String, Int?, Int)] = [
+            ("running_requests", status.runningRequests, Bounds.requests), ("waiting_requests", status.waitingRequests, Bounds.requests),
+            ("queued_prefill_tokens", status.queuedPrefillTokens, Bounds.tokens), ("kv_blocks_used", status.kvBlocksUsed, Bounds.blocks),
+            ("kv_blocks_total", status.kvBlocksTotal, Bounds.blocks),
+        ]
+        for (field, value, limit) in counts where !(0...limit).contains(value ?? 0) {
+            throw StatusParseError(field: field, "must be in 0...\(limit), got \(value ?? 0)")
+        }
+        if let step = status.stepLatencyMs, !(0...Bounds.stepMilliseconds).contains(step) {
+            throw StatusParseError(field: "step_latency_ms", "must be in 0...\(Int(Bounds.stepMilliseconds)), got \(step)")
         }
         return EngineLoad(
             runningRequests: status.runningRequests ?? 0, waitingRequests: status.waitingRequests ?? 0,
@@ -89,7 +102,7 @@ extension StatusParser {
         guard seen else { throw StatusParseError(description: "no vllm:num_requests_* metrics in the response") }
         let fraction = min(1, usage ?? 0)
         return EngineLoad(
-            runningRequests: Int(running), waitingRequests: Int(waiting),
+            runningRequests: Bounds.count(running, Bounds.requests), waitingRequests: Bounds.count(waiting, Bounds.requests),
             kvBlocksUsed: usage == nil ? 0 : Int((fraction * 10_000).rounded()), kvBlocksTotal: usage == nil ? 0 : 10_000,
             reportedAt: now
         )
@@ -103,17 +116,18 @@ extension StatusParser {
         if let list = json as? [[String: Any]] { ranks = list }
         else if let object = json as? [String: Any] { ranks = [object] }
         else { throw StatusParseError(description: "expected an object or a list of objects") }
-        func number(_ rank: [String: Any], _ keys: [String]) -> Int {
-            for key in keys { if let value = rank[key] as? NSNumber, value.doubleValue >= 0 { return value.intValue } }
+        // Summed as doubles and clamped once: no rank's value, however absurd, can overflow.
+        func number(_ rank: [String: Any], _ keys: [String]) -> Double {
+            for key in keys { if let value = rank[key] as? NSNumber, value.doubleValue >= 0 { return value.doubleValue } }
             return 0
         }
         guard ranks.contains(where: { $0["num_reqs"] != nil || $0["num_running_reqs"] != nil || $0["load"] != nil }) else {
             throw StatusParseError(description: "no num_reqs in the response")
         }
         return EngineLoad(
-            runningRequests: ranks.reduce(0) { $0 + number($1, ["num_reqs", "num_running_reqs", "load"]) },
-            waitingRequests: ranks.reduce(0) { $0 + number($1, ["num_waiting_reqs"]) },
-            queuedPrefillTokens: ranks.reduce(0) { $0 + number($1, ["num_tokens"]) },
+            runningRequests: Bounds.count(ranks.reduce(0) { $0 + number($1, ["num_reqs", "num_running_reqs", "load"]) }, Bounds.requests),
+            waitingRequests: Bounds.count(ranks.reduce(0) { $0 + number($1, ["num_waiting_reqs"]) }, Bounds.requests),
+            queuedPrefillTokens: Bounds.count(ranks.reduce(0) { $0 + number($1, ["num_tokens"]) }, Bounds.tokens),
             reportedAt: now
         )
     }

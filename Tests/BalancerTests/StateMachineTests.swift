@@ -247,7 +247,7 @@ struct CommandLogGenerator {
             try settings.validate()
         }
         let policy = ModelPolicy(split: [StrategyArm(name: "a", strategy: .random, weight: 0)])
-        #expect(throws: BalancerError.invalidConfig(field: "split.a.weight", "must be positive, got 0")) { try policy.validate() }
+        #expect(throws: BalancerError.invalidConfig(field: "split.a.weight", "must be in 1...1000000, got 0")) { try policy.validate() }
         #expect(throws: BalancerError.self) { try ModelPolicy(stickyFallback: .sticky).validate() }
         #expect(throws: Never.self) { try RoutingSettings().validate() }
     }

@@ -116,3 +116,50 @@ enum RawHTTP {
         return status
     }
 }
+
+extension HostileInputProcessTests {
+    /// Issue 16, item 1: a worker's absurd load killed the leader at its next least_load
+    /// decision, and every leader after it (the value was replicated).
+    @Test(.timeLimit(.minutes(3)))
+    func anAbsurdLoadFromAWorkerStopsNoNode() async throws {
+        let cluster = try ProcessCluster(founders: 3, environment: ["FULCRUM_LOG_LEVEL": "warning"])
+        defer { cluster.stopAll() }
+        let leader = try await cluster.leader()
+        try await cluster.waitUntilReady()
+        let registration = #"{"id":"w","model":"m","role":"PDFUSION","address":"127.0.0.1:9","labels":{"status":"none"}}"#
+        #expect(try await cluster.request(.POST, cluster.endpoint(leader) + "/v1/workers", json: registration).status == 200)
+        let policy = try await cluster.request(
+            .PUT, cluster.endpoint(leader) + "/admin/config/policies/m", json: #"{"strategies":{"PDFUSION":"least_load"}}"#
+        )
+        #expect(policy.status == 200, "\(policy)")
+        // Refused where they enter, naming the field (1e300 is not an integer at all: the body).
+        for (value, field) in [("9223372036854775807", "load.running_requests"), ("1e300", "body"), ("-1", "load.running_requests")] {
+            let beat = try await cluster.request(
+                .POST, cluster.endpoint(leader) + "/v1/workers/w/heartbeat",
+                json: #"{"load":{"running_requests":\#(value),"waiting_requests":1}}"#
+            )
+            #expect(beat.status == 400 && beat.error?.field == field, "\(value): \(beat)")
+        }
+        // Whatever was taken reaches the log within a flush; then every node routes on it.
+        try await Task.sleep(for: .milliseconds(500))
+        try await routeEverywhere(cluster, round: "absurd")
+        // A load at the bound is taken and routed on.
+        let bounded = try await cluster.request(
+            .POST, cluster.endpoint(leader) + "/v1/workers/w/heartbeat", json: #"{"load":{"running_requests":1048576,"waiting_requests":1048576}}"#
+        )
+        #expect(bounded.status == 200, "\(bounded)")
+        try await Task.sleep(for: .milliseconds(500))
+        try await routeEverywhere(cluster, round: "bounded")
+        for id in cluster.founders { #expect(cluster.processes[id]?.isRunning == true, "node \(id) stopped") }
+    }
+
+    private func routeEverywhere(_ cluster: ProcessCluster, round: String) async throws {
+        for attempt in 0..<2 {
+            for id in cluster.founders where cluster.processes[id]?.isRunning == true {
+                let answer = try? await cluster.request(.POST, cluster.endpoint(id) + "/v1/route", json: #"{"model":"m","request_id":"\#(round)-\#(attempt)-\#(id)"}"#)
+                #expect(answer?.status == 200, "\(round): route via \(id): \(answer.map(String.init(describing:)) ?? "no answer")")
+            }
+            try await Task.sleep(for: .milliseconds(300))
+        }
+    }
+}

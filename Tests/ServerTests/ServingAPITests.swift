@@ -90,7 +90,7 @@ import Testing
                 ("/v1/workers", #"{"model":"m","role":"DECODE","address":"h:1"}"#, 400, "id"),
                 ("/v1/workers/w0/heartbeat", #"{"resources":{"core_loads":[0.5,2]}}"#, 400, "resources.core_loads[1]"),
                 ("/v1/workers/w0/heartbeat", #"{"resources":{"memory_total_bytes":-1}}"#, 400, "resources.memory_total_bytes"),
-                ("/v1/workers/w0/heartbeat", #"{"load":{"running_requests":-1}}"#, 400, "load"),
+                ("/v1/workers/w0/heartbeat", #"{"load":{"running_requests":-1}}"#, 400, "load.running_requests"),
                 ("/v1/workers/ghost/heartbeat", #"{}"#, 404, "id"),
             ]
             for (path, body, status, field) in cases {

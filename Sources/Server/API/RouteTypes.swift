@@ -17,6 +17,10 @@ extension RouteRequest {
             }
             roleList.append(role)
         }
+        // Checked before a GeoLocation exists: it clamps what it is given.
+        if let location, !((-90...90).contains(location.latitude) && (-180...180).contains(location.longitude)) {
+            throw APIError.badRequest(field: "location", "latitude must be in [-90, 90] and longitude in [-180, 180]")
+        }
         if let tokenIds, let index = tokenIds.firstIndex(where: { $0 < 0 || $0 > Int64(UInt32.max) }) {
             throw APIError.badRequest(field: "token_ids[\(index)]", "token ids are in 0...\(UInt32.max), got \(tokenIds[index])")
         }

@@ -39,8 +39,8 @@ struct WorkerAPI: Sendable {
             let beat = try decodeJSONBody(Heartbeat.self, Data(body.readableBytesView), decoder: context.requestDecoder)
             let resources = try Self.resources(beat.resources)
             let load = try beat.load.map { body in
-                do { return try body.engineLoad(now: duties.clock.now()) } catch {
-                    throw APIError.badRequest(field: "load", "values must not be negative")
+                do { return try body.engineLoad(now: duties.clock.now()) } catch let error as StatusParseError {
+                    throw APIError.badRequest(field: "load" + (error.field.map { "." + $0 } ?? ""), error.description)
                 }
             }
             return try await link.leaderOrForward(request, body: body) {
