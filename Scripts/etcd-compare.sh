@@ -5,19 +5,23 @@
 # concurrency 1, 16 and 64: Fulcrum registers a worker through the log (POST /admin/workers),
 # etcd puts a key (POST /v3/kv/put through its JSON gateway). Prints requests/s, p50 and p99 and
 # the ratios. Bounded: DURATION seconds per run (default 10).
+# FULCRUM_BIN runs another build's `fulcrum` (e.g. an earlier commit's) instead of building.
 #   Scripts/etcd-compare.sh [DURATION]
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
 duration="${1:-10}"
 install_system_dependencies etcd-server wrk curl
-swift build -c release --product fulcrum
+if [ -z "${FULCRUM_BIN:-}" ]; then
+    swift build -c release --product fulcrum
+    FULCRUM_BIN=.build/release/fulcrum
+fi
 start_scratch
 
 # Fulcrum: peers on 17101-17103, HTTP on 18101-18103.
 bootstrap="1=127.0.0.1:17101,2=127.0.0.1:17102,3=127.0.0.1:17103"
 for i in 1 2 3; do
-    .build/release/fulcrum serve --cluster-id bench --node-id "$i" --data-dir "$work/fulcrum-$i" \
+    "$FULCRUM_BIN" serve --cluster-id bench --node-id "$i" --data-dir "$work/fulcrum-$i" \
         --peer-listen "127.0.0.1:1710$i" --http-listen "127.0.0.1:1810$i" --bootstrap "$bootstrap" \
         >"$work/fulcrum-$i.log" 2>&1 &
     pids+=($!)

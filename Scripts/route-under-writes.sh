@@ -4,7 +4,8 @@
 # second wrk drives replicated writes (worker registrations through the log, each fsynced on a
 # majority) at concurrency 16. Prints the route p50/p99 of both and their ratio.
 # With FULCRUM_BIN pointing at another build's `fulcrum` (e.g. an earlier commit's), the same
-# measurement runs against it, so two builds can be compared in one sitting.
+# measurement runs against it, so two builds can be compared in one sitting; FULCRUM_SIM names
+# the simulator binary the same way.
 #   Scripts/route-under-writes.sh [SECONDS]
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -15,10 +16,13 @@ if [ -z "${FULCRUM_BIN:-}" ]; then
     swift build -c release --product fulcrum
     FULCRUM_BIN=.build/release/fulcrum
 fi
-swift build -c release --product fulcrum-sim
+if [ -z "${FULCRUM_SIM:-}" ]; then
+    swift build -c release --product fulcrum-sim
+    FULCRUM_SIM=.build/release/fulcrum-sim
+fi
 start_scratch
 
-.build/release/fulcrum-sim engines --count 8 --base-port 19101 --profile fast >"$work/engines.log" 2>&1 &
+"$FULCRUM_SIM" engines --count 8 --base-port 19101 --profile fast >"$work/engines.log" 2>&1 &
 pids+=($!)
 for port in $(seq 19101 19108); do wait_for "http://127.0.0.1:$port/health"; done
 

@@ -36,7 +36,7 @@ extension ClusterNode {
     }
 
     private func changeMembership(_ change: ConfChange) async throws {
-        try await untilQuiescent()
+        if let failure = waiters.failure { throw failure }
         guard raft.role == .leader else { throw notLeader() }
         let index: LogIndex
         do {
@@ -58,7 +58,7 @@ extension ClusterNode {
         guard raft.confState.voters.contains(chosen), chosen != id else {
             throw ClusterError(.rejected, "node \(chosen) is not another voter")
         }
-        try await drive { raft in
+        try drive { raft in
             do { try raft.transferLeadership(to: chosen) } catch let error as RaftError { throw ClusterError(.rejected, error.message) }
         }
         let clock = ContinuousClock()

@@ -21,7 +21,7 @@ extension ClusterNode {
     }
 
     func proposeTagged(_ tag: Tag, _ payload: [UInt8]) async throws -> Machine.Outcome? {
-        try await untilQuiescent()
+        if let failure = waiters.failure { throw failure }
         guard raft.role == .leader else { throw notLeader() }
         let position: (index: LogIndex, term: Term)
         do {
@@ -63,7 +63,7 @@ extension ClusterNode {
             await self?.expireRead(readID)
         }
         defer { timer.cancel() }
-        try await untilQuiescent()
+        if let failure = waiters.failure { throw failure }
         do { try raft.readIndex(context: context) } catch { throw notLeader() }
         let index = try await withCheckedThrowingContinuation { continuation in
             waiters.waitForRead(readID, continuation)

@@ -58,8 +58,8 @@ public struct SnapshotArchive: Sendable, Equatable {
 
 extension ClusterNode {
     /// A fresh snapshot of this node's state as an archive (for `snapshot save`).
-    public func archive() async throws -> SnapshotArchive {
-        _ = try await snapshotNow()
+    public func archive() throws -> SnapshotArchive {
+        _ = try snapshotNow()
         let snapshot = try storage.load().snapshot
         return SnapshotArchive(clusterID: settings.clusterID, index: snapshot.metadata.index, term: snapshot.metadata.term, data: snapshot.data)
     }

@@ -12,15 +12,18 @@ import WireCoding
 /// order Raft requires: persisted (one fsynced transaction), then sent, then applied. The
 /// callers' side — proposals, reads, applied-index waits — is in `ClusterNode+Proposals.swift`;
 /// membership and leadership transfer in `ClusterNode+Membership.swift`.
+///
+/// The state machine is not the actor's: it sits behind a lock of its own (``MachineCell``),
+/// which the Ready loop takes to apply entries and readers take to read or route. A reader
+/// therefore never queues behind the actor, and the actor's fsyncs never delay a routing
+/// decision; the lock is held only for applying entries or for one decision.
 public actor ClusterNode<Machine: ReplicatedStateMachine> {
     public nonisolated let id: NodeID
     public nonisolated let settings: NodeSettings
-    public internal(set) var machine: Machine
+    let cell: MachineCell<Machine>
 
     var raft: RaftNode
     let storage: RaftDatabase
-    /// Disk writes, on a thread of their own (see ``StorageWriter``).
-    let writer: StorageWriter
     /// Role, leader and term as they change, for the serving layer.
     public nonisolated let leadershipFeed: LeadershipFeed
     let transport: RaftTransport
@@ -30,11 +33,6 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     var waiters = Waiters<Machine.Outcome?>()
     private var appliedSinceSnapshot = 0
     private var flushScheduled = false
-    /// True while the node writes to disk (a Ready between `ready()` and `advance()`, or a
-    /// snapshot): the core takes no input until the write is durable, but the actor stays free
-    /// for readers of the state machine.
-    private var writing = false
-    private var quiescenceWaiters: [CheckedContinuation<Void, Never>] = []
 
     typealias Tag = LogEntryTag
 
@@ -55,7 +53,6 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         self.id = id
         self.settings = settings
         self.storage = storage
-        self.writer = StorageWriter(database: storage, label: "fulcrum.storage.\(id)")
         let raft = try RaftNode(id: id, settings: settings.raft, state: persisted, seed: UInt64.random(in: 1...UInt64.max))
         self.raft = raft
         self.leadershipFeed = LeadershipFeed(Leadership(
@@ -72,7 +69,7 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         if persisted.snapshot.metadata.index > 0 {
             try Self.restore(persisted.snapshot, into: &machine, addresses: &addresses)
         }
-        self.machine = machine
+        self.cell = MachineCell(machine)
         self.addresses = addresses
         self.transport = try RaftTransport(
             nodeID: id, clusterID: settings.clusterID, listen: settings.peerListen, advertise: settings.peerAdvertise,
@@ -128,13 +125,16 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         fail(CancellationError())
     }
 
-    /// Runs `body` with the state machine on the node's executor, without a copy. For the
-    /// machine's local, non-replicated parts (a router's reservations, say): `body` must leave
-    /// alone everything `apply` replicates, or replicas diverge.
-    public func withMachine<Result: Sendable, Failure: Error>(
+    /// Runs `body` with the state machine in place, without a copy and without the actor: a
+    /// lock of its own guards the machine, so a reader waits at most for the entries being
+    /// applied, never for the log's fsync. For the machine's local, non-replicated parts (a
+    /// router's reservations, say) `body` may write: it must leave alone everything `apply`
+    /// replicates, or replicas diverge. `Leadership` is as of the latest Ready carried out.
+    public nonisolated func withMachine<Result: Sendable, Failure: Error>(
         _ body: (inout Machine, Leadership) throws(Failure) -> Result
-    ) throws(Failure) -> Result {
-        try body(&machine, leadership())
+    ) async throws(Failure) -> Result {
+        let leadership = leadershipFeed.current.leadership
+        return try cell.withLock { machine throws(Failure) in try body(&machine, leadership) }
     }
 
     /// Who leads, as this node knows it; cheaper than ``status()``.
@@ -150,42 +150,23 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
 
     // A node that failed (its log could not be written) stops at its next tick or message: it
     // must neither vote nor acknowledge again, and its run ends, so the process exits.
-    private func tick() async throws {
-        try await drive { raft in raft.tick() }
+    private func tick() throws {
+        try drive { raft in raft.tick() }
     }
 
-    private func step(_ messages: [Message]) async throws {
-        try await drive { raft in for message in messages { raft.step(message) } }
+    private func step(_ messages: [Message]) throws {
+        try drive { raft in for message in messages { raft.step(message) } }
     }
 
-    /// The way into the core: waits out a disk write in progress (a failed node refuses), lets
-    /// `body` drive the core, then carries out what it produced.
+    /// The way into the core: a failed node refuses; otherwise `body` drives the core, and
+    /// what it produced is carried out by the next flush. Inputs that arrive together
+    /// (messages, ticks, proposals) leave together: one fsync for all of them (group commit).
     @discardableResult
-    func drive<T>(_ body: (inout RaftNode) throws -> T) async throws -> T {
-        try await untilQuiescent()
-        let result = try body(&raft)
-        try await processReady()
-        return result
-    }
-
-    /// Returns once no disk write is in progress, so the core may take input; throws once the
-    /// node failed.
-    func untilQuiescent() async throws {
-        while writing { await withCheckedContinuation { quiescenceWaiters.append($0) } }
+    func drive<T>(_ body: (inout RaftNode) throws -> T) throws -> T {
         if let failure = waiters.failure { throw failure }
-    }
-
-    /// Runs `body`, which writes to disk, with the core closed to input.
-    private func exclusively<T>(_ body: () async throws -> T) async throws -> T {
-        precondition(!writing, "node \(id): overlapping disk writes")
-        writing = true
-        defer {
-            writing = false
-            let waiting = quiescenceWaiters
-            quiescenceWaiters = []
-            for waiter in waiting { waiter.resume() }
-        }
-        return try await body()
+        let result = try body(&raft)
+        scheduleFlush()
+        return result
     }
 
     func fail(_ error: any Error) {
@@ -193,47 +174,40 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         leadershipFeed.finish()
     }
 
-    /// Carries out every pending `Ready`: persist, send, apply, advance. The persisting awaits
-    /// the storage thread; meanwhile the actor serves readers of the state machine.
-    private func processReady() async throws {
+    /// Carries out every pending `Ready`: persist, send, apply, advance.
+    private func processReady() throws {
         if let failure = waiters.failure { throw failure }
-        guard raft.hasReady else { return }
-        try await exclusively {
-            while raft.hasReady {
-                let ready = raft.ready()
-                // A leader's appends leave while it writes them (its own entries count only once
-                // durable); everything else is persisted first.
-                if ready.mayGoBeforePersist { transport.send(ready.messages) }
-                // A batch that only moves the commit index need not be durable (a restarted node
-                // relearns it); skipping it saves an fsync per acknowledgement on the leader.
-                if ready.mustSync || !ready.entries.isEmpty || ready.snapshot != nil {
-                    do {
-                        try await writer.persist(ready)
-                    } catch {
-                        fail(error)
-                        throw error
-                    }
-                }
-                if !ready.mayGoBeforePersist { transport.send(ready.messages) }
-                var becameLeader = false
-                if let soft = ready.softState {
-                    logger.info("role changed", metadata: ["role": "\(soft.role)", "leader": "\(soft.leader)", "term": "\(raft.term)"])
-                    becameLeader = soft.role == .leader
-                }
-                if let snapshot = ready.snapshot {
-                    try Self.restore(snapshot, into: &machine, addresses: &addresses)
-                    appliedSinceSnapshot = 0
-                }
-                for entry in ready.committedEntries { apply(entry) }
-                for state in ready.readStates { confirmRead(state) }
-                let membersBefore = raft.confState
-                raft.advance(ready)
-                if raft.confState != membersBefore || ready.snapshot != nil { refreshPeers() }
-                waiters.wake(appliedUpTo: raft.appliedIndex)
-                leadershipFeed.publish(leadership())
-                if appliedSinceSnapshot >= settings.snapshotEntries { try await takeSnapshot() }
-                if becameLeader { announceAddresses() }
+        while raft.hasReady {
+            let ready = raft.ready()
+            // A leader's appends leave while it writes them (its own entries count only once
+            // durable); everything else is persisted first.
+            if ready.mayGoBeforePersist { transport.send(ready.messages) }
+            // A batch that only moves the commit index need not be durable (a restarted node
+            // relearns it); skipping it saves an fsync per acknowledgement on the leader.
+            if ready.mustSync || !ready.entries.isEmpty || ready.snapshot != nil {
+                try storage.persist(ready)
             }
+            if !ready.mayGoBeforePersist { transport.send(ready.messages) }
+            var becameLeader = false
+            if let soft = ready.softState {
+                logger.info("role changed", metadata: ["role": "\(soft.role)", "leader": "\(soft.leader)", "term": "\(raft.term)"])
+                becameLeader = soft.role == .leader
+            }
+            if let snapshot = ready.snapshot {
+                let (book, state) = try SnapshotEnvelope.decode(snapshot.data)
+                try cell.withLock { machine in try machine.restore(from: state) }
+                addresses.adopt(book)
+                appliedSinceSnapshot = 0
+            }
+            apply(ready.committedEntries)
+            for state in ready.readStates { confirmRead(state) }
+            let membersBefore = raft.confState
+            raft.advance(ready)
+            if raft.confState != membersBefore || ready.snapshot != nil { refreshPeers() }
+            waiters.wake(appliedUpTo: raft.appliedIndex)
+            leadershipFeed.publish(leadership())
+            if appliedSinceSnapshot >= settings.snapshotEntries { try takeSnapshot() }
+            if becameLeader { announceAddresses() }
         }
     }
 
@@ -242,17 +216,12 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     func scheduleFlush() {
         guard !flushScheduled else { return }
         flushScheduled = true
-        Task { await self.flush() }
+        Task { self.flush() }
     }
 
-    private func flush() async {
+    private func flush() {
         flushScheduled = false
-        do {
-            try await untilQuiescent()
-            try await processReady()
-        } catch {
-            fail(error)
-        }
+        do { try processReady() } catch { fail(error) }
     }
 
     /// A new leader writes into the log the addresses of members the log does not hold yet
@@ -263,24 +232,35 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         }
     }
 
-    private func apply(_ entry: Entry) {
-        appliedSinceSnapshot += 1
-        var outcome: Machine.Outcome?
-        if entry.kind == .normal, let first = entry.data.first {
-            let payload = Array(entry.data.dropFirst())
-            switch Tag(rawValue: first) {
-            case .application:
-                outcome = machine.apply(payload, at: entry.index)
-            case .memberAddress:
-                if let (member, address) = ClusterLog.decodeMemberAddress(payload) {
-                    addresses.learn(member, at: address)
-                    refreshPeers()
+    /// Applies committed entries under one hold of the machine's lock, then hands each
+    /// proposer its outcome.
+    private func apply(_ entries: [Entry]) {
+        guard !entries.isEmpty else { return }
+        appliedSinceSnapshot += entries.count
+        var learned: [(NodeID, PeerAddress)] = []
+        let outcomes = cell.withLock { machine -> [Machine.Outcome?] in
+            entries.map { entry -> Machine.Outcome? in
+                guard entry.kind == .normal, let first = entry.data.first else { return nil }
+                let payload = Array(entry.data.dropFirst())
+                switch Tag(rawValue: first) {
+                case .application:
+                    return machine.apply(payload, at: entry.index)
+                case .memberAddress:
+                    if let pair = ClusterLog.decodeMemberAddress(payload) { learned.append(pair) }
+                    return nil
+                case nil:
+                    return nil
                 }
-            case nil:
-                logger.error("skipping an entry with an unknown tag", metadata: ["index": "\(entry.index)", "tag": "\(first)"])
             }
         }
-        waiters.applied(index: entry.index, term: entry.term, outcome: outcome)
+        for (entry, outcome) in zip(entries, outcomes) {
+            if entry.kind == .normal, let first = entry.data.first, Tag(rawValue: first) == nil {
+                logger.error("skipping an entry with an unknown tag", metadata: ["index": "\(entry.index)", "tag": "\(first)"])
+            }
+            waiters.applied(index: entry.index, term: entry.term, outcome: outcome)
+        }
+        for (member, address) in learned { addresses.learn(member, at: address) }
+        if !learned.isEmpty { refreshPeers() }
     }
 
     func refreshPeers() {
@@ -288,16 +268,11 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         transport.setPeers(known, keeping: unknown)
     }
 
-    /// Snapshots the applied state and compacts the log; the caller holds the disk.
-    private func takeSnapshot() async throws {
-        let data = SnapshotEnvelope.encode(addresses: addresses.replicated, state: machine.snapshot())
+    private func takeSnapshot() throws {
+        let state = cell.withLock { machine in machine.snapshot() }
+        let data = SnapshotEnvelope.encode(addresses: addresses.replicated, state: state)
         let snapshot = try raft.takeSnapshot(data: data)
-        do {
-            try await writer.compact(to: snapshot)
-        } catch {
-            fail(error)
-            throw error
-        }
+        try storage.compact(to: snapshot)
         appliedSinceSnapshot = 0
         logger.debug("snapshot taken", metadata: ["index": "\(snapshot.metadata.index)", "bytes": "\(data.count)"])
     }
@@ -310,10 +285,9 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     }
 
     /// Forces a snapshot now (compacting the log).
-    public func snapshotNow() async throws -> LogIndex {
-        try await untilQuiescent()
+    public func snapshotNow() throws -> LogIndex {
         guard raft.appliedIndex > raft.firstIndex - 1 else { return raft.firstIndex - 1 }
-        try await exclusively { try await takeSnapshot() }
+        try takeSnapshot()
         return raft.firstIndex - 1
     }
 

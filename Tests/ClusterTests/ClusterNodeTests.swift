@@ -32,8 +32,8 @@ import Testing
             var orders: [[LogIndex]] = []
             for node in cluster.nodes.values {
                 try await node.waitUntilApplied(commit)
-                states.append(await node.machine.values)
-                orders.append(await node.machine.applied)
+                states.append(await node.withMachine { machine, _ in machine.values })
+                orders.append(await node.withMachine { machine, _ in machine.applied })
             }
             #expect(Set(states).count == 1)
             #expect(Set(orders).count == 1)
@@ -45,13 +45,13 @@ import Testing
             #expect(successor != leader)
             _ = try await cluster.write("after", "failover", via: successor)
             try await cluster.nodes[successor]!.readBarrier()
-            #expect(await cluster.nodes[successor]!.machine.values["after"] == "failover")
+            #expect(await cluster.nodes[successor]!.withMachine { machine, _ in machine.values }["after"] == "failover")
 
             // The old leader restarts from its disk and catches up.
             try cluster.start(leader, bootstrap: cluster.addresses)
             let latest = await cluster.nodes[successor]!.status().commitIndex
             try await cluster.nodes[leader]!.waitUntilApplied(latest)
-            #expect(await cluster.nodes[leader]!.machine.values == cluster.nodes[successor]!.machine.values)
+            #expect(await cluster.nodes[leader]!.withMachine { machine, _ in machine.values } == cluster.nodes[successor]!.withMachine { machine, _ in machine.values })
         } catch {
             await cluster.stopAll()
             throw error
@@ -74,7 +74,7 @@ import Testing
             try await cluster.nodes[leader]!.addLearner(4, address: address)
             let commit = await cluster.nodes[leader]!.status().commitIndex
             try await cluster.nodes[4]!.waitUntilApplied(commit)
-            #expect(await cluster.nodes[4]!.machine.values == cluster.nodes[leader]!.machine.values)
+            #expect(await cluster.nodes[4]!.withMachine { machine, _ in machine.values } == cluster.nodes[leader]!.withMachine { machine, _ in machine.values })
             var members = await cluster.nodes[leader]!.status().members
             #expect(members.first { $0.id == 4 }?.voter == false)
 

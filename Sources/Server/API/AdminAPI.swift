@@ -112,7 +112,7 @@ public struct AdminAPI: Sendable {
             if request.uri.queryParameters.get("consistent") == "true" {
                 try await cluster { try await node.readBarrier() }
             }
-            let workers = await node.machine.state.workers
+            let workers = await node.withMachine { machine, _ in machine.state.workers }
             return WorkerList(workers: workers.map {
                 WorkerView(
                     id: $0.id, model: $0.model, role: $0.role.name, address: $0.address, group: $0.group,
