@@ -165,27 +165,28 @@ public struct RoutingService: Sendable {
         case noLeader
     }
 
-    /// Releases a decision's reservations and counts its outcome against the workers' circuits.
+    /// Releases a decision's reservations and counts its outcome against the circuits of the
+    /// workers it held — only those, and only when something was released: a release names a
+    /// reservation, and nothing else (another worker, a token already released, another node's
+    /// token) lets a caller open or close a worker's circuit.
     public func release(_ token: ReleaseToken, outcome: UpstreamOutcome?, workerID: String?, forwarded: Bool) async -> Release {
         if token.node == node.id {
             let (released, leadership) = await node.withMachine { machine, leadership in
                 guard machine.routerEpoch == token.epoch else { return ([Reservation](), leadership) }
                 return ((try? machine.router.release(token: token.token)) ?? [], leadership)
             }
-            if leadership.isLeader, let outcome {
-                let workers = workerID.map { [$0] } ?? released.map(\.workerID)
-                for worker in Set(workers) { await duties.record(outcome, workerID: worker, term: leadership.term) }
-            }
             guard !released.isEmpty else {
                 return .unknown("no reservation \(token) here (released already, expired, or from an earlier leadership)")
+            }
+            if leadership.isLeader, let outcome {
+                let held = Set(released.map(\.workerID))
+                let workers = workerID.map { held.contains($0) ? [$0] : [] } ?? Array(held)
+                for worker in workers { await duties.record(outcome, workerID: worker, term: leadership.term) }
             }
             return .released(released.count)
         }
         let (leadership, endpoint) = await leaderEndpoint()
         if leadership.isLeader || forwarded {
-            if leadership.isLeader, let outcome, let workerID {
-                await duties.record(outcome, workerID: workerID, term: leadership.term)
-            }
             return .unknown("reservation \(token) was made by node \(token.node), not by the leader; it expires on its own")
         }
         guard let endpoint else { return .noLeader }

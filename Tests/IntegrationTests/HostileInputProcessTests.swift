@@ -163,3 +163,41 @@ extension HostileInputProcessTests {
         }
     }
 }
+
+extension HostileInputProcessTests {
+    /// Issue 16, item 5: `/v1/release` counted its outcome against whatever `worker_id` it
+    /// named before checking that anything was released: five calls opened any worker's circuit.
+    @Test(.timeLimit(.minutes(2)))
+    func aReleaseCountsItsOutcomeOnlyAgainstTheWorkersItHeld() async throws {
+        let cluster = try ProcessCluster(founders: 1, environment: ["FULCRUM_LOG_LEVEL": "warning"])
+        defer { cluster.stopAll() }
+        let leader = try await cluster.leader()
+        try await cluster.waitUntilReady()
+        let url = cluster.endpoint(leader)
+        for id in ["held", "bystander"] {
+            let body = #"{"id":"\#(id)","model":"m","role":"PDFUSION","address":"127.0.0.1:9","labels":{"status":"none"}}"#
+            #expect(try await cluster.request(.POST, url + "/v1/workers", json: body).status == 200)
+        }
+        // Route until a decision holds "held" (so the bystander is never part of it).
+        var token: String?
+        for attempt in 0..<40 where token == nil {
+            let answer = try await cluster.request(.POST, url + "/v1/route", json: #"{"model":"m","request_id":"r\#(attempt)"}"#)
+            if let decision = answer.decode(RouteResponse.self), decision.targets.first?.workerId == "held" { token = decision.releaseToken }
+        }
+        let held = try #require(token)
+        // The real release names another worker; four more name it with tokens that release nothing.
+        for (index, candidate) in [held, held, "\(leader).1.999999", "\(leader).1.1", "999.1.1"].enumerated() {
+            let answer = try await cluster.request(
+                .POST, url + "/v1/release", json: #"{"release_token":"\#(candidate)","outcome":"server_error","worker_id":"bystander"}"#
+            )
+            #expect(index == 0 ? answer.status == 200 : answer.status == 404, "\(candidate): \(answer)")
+        }
+        // A dead worker's open circuit is not closed by a release that held nothing of it.
+        for _ in 0..<5 {
+            _ = try await cluster.request(.POST, url + "/v1/release", json: #"{"release_token":"\#(held)","outcome":"ok","worker_id":"held"}"#)
+        }
+        try await Task.sleep(for: .milliseconds(400))
+        let workers = try #require(try await cluster.request(.GET, url + "/admin/workers").decode(WorkerList.self)).workers
+        #expect(workers.first { $0.id == "bystander" }?.circuit == "closed", "\(workers.map { ($0.id, $0.circuit) })")
+    }
+}
