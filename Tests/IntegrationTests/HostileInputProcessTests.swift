@@ -1,5 +1,6 @@
 import Foundation
 import FulcrumAPI
+import NetworkTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -199,5 +200,97 @@ extension HostileInputProcessTests {
         try await Task.sleep(for: .milliseconds(400))
         let workers = try #require(try await cluster.request(.GET, url + "/admin/workers").decode(WorkerList.self)).workers
         #expect(workers.first { $0.id == "bystander" }?.circuit == "closed", "\(workers.map { ($0.id, $0.circuit) })")
+    }
+}
+
+extension HostileInputProcessTests {
+    /// Issue 16, item 6: a status probe's deadline ended when the headers arrived, so a worker
+    /// that sent headers and then stalled froze the polling round for every worker: a dead one
+    /// was never marked down.
+    @Test(.timeLimit(.minutes(2)))
+    func aWorkerThatStallsMidAnswerHoldsNoPollingRound() async throws {
+        let staller = try StallingServer()
+        defer { staller.stop() }
+        let cluster = try ProcessCluster(founders: 1, environment: [
+            "FULCRUM_LOG_LEVEL": "warning", "FULCRUM_STATUS_INTERVAL_MS": "50", "FULCRUM_STATUS_TIMEOUT_MS": "250",
+        ])
+        defer { cluster.stopAll() }
+        let leader = try await cluster.leader()
+        try await cluster.waitUntilReady()
+        let url = cluster.endpoint(leader)
+        let dead = freePorts(1)[0]
+        for (id, port) in [("staller", staller.port), ("dead", dead)] {
+            let body = #"{"id":"\#(id)","model":"m","role":"PDFUSION","address":"127.0.0.1:\#(port)"}"#
+            #expect(try await cluster.request(.POST, url + "/v1/workers", json: body).status == 200)
+        }
+        var health: [String: String] = [:]
+        let deadline = ContinuousClock.now + .seconds(8)
+        while ContinuousClock.now < deadline, health["dead"] != "unhealthy" || health["staller"] != "unhealthy" {
+            try await Task.sleep(for: .milliseconds(200))
+            let workers = try await cluster.request(.GET, url + "/admin/workers").decode(WorkerList.self)?.workers ?? []
+            health = Dictionary(workers.map { ($0.id, $0.health) }) { first, _ in first }
+        }
+        #expect(health["dead"] == "unhealthy" && health["staller"] == "unhealthy", "\(health)")
+        #expect(staller.connections > 0, "the staller was polled")
+    }
+}
+
+/// Answers every connection with a status line and headers promising a body, then sends
+/// nothing more and keeps the connection open.
+final class StallingServer: @unchecked Sendable {
+    let port: Int
+    private let listener: Int32
+    private let lock = NSLock()
+    private var accepted: [Int32] = []
+    private var stopped = false
+
+    var connections: Int { lock.withLock { accepted.count } }
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var reuse: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(fd, 64) == 0 else { throw IntegrationError("staller: cannot listen") }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        listener = fd
+        port = Int(UInt16(bigEndian: address.sin_port))
+        Thread { [self] in serve() }.start()
+    }
+
+    private func serve() {
+        while true {
+            var probe = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+            if poll(&probe, 1, 100) <= 0 {
+                if lock.withLock({ stopped }) { return }
+                continue
+            }
+            let client = accept(listener, nil, nil)
+            guard client >= 0 else { continue }
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            _ = recv(client, &buffer, buffer.count, 0)
+            var head = Array("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4096\r\n\r\n{\"running".utf8)
+            _ = send(client, &head, head.count, Int32(MSG_NOSIGNAL))
+            lock.withLock { accepted.append(client) }
+        }
+    }
+
+    func stop() {
+        let open = lock.withLock {
+            stopped = true
+            defer { accepted = [] }
+            return accepted
+        }
+        for fd in open { close(fd) }
+        close(listener)
     }
 }
