@@ -52,6 +52,22 @@ import Glibc
         }
     }
 
+    /// Issue 16, item 10: failed authentications were never rate-limited.
+    @Test(.timeLimit(.minutes(1)))
+    func guessingKeysIsRateLimited() async throws {
+        var security = Self.keyed()
+        security.rateLimitPerSecond = 0.5
+        security.rateLimitBurst = 4
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m")], security: security) { harness in
+            var statuses: [Int] = []
+            for guess in 0..<10 {
+                statuses.append(try await harness.get("/rtp_llm/master/info", headers: [("Authorization", "Bearer guess-\(guess)")]).status)
+            }
+            #expect(statuses.prefix(4).allSatisfy { $0 == 401 }, "\(statuses)")
+            #expect(statuses.filter { $0 == 429 }.count >= 5, "\(statuses)")
+        }
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func rateLimitsPerClientWithRetryAfter() async throws {
         var security = Self.keyed()

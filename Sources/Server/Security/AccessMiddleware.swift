@@ -56,11 +56,11 @@ struct AccessMiddleware: RouterMiddleware {
         // the route that matched (``RequireScope`` on its group), never by the raw path.
         if !settings.apiKeys.isEmpty {
             guard let presented = Self.presentedKey(request) else {
-                metrics.authFailures.increment()
+                try throttleFailure(from: address)
                 throw APIError(.unauthorized, code: "unauthorized", "an API key is required (Authorization: Bearer KEY)", field: "authorization")
             }
             guard let key = settings.key(presented) else {
-                metrics.authFailures.increment()
+                try throttleFailure(from: address)
                 throw APIError(.unauthorized, code: "unauthorized", "the API key is not valid", field: "authorization")
             }
             context.apiKey = key.key
@@ -90,6 +90,19 @@ struct AccessMiddleware: RouterMiddleware {
             }
         }
         return try await next(request, context)
+    }
+
+    /// A failed authentication is counted and charged to the source address's bucket, so
+    /// guessing keys is throttled like any other traffic (it used to cost nothing).
+    private func throttleFailure(from address: String) throws {
+        metrics.authFailures.increment()
+        if let limiter, let wait = limiter.acquire("ip:" + address, now: RateLimiter.monotonicNow()) {
+            metrics.rateLimited.increment()
+            throw APIError(
+                .tooManyRequests, code: "rate_limited", "too many failed authentications from \(address)",
+                retryAfter: max(1, Int(wait.rounded(.up)))
+            )
+        }
     }
 
     static func presentedKey(_ request: Request) -> String? {
