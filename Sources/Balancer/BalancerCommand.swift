@@ -13,6 +13,13 @@ public struct StickyKey: Sendable, Hashable, Comparable {
         self.tier = tier
     }
 
+    /// Every part within ``RoutingRequest/maxNameBytes``, as routing requests are; a binding
+    /// with a longer key (from the log, not from this build's router) is not kept.
+    public var isBounded: Bool {
+        let limit = RoutingRequest.maxNameBytes
+        return session.utf8.count <= limit && model.utf8.count <= limit && tier.utf8.count <= limit
+    }
+
     public static func < (lhs: Self, rhs: Self) -> Bool {
         (lhs.session, lhs.model, lhs.tier) < (rhs.session, rhs.model, rhs.tier)
     }

@@ -125,7 +125,9 @@ public struct ResourceTier: Sendable, Hashable {
     }
 
     public func validate(name: String) throws(BalancerError) {
-        if name.isEmpty { throw .invalidConfig(field: "tiers.name", "must not be empty") }
+        if name.isEmpty || name.utf8.count > RoutingRequest.maxNameBytes {
+            throw .invalidConfig(field: "tiers.name", "must be 1 to \(RoutingRequest.maxNameBytes) bytes")
+        }
         if !(0...Bounds.requests).contains(vCPUs) { throw .invalidConfig(field: "tiers.\(name).vcpus", "must be in 0...\(Bounds.requests)") }
         if !(0...Bounds.requests).contains(gpus) { throw .invalidConfig(field: "tiers.\(name).gpus", "must be in 0...\(Bounds.requests)") }
         if memoryBytes > Bounds.bytes || diskBytes > Bounds.bytes || gpuMemoryBytes > Bounds.bytes {

@@ -107,10 +107,11 @@ public struct BalancerState: Sendable {
             }
             return .applied
         case .bindSticky(let bindings):
-            for binding in bindings where slotByID[binding.workerID] != nil && binding.expiresAt > clock {
+            for binding in bindings where slotByID[binding.workerID] != nil && binding.expiresAt > clock && binding.key.isBounded {
                 stickyBindings[binding.key] = binding
                 nextStickyExpiry = min(nextStickyExpiry, binding.expiresAt)
             }
+            if stickyBindings.count > Self.maxStickyBindings { shedStickyBindings() }
             return .applied
         case .unbindSticky(let key):
             return stickyBindings.removeValue(forKey: key) == nil ? .ignored("no binding") : .applied
@@ -214,6 +215,19 @@ public struct BalancerState: Sendable {
 
     func status(of worker: Worker) -> WorkerStatus {
         worker.status(busyCore: config.settings.busyCoreThreshold)
+    }
+
+    /// At most this many sticky bindings are kept (at 256-byte keys, about 100 MB): unique
+    /// session keys cannot grow the replicated state, and so every snapshot, without bound.
+    public static let maxStickyBindings = 250_000
+
+    /// Past the cap, drops the tenth of the bindings that expire soonest (ties by key), the
+    /// same ones on every replica; in bulk, so a flood of new sessions sorts once per 25,000.
+    private mutating func shedStickyBindings() {
+        let keep = Self.maxStickyBindings - Self.maxStickyBindings / 10
+        let ordered = stickyBindings.values.sorted { ($0.expiresAt, $0.key) < ($1.expiresAt, $1.key) }
+        for binding in ordered.prefix(stickyBindings.count - keep) { stickyBindings[binding.key] = nil }
+        nextStickyExpiry = stickyBindings.values.lazy.map(\.expiresAt).min() ?? .max
     }
 
     private mutating func expireStickyBindings() {

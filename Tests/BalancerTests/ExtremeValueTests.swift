@@ -146,3 +146,26 @@ import WireCoding
         }
     }
 }
+
+extension ExtremeValueTests {
+    /// Issue 16, item 7: unique 100 KiB session keys grew the replicated state without bound.
+    @Test func stickyBindingsAreBoundedInKeyLengthAndCount() {
+        var state = makeState([makeWorker("w")])
+        let long = StickyBinding(key: StickyKey(session: String(repeating: "k", count: 100 * 1024), model: "m"), workerID: "w", expiresAt: 1_000_000)
+        state.apply(CommandEnvelope(issuedAt: 2, command: .bindSticky([long])))
+        #expect(state.stickyBindings.isEmpty, "a 100 KiB key is not kept")
+        let total = BalancerState.maxStickyBindings + 30_000
+        var next = 0
+        while next < total {
+            let batch = (next..<min(total, next + 10_000)).map { index in
+                StickyBinding(key: StickyKey(session: "s\(index)", model: "m"), workerID: "w", expiresAt: 1_000_000 + UInt64(index))
+            }
+            next += batch.count
+            state.apply(CommandEnvelope(issuedAt: 2, command: .bindSticky(batch)))
+            #expect(state.stickyBindings.count <= BalancerState.maxStickyBindings)
+        }
+        // The newest sessions are the ones kept.
+        #expect(state.stickyBinding(StickyKey(session: "s\(total - 1)", model: "m")) != nil)
+        #expect(state.stickyBinding(StickyKey(session: "s0", model: "m")) == nil)
+    }
+}
