@@ -26,6 +26,8 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     let storage: RaftDatabase
     /// Role, leader and term as they change, for the serving layer.
     public nonisolated let leadershipFeed: LeadershipFeed
+    /// Peer messages dropped before the core, by reason (``RaftNode/screen(_:)``).
+    public nonisolated let droppedMessages = DropCounts()
     let transport: RaftTransport
     var logger: Logger
     var addresses: AddressBook
@@ -154,8 +156,27 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         try drive { raft in raft.tick() }
     }
 
+    /// Steps a batch from the transport; what the core must not see is dropped, logged and
+    /// counted first.
     private func step(_ messages: [Message]) throws {
-        try drive { raft in for message in messages { raft.step(message) } }
+        var dropped: [(Message, MessageDropReason)] = []
+        try drive { raft in
+            for message in messages {
+                if let reason = raft.screen(message) {
+                    dropped.append((message, reason))
+                } else {
+                    raft.step(message)
+                }
+            }
+        }
+        for (message, reason) in dropped {
+            let count = droppedMessages.record(reason)
+            if count.isPowerOfTwo {
+                logger.warning("dropped a peer message", metadata: [
+                    "reason": "\(reason.rawValue)", "message": "\(message)", "dropped_so_far": "\(count)",
+                ])
+            }
+        }
     }
 
     /// The way into the core: a failed node refuses; otherwise `body` drives the core, and

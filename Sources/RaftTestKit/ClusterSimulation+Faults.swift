@@ -4,6 +4,7 @@ extension ClusterSimulation {
     /// Once per tick: restarts, crashes, partitions, clock skew, membership changes, transfers.
     func injectFaults() {
         let faults = options.faults
+        injectHostileMessages()
         for id in nodes.keys.sorted() {
             if let restartAt = nodes[id]!.restartAt, restartAt <= step, !nodes[id]!.isRetired {
                 start(id)
@@ -138,6 +139,56 @@ extension ClusterSimulation {
             clients.startRead(key: key, on: node, nodes: &nodes, now: step)
         } else {
             clients.startWrite(key: key, on: node, nodes: &nodes, now: step)
+        }
+    }
+}
+
+extension ClusterSimulation {
+    /// The hostile-peer fault: each running node may receive one message that a correct peer
+    /// never sends. All but the non-member's vote request must be screened out; that one is
+    /// well-formed and may only cost an election.
+    func injectHostileMessages() {
+        let rate = options.faults.hostileMessageRate
+        guard rate > 0 else { return }
+        let limit = RaftNode.maxAcceptedValue
+        for id in nodes.keys.sorted() where nodes[id]!.isUp && random.chance(rate) {
+            let raft = nodes[id]!.raft!
+            let members = memberIDs.filter { $0 != id }
+            let member = members.isEmpty ? NodeID(9_999) : members[random.below(members.count)]
+            var message: Message
+            switch random.below(9) {
+            case 0:
+                message = Message(kind: .vote, from: member, to: id, term: .max - 1, logTerm: .max - 1, index: .max - 1)
+            case 1:
+                message = Message(kind: .append, from: member, to: id, term: raft.term, logTerm: raft.term, index: .max - 2, commit: .max)
+            case 2:
+                // Entries with a gap after `index`.
+                let index = raft.lastIndex
+                message = Message(kind: .append, from: member, to: id, term: raft.term, logTerm: 0, index: index, entries: [
+                    Entry(term: raft.term, index: index + 1, kind: .normal, data: []),
+                    Entry(term: raft.term, index: index + 3, kind: .normal, data: []),
+                ])
+            case 3:
+                // An entry of a later term than the message's.
+                message = Message(kind: .append, from: member, to: id, term: raft.term, logTerm: 0, index: raft.lastIndex, entries: [
+                    Entry(term: raft.term + 5, index: raft.lastIndex + 1, kind: .normal, data: []),
+                ])
+            case 4:
+                message = Message(kind: .appendResponse, from: member, to: id, term: raft.term, index: raft.lastIndex + 1_000)
+            case 5:
+                message = Message(kind: .appendResponse, from: member, to: id, term: raft.term, index: 1, reject: true, rejectHint: limit + 1)
+            case 6:
+                message = Message(kind: .snapshot, from: member, to: id, term: raft.term, snapshot: Snapshot(
+                    metadata: SnapshotMetadata(index: raft.lastIndex + 10, term: raft.term + 1, confState: ConfState(voters: [id])), data: []
+                ))
+            case 7:
+                message = Message(kind: .heartbeat, from: .none, to: id, term: raft.term + 1, commit: .max)
+            default:
+                // A non-member asking for votes at the next term: well-formed, only disruptive.
+                message = Message(kind: .preVote, from: 9_999, to: id, term: raft.term + 1, logTerm: 0, index: 0)
+            }
+            report.hostileMessages += 1
+            _ = network.submit(message, at: step, faults: options.faults, random: &random)
         }
     }
 }

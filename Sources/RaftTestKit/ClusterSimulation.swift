@@ -20,6 +20,9 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var compactions = 0
     public var messagesDelivered = 0
     public var messagesDropped = 0
+    /// Hostile messages injected, and messages (hostile or not) the screening dropped.
+    public var hostileMessages = 0
+    public var messagesScreened = 0
     /// Ticks from healing the faults to a leader committing a new entry everywhere.
     public var recoveryTicks: Int?
     /// Chronological trace of notable events, filled when tracing was asked for.
@@ -183,6 +186,11 @@ public final class ClusterSimulation {
         for message in network.deliverable(at: step, random: &random) {
             guard let node = nodes[message.to], node.isUp else {
                 report.messagesDropped += 1
+                continue
+            }
+            // As the runtime does: a message the core must not see is dropped before it.
+            if nodes[message.to]!.raft!.screen(message) != nil {
+                report.messagesScreened += 1
                 continue
             }
             report.messagesDelivered += 1

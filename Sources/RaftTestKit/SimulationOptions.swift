@@ -28,6 +28,9 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
     public var compactionThreshold: Int = 1_000_000
     /// Overrides the append size cap (bytes), so that entries travel in separate messages.
     public var maxMessageBytes: Int?
+    /// Per node and tick: a message from a hostile peer (a non-member, or a member's with
+    /// extreme fields) reaches the node through the same screening the runtime applies.
+    public var hostileMessageRate: Double = 0
 
     public init(name: String) { self.name = name }
 
@@ -110,6 +113,19 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
         profile.membershipRate = 0.015
         profile.transferRate = 0.008
         profile.compactionThreshold = 25
+        return profile
+    }
+
+    /// A flaky network plus hostile peers: messages with terms and indexes at the integer
+    /// limit, non-contiguous or lying appends, acknowledgements past the log, impossible
+    /// snapshots, and vote requests from a non-member.
+    public static var hostilePeers: FaultProfile {
+        var profile = FaultProfile(name: "hostile-peers")
+        profile.dropRate = 0.03
+        profile.duplicateRate = 0.02
+        profile.crashRate = 0.003
+        profile.hostileMessageRate = 0.2
+        profile.compactionThreshold = 30
         return profile
     }
 

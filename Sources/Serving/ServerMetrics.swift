@@ -26,6 +26,7 @@ public final class ServerMetrics: Sendable {
     public let commitIndex: Gauge
     public let appliedIndex: Gauge
     private let workerSeries = Mutex<Set<[String]>>([])
+    private let droppedSeen = Mutex<[String: Int]>([:])
 
     public init() {
         proposals = registry.makeCounter(descriptor: .fulcrum("fulcrum_raft_proposals_total", help: "Entries this node proposed to the log."))
@@ -76,6 +77,21 @@ public final class ServerMetrics: Sendable {
 
     public func statusPoll(outcome: String) {
         registry.makeCounter(descriptor: .fulcrum("fulcrum_status_polls_total"), labels: [("outcome", outcome)]).increment()
+    }
+
+    /// Brings `fulcrum_raft_messages_dropped_total{reason}` up to the node's counts.
+    public func raftMessagesDropped(_ counts: [String: Int]) {
+        let deltas = droppedSeen.withLock { seen in
+            counts.compactMap { reason, count -> (String, Int)? in
+                let delta = count - seen[reason, default: 0]
+                seen[reason] = count
+                return delta > 0 ? (reason, delta) : nil
+            }
+        }
+        for (reason, delta) in deltas {
+            registry.makeCounter(descriptor: .fulcrum("fulcrum_raft_messages_dropped_total", help: "Peer messages dropped before the Raft core, by reason."), labels: [("reason", reason)])
+                .increment(by: Int64(delta))
+        }
     }
 
     /// Sets the per-worker gauges to the registry's current workers, dropping series of workers

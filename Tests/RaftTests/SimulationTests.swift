@@ -150,3 +150,33 @@ import Testing
         #expect(isLinearizable(history))
     }
 }
+
+/// Issue 16: hostile peers. 2,000 seeds of the hostile-peer profile: messages at the integer
+/// limit, lying or non-contiguous appends, acknowledgements past the log, impossible snapshots
+/// and a non-member's vote requests, all screened as the runtime screens them (none reaching a
+/// precondition of the core), with every safety and liveness property still checked.
+@Suite struct HostilePeerSimulationTests {
+    static let chunks = 20
+    static let seedsPerChunk: UInt64 = 100
+
+    @Test("2,000 hostile-peer seeds: no trap, no safety violation", arguments: 0..<chunks)
+    func hostileSeeds(chunk: Int) {
+        let first = 1_000_000 + UInt64(chunk) * Self.seedsPerChunk
+        var hostile = 0
+        var screened = 0
+        var summary = SeedRunSummary()
+        for seed in first..<(first + Self.seedsPerChunk) {
+            var options = SimulationOptions.mixed(seed: seed)
+            options.faults = .hostilePeers
+            let report = ClusterSimulation(options: options).run()
+            hostile += report.hostileMessages
+            screened += report.messagesScreened
+            summary.add(report)
+        }
+        for failure in summary.failures {
+            Issue.record("seed \(failure.options.seed) failed: \(failure.violation!)")
+        }
+        #expect(hostile > 1_000, "hostile messages were injected: \(hostile)")
+        #expect(screened > hostile / 2, "the screen dropped most of them: \(screened) of \(hostile)")
+    }
+}
