@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import NetworkTestSupport
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -222,23 +223,6 @@ enum SlowClient {
         try await withCheckedThrowingContinuation { continuation in
             Thread { continuation.resume(with: Swift.Result { try body() }) }.start()
         }
-    }
-
-    /// Returns true when the server closed the connection before the head was complete.
-    static func connectLoopback(port: Int) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else {
-            close(fd)
-            throw HarnessError("connect failed")
-        }
-        return fd
     }
 
     /// Sends a request on `fd` and reads until a whole `/healthz` answer (or 2 s); whether it was a 200.
