@@ -164,6 +164,10 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
             for message in messages {
                 if let reason = raft.screen(message) {
                     dropped.append((message, reason))
+                } else if let snapshot = message.snapshot, !Self.canRestore(snapshot.data) {
+                    // Checked before the core sees it: the core would have it persisted, and
+                    // a snapshot this node cannot read would then replace its log for good.
+                    dropped.append((message, .snapshot))
                 } else {
                     raft.step(message)
                 }
@@ -296,6 +300,12 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         try storage.compact(to: snapshot)
         appliedSinceSnapshot = 0
         logger.debug("snapshot taken", metadata: ["index": "\(snapshot.metadata.index)", "bytes": "\(data.count)"])
+    }
+
+    /// Whether a peer's snapshot decodes: its envelope, and the state machine's part.
+    static func canRestore(_ data: [UInt8]) -> Bool {
+        guard let (_, state) = try? SnapshotEnvelope.decode(data) else { return false }
+        return (try? Machine.validate(snapshot: state)) != nil
     }
 
     /// Restores the state machine and the address book from a snapshot.

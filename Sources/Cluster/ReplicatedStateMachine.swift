@@ -11,4 +11,8 @@ public protocol ReplicatedStateMachine: Sendable {
     func snapshot() -> [UInt8]
     /// Replaces the state with a snapshot's.
     mutating func restore(from snapshot: [UInt8]) throws
+    /// Throws unless ``restore(from:)`` would accept `snapshot`: a node checks a snapshot a peer
+    /// sends before it persists it, so one it cannot read (a newer format during a rolling
+    /// upgrade, say) is refused rather than written over its log.
+    static func validate(snapshot: [UInt8]) throws
 }

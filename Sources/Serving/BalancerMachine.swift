@@ -53,6 +53,10 @@ public struct BalancerMachine: ReplicatedStateMachine {
 
     public func snapshot() -> [UInt8] { state.snapshot() }
 
+    public static func validate(snapshot: [UInt8]) throws {
+        _ = try BalancerState(snapshot: snapshot)
+    }
+
     public mutating func restore(from snapshot: [UInt8]) throws {
         state = try BalancerState(snapshot: snapshot)
         clock.observe(state.clock)

@@ -1,3 +1,5 @@
+import Foundation
+import NetworkTestSupport
 import Cluster
 import Raft
 import RaftTransport
@@ -99,5 +101,42 @@ import Testing
             throw error
         }
         await cluster.stopAll()
+    }
+}
+
+/// Issue 16, item 9: a received snapshot was persisted and acknowledged before it was decoded,
+/// so a follower handed one it could not read (a newer format during a rolling upgrade) wrote
+/// it over its log and stopped, at every restart.
+@Suite struct UnreadableSnapshotTests {
+    @Test(.timeLimit(.minutes(1)))
+    func aFollowerRefusesASnapshotItCannotReadAndStaysUp() async throws {
+        let clusterID = "snap-\(UInt32.random(in: 0...UInt32.max))"
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-snap-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let ports = freePorts(2)
+        let addresses: [NodeID: PeerAddress] = [1: PeerAddress(host: "127.0.0.1", port: ports[0]), 2: PeerAddress(host: "127.0.0.1", port: ports[1])]
+        var settings = NodeSettings(clusterID: clusterID, dataDirectory: root + "/node-2", peerListen: addresses[2]!, bootstrap: addresses, nodeID: 2)
+        settings.durability = .normal
+        let follower = try ClusterNode(settings: settings, machine: RegisterMachine())
+        let running = Task { try await follower.run() }
+        defer { running.cancel() }
+        // Node 1 is played by a bare transport: it sends one snapshot in a newer, unknown format.
+        let impostor = try RaftTransport(nodeID: 1, clusterID: clusterID, listen: addresses[1]!, peers: [2: addresses[2]!])
+        let transport = Task { try await impostor.run() }
+        defer { transport.cancel() }
+        let unreadable = Snapshot(metadata: SnapshotMetadata(index: 50, term: 7, confState: ConfState(voters: [1, 2])), data: [9, 9, 9, 9])
+        impostor.send([Message(kind: .snapshot, from: 1, to: 2, term: 7, snapshot: unreadable)])
+        for _ in 0..<100 where follower.droppedMessages.snapshot["snapshot"] == nil {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(follower.droppedMessages.snapshot["snapshot"] == 1)
+        // Still running: a node that stopped answers `stopped`; this one knows no leader.
+        do {
+            try await follower.readBarrier()
+            Issue.record("a read barrier without a leader succeeded")
+        } catch let error as ClusterError {
+            #expect(error.code == .notLeader, "\(error)")
+        }
+        #expect(await follower.status().firstIndex == 1, "the log was not replaced")
     }
 }

@@ -39,6 +39,11 @@ struct RegisterMachine: ReplicatedStateMachine {
         return writer.bytes
     }
 
+    static func validate(snapshot: [UInt8]) throws {
+        var scratch = RegisterMachine()
+        try scratch.restore(from: snapshot)
+    }
+
     mutating func restore(from snapshot: [UInt8]) throws {
         var reader = ByteReader(snapshot)
         values = [:]
