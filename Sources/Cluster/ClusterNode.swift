@@ -110,7 +110,9 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
                 let clock = ContinuousClock()
                 var deadline = clock.now
                 while !Task.isCancelled {
-                    deadline = deadline.advanced(by: self.settings.tick)
+                    // After a stall (a paused process, a slow fsync) the missed ticks are skipped, not
+                    // fired back to back: a burst would run out election timeouts at once.
+                    deadline = max(deadline.advanced(by: self.settings.tick), clock.now)
                     try await Task.sleep(until: deadline, clock: clock)
                     try await self.tick()
                 }
