@@ -51,9 +51,7 @@ public enum StatusParser {
     }
 
     public static func native(_ body: [UInt8], now: Milliseconds) throws -> EngineLoad {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        return try decoder.decode(EngineStatus.self, from: Data(body)).engineLoad(now: now)
+        return try FulcrumJSON.decoder.decode(EngineStatus.self, from: Data(body)).engineLoad(now: now)
     }
 }
 

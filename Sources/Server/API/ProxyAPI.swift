@@ -185,7 +185,7 @@ struct ProxyAPI: Sendable {
             case .decided(let decided): answer = decided
             case .relayed(let relayed):
                 guard relayed.status == .ok else { return relayed.response }
-                answer = try JSONDecoder.snakeCase.decode(RouteResponse.self, from: Data(relayed.body.readableBytesView))
+                answer = try FulcrumJSON.decoder.decode(RouteResponse.self, from: Data(relayed.body.readableBytesView))
             }
             do {
                 return try await send(answer, body: bodyBuffer, completion: completion, path: path, headers: request.headers, started: started)

@@ -91,7 +91,7 @@ struct RouteAPI: Sendable {
             case .decided(let decided): answer = decided
             case .relayed(let relayed):
                 guard relayed.status == .ok else { return relayed.response }
-                answer = try JSONDecoder.snakeCase.decode(RouteResponse.self, from: Data(relayed.body.readableBytesView))
+                answer = try FulcrumJSON.decoder.decode(RouteResponse.self, from: Data(relayed.body.readableBytesView))
             }
         } catch let error as APIError where error.status.code >= 500 || error.status == .notFound {
             // FlexLB answers scheduling failures in the body.

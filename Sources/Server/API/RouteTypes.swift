@@ -6,7 +6,8 @@ public import FulcrumAPI
 
 extension RouteRequest {
     /// The balancer's request. Only the JSON's own shape is checked here (one prompt form,
-    /// token ids, role names); the ranges are ``RoutingRequest/validate()``'s. Errors name the field.
+    /// token ids, role names); the ranges are ``RoutingRequest/validate()``'s, checked where every
+    /// entry point meets (``LeaderLink/route(_:headers:)``). Errors name the field.
     func routingRequest() throws -> RoutingRequest {
         let given = [prompt != nil, tokenIds != nil, blockHashes != nil].filter { $0 }.count
         guard given <= 1 else { throw APIError.badRequest(field: "prompt", "give at most one of prompt, token_ids and block_hashes") }
@@ -35,11 +36,6 @@ extension RouteRequest {
             location: location.map { GeoLocation(latitude: $0.latitude, longitude: $0.longitude) }
         )
         request.excludedWorkers = Set(excludeWorkers ?? [])
-        do {
-            try request.validate()
-        } catch {
-            throw APIError(error)
-        }
         return request
     }
 

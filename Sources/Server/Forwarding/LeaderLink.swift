@@ -58,7 +58,7 @@ struct LeaderLink: Sendable {
                 return .decided(RouteResponse(decided.decision, token: decided.token, degraded: decided.degraded))
             case .forward(let endpoint, let leader):
                 do {
-                    let encoded = try JSONEncoder.snakeCase.encode(RouteRequest(request))
+                    let encoded = try FulcrumJSON.encoder.encode(RouteRequest(request))
                     let answer = try await forward(
                         to: endpoint, method: .post, path: "/v1/route", body: ByteBuffer(bytes: encoded), headers: headers
                     )
@@ -92,11 +92,11 @@ struct LeaderLink: Sendable {
         case .noLeader:
             throw APIError.noLeader()
         case .forward(let endpoint):
-            let encoded = try JSONEncoder.snakeCase.encode(body)
+            let encoded = try FulcrumJSON.encoder.encode(body)
             let response = try await forward(to: endpoint, method: .post, path: "/v1/release", body: ByteBuffer(bytes: encoded), headers: headers)
             let buffer = response.body
-            guard response.status == .ok, let answer = try? JSONDecoder.snakeCase.decode(ReleaseResponse.self, from: Data(buffer.readableBytesView)) else {
-                let detail = try? JSONDecoder.snakeCase.decode(ErrorBody.self, from: Data(buffer.readableBytesView))
+            guard response.status == .ok, let answer = try? FulcrumJSON.decoder.decode(ReleaseResponse.self, from: Data(buffer.readableBytesView)) else {
+                let detail = try? FulcrumJSON.decoder.decode(ErrorBody.self, from: Data(buffer.readableBytesView))
                 throw APIError(response.status, code: detail?.error.code ?? "release_failed", detail?.error.message ?? "the leader answered \(response.status.code)", field: detail?.error.field)
             }
             return answer.released
@@ -178,22 +178,5 @@ extension HTTPClient {
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.httpVersion = .http1Only
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    }
-}
-
-extension JSONEncoder {
-    static var snakeCase: JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.outputFormatting = [.sortedKeys]
-        return encoder
-    }
-}
-
-extension JSONDecoder {
-    static var snakeCase: JSONDecoder {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        return decoder
     }
 }

@@ -19,18 +19,9 @@ public struct FulcrumRequestContext: RequestContext, RemoteAddressRequestContext
         remoteAddress = source.channel.remoteAddress
     }
 
-    public var requestDecoder: JSONDecoder {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        return decoder
-    }
+    public var requestDecoder: JSONDecoder { FulcrumJSON.decoder }
 
-    public var responseEncoder: JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.outputFormatting = [.sortedKeys]
-        return encoder
-    }
+    public var responseEncoder: JSONEncoder { FulcrumJSON.encoder }
 
     /// A hard ceiling; the configured `max_body_bytes` (``AccessMiddleware``) is usually lower.
     public var maxUploadSize: Int { 64 << 20 }
