@@ -117,7 +117,7 @@ extension WorkerRegistration {
         guard !id.isEmpty, id.utf8.count <= 256 else { throw APIError.badRequest(field: "id", "must be 1 to 256 bytes") }
         guard !model.isEmpty, model.utf8.count <= 256 else { throw APIError.badRequest(field: "model", "must be 1 to 256 bytes") }
         guard let role = WorkerRole(name: role) else { throw APIError.badRequest(field: "role", "one of VIT, PREFILL, DECODE, PDFUSION") }
-        guard PeerAddressText.isValid(address) else { throw APIError.badRequest(field: "address", "expected host:port of the worker") }
+        guard address.utf8.count <= 261, PeerAddressText.isValid(address) else { throw APIError.badRequest(field: "address", "expected host:port of the worker") }
         if !allowedNetworks.isEmpty {
             let host = splitHostPort(address).0
             guard allowedNetworks.contains(where: { $0.contains(host) }) else {
@@ -125,6 +125,11 @@ extension WorkerRegistration {
             }
         }
         if let labels, labels.count > 64 { throw APIError.badRequest(field: "labels", "at most 64 labels") }
+        // Everything here is replicated to every node and kept in every snapshot.
+        if let group, group.utf8.count > 256 { throw APIError.badRequest(field: "group", "at most 256 bytes") }
+        if let (key, value) = labels?.first(where: { $0.key.isEmpty || $0.key.utf8.count > 256 || $0.value.utf8.count > 1_024 }) {
+            throw APIError.badRequest(field: "labels.\(key.prefix(64))", "keys must be 1 to 256 bytes and values at most 1024, got \(key.utf8.count) and \(value.utf8.count)")
+        }
         if let format = labels?["status"], StatusFormat(rawValue: format) == nil {
             throw APIError.badRequest(field: "labels.status", "one of \(StatusFormat.allCases.map(\.rawValue).joined(separator: ", "))")
         }
