@@ -35,6 +35,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.24.0"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.0.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.14.0"),
     ],
     targets: [
         // The consensus core: pure, deterministic, no I/O, no clock, no threads.
@@ -63,7 +65,8 @@ let package = Package(
             dependencies: ["Raft", "RaftCoding", "WireCoding", "CLZ4", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
         ),
-        // Peer messages over TCP (SwiftNIO): versioned, checksummed frames, batching, reconnects.
+        // Peer messages over TCP (SwiftNIO): versioned, checksummed frames, batching, reconnects,
+        // and peer authentication (mutual TLS naming the node, or an HMAC challenge).
         .target(
             name: "RaftTransport",
             dependencies: [
@@ -71,6 +74,9 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

@@ -28,6 +28,8 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     public nonisolated let leadershipFeed: LeadershipFeed
     /// Peer messages dropped before the core, by reason (``RaftNode/screen(_:)``).
     public nonisolated let droppedMessages = DropCounts()
+    /// Peer connections the transport refused or closed for cause, by reason.
+    public nonisolated var peerRefusals: [String: Int] { transport.refusals.snapshot }
     let transport: RaftTransport
     var logger: Logger
     var addresses: AddressBook

@@ -43,12 +43,14 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PEM certificate chain for mutual TLS between peers.") var tlsCert: String?
     @Option(help: "PEM private key for mutual TLS between peers.") var tlsKey: String?
     @Option(help: "PEM CA that signs every member's certificate.") var tlsCa: String?
+    @Option(help: "File holding the cluster's shared peer secret (at least 16 bytes).") var peerSecretFile: String?
     @Option(help: "Base URL of this node's HTTP API as others reach it.") var httpAdvertise: String?
     @Option(help: "Route on a follower's state when no leader is reachable (true/false).") var failOpen: String?
 
     func run() async throws {
         var configuration = NodeConfiguration()
         var security = SecuritySettings()
+        let nodeSettings: NodeSettings
         do {
             if let config {
                 let text = try String(contentsOfFile: config, encoding: .utf8)
@@ -64,6 +66,7 @@ struct Serve: AsyncParsableCommand {
                 ("cluster_id", clusterID), ("node_id", nodeID), ("data_dir", dataDir), ("peer_listen", peerListen),
                 ("peer_advertise", peerAdvertise), ("http_listen", httpListen), ("bootstrap", bootstrap),
                 ("tick_ms", tickMs), ("durability", durability), ("tls_cert", tlsCert), ("tls_key", tlsKey), ("tls_ca", tlsCa),
+                ("peer_secret_file", peerSecretFile),
                 ("http_advertise", httpAdvertise), ("fail_open", failOpen),
             ]
             for (key, value) in flags {
@@ -71,12 +74,14 @@ struct Serve: AsyncParsableCommand {
             }
             try configuration.validate()
             security = try configuration.securitySettings()
+            nodeSettings = try configuration.nodeSettings()
         } catch let error as ConfigurationError {
             throw ValidationError(error.description)
         }
 
         var logger = Logger(label: "fulcrum")
         logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        for warning in configuration.startupWarnings { logger.warning("\(warning)") }
         var extensions: [ServerExtension] = []
         if configuration.serving.faultInjection {
             guard let support = NodeBuild.faultInjection else {
@@ -88,7 +93,7 @@ struct Serve: AsyncParsableCommand {
             logger.warning("fault injection is on: /admin/fault can stall, fail or kill this node (never use this in production)")
         }
         let machine = BalancerMachine()
-        let node = try ClusterNode(settings: configuration.nodeSettings, machine: machine, logger: logger)
+        let node = try ClusterNode(settings: nodeSettings, machine: machine, logger: logger)
         let server = FulcrumServer(
             node: node, clock: machine.clock, serving: configuration.servingSettings, security: security, extensions: extensions, logger: logger
         )

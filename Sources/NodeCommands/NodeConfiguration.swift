@@ -29,6 +29,12 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var tlsCertificate: String?
     public var tlsKey: String?
     public var tlsCA: String?
+    /// The cluster's shared peer secret (for the HMAC challenge when there is no mutual TLS),
+    /// given inline (meant for `FULCRUM_PEER_SECRET`) or as a file.
+    public var peerSecret: String?
+    public var peerSecretFile: String?
+    /// Accept unauthenticated peers on a non-loopback address (a start-up warning says so).
+    public var insecurePeers = false
     /// Base URL of this node's HTTP API for other nodes and clients; from `http_listen` when unset.
     public var httpAdvertise: String?
     public var serving = ServingSettings()
@@ -42,6 +48,7 @@ public struct NodeConfiguration: Sendable, Equatable {
     public static let keys: Set<String> = [
         "cluster_id", "node_id", "data_dir", "peer_listen", "peer_advertise", "http_listen", "bootstrap",
         "tick_ms", "election_ticks", "heartbeat_ticks", "snapshot_entries", "peer_max_transfer_bytes", "durability", "tls_cert", "tls_key", "tls_ca",
+        "peer_secret", "peer_secret_file", "insecure_peers",
         "http_advertise", "fail_open", "status_interval_ms", "status_timeout_ms", "flush_interval_ms", "healthy_successes",
         "unhealthy_failures", "circuit_failures", "circuit_open_ms", "forward_timeout_ms", "leader_wait_ms", "upstream_connect_timeout_ms",
         "upstream_retries", "upstream_timeout_ms", "default_model", "api_keys", "api_key_file", "allow_cidrs", "worker_cidrs", "rate_limit_rps",
@@ -120,6 +127,9 @@ public struct NodeConfiguration: Sendable, Equatable {
         case "tls_cert": tlsCertificate = try string()
         case "tls_key": tlsKey = try string()
         case "tls_ca": tlsCA = try string()
+        case "peer_secret": peerSecret = try string()
+        case "peer_secret_file": peerSecretFile = try string()
+        case "insecure_peers": insecurePeers = try boolean()
         case "http_listen": httpListen = try address()
         case "tick_ms": tickMilliseconds = try integer(1...10_000)
         case "election_ticks": electionTicks = try integer(2...10_000)
@@ -213,6 +223,17 @@ public struct NodeConfiguration: Sendable, Equatable {
         guard tlsKeys == 0 || tlsKeys == 3 else {
             throw ConfigurationError(source: "configuration", key: "tls_cert", "tls_cert, tls_key and tls_ca go together")
         }
+        guard peerSecret == nil || peerSecretFile == nil else {
+            throw ConfigurationError(source: "configuration", key: "peer_secret", "give peer_secret or peer_secret_file, not both")
+        }
+        let authenticated = tlsKeys == 3 || peerSecret != nil || peerSecretFile != nil
+        guard authenticated || insecurePeers || Self.isLoopback(peerListen.host) else {
+            throw ConfigurationError(
+                source: "configuration", key: "peer_listen",
+                "\(peerListen) is not a loopback address and peers are not authenticated: set peer_secret_file "
+                    + "(or FULCRUM_PEER_SECRET), or tls_cert, tls_key and tls_ca; insecure_peers: true accepts the risk"
+            )
+        }
         guard (security.tlsCertificate == nil) == (security.tlsKey == nil) else {
             throw ConfigurationError(source: "configuration", key: "http_tls_cert", "http_tls_cert and http_tls_key go together")
         }
@@ -221,6 +242,45 @@ public struct NodeConfiguration: Sendable, Equatable {
         }
         guard heartbeatTicks < electionTicks else {
             throw ConfigurationError(source: "configuration", key: "heartbeat_ticks", "must be below election_ticks (\(electionTicks))")
+        }
+    }
+
+    /// Whether `host` names only this machine.
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    /// What start-up should warn about: settings that are allowed but leave the node open.
+    public var startupWarnings: [String] {
+        var warnings: [String] = []
+        let authenticated = tlsCertificate != nil || peerSecret != nil || peerSecretFile != nil
+        if insecurePeers && !authenticated && !Self.isLoopback(peerListen.host) {
+            warnings.append("insecure_peers: peers on \(peerListen) are not authenticated; anyone who reaches that port can replace this cluster's state")
+        }
+        if security.apiKeys.isEmpty && apiKeyFile == nil && !Self.isLoopback(httpListen.host) {
+            warnings.append("no API keys: every client that reaches \(httpListen) can route, register workers and administer the cluster (set api_key_file)")
+        }
+        return warnings
+    }
+
+    /// The peer secret from `peer_secret` or `peer_secret_file`.
+    public func resolvedPeerSecret() throws -> PeerSecret? {
+        let text: String
+        if let peerSecret {
+            text = peerSecret
+        } else if let peerSecretFile {
+            do {
+                text = try String(contentsOfFile: peerSecretFile, encoding: .utf8)
+            } catch {
+                throw ConfigurationError(source: peerSecretFile, key: "peer_secret_file", "cannot be read: \(error.localizedDescription)")
+            }
+        } else {
+            return nil
+        }
+        do {
+            return try PeerSecret(text: text)
+        } catch {
+            throw ConfigurationError(source: peerSecretFile ?? "configuration", key: peerSecretFile == nil ? "peer_secret" : "peer_secret_file", error.description)
         }
     }
 
@@ -286,7 +346,8 @@ public struct NodeConfiguration: Sendable, Equatable {
         }
     }
 
-    public var nodeSettings: NodeSettings {
+    /// The node runtime's settings, the peer secret read.
+    public func nodeSettings() throws -> NodeSettings {
         var settings = NodeSettings(
             clusterID: clusterID, dataDirectory: dataDirectory, peerListen: peerListen, bootstrap: bootstrap, nodeID: nodeID
         )
@@ -300,6 +361,7 @@ public struct NodeConfiguration: Sendable, Equatable {
         if let tlsCertificate, let tlsKey, let tlsCA {
             settings.transport.tls = .init(certificateChain: tlsCertificate, privateKey: tlsKey, trustRoots: tlsCA)
         }
+        settings.transport.secret = try resolvedPeerSecret()
         return settings
     }
 }

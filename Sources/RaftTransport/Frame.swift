@@ -17,6 +17,12 @@ public struct Frame: Sendable, Hashable {
         case messages = 2
         /// A piece of a batch too large for one frame (large snapshots).
         case chunk = 3
+        /// Listener to dialler, after the hello when the cluster has a peer secret: a nonce.
+        case challenge = 4
+        /// Dialler to listener: its nonce and its HMAC over both (``Handshake``).
+        case proof = 5
+        /// Listener to dialler: the listener's HMAC; messages may follow.
+        case accept = 6
     }
 
     public static let version: UInt8 = 1

@@ -2,6 +2,7 @@ public import Logging
 public import NIOCore
 public import NIOPosix
 import NIOSSL
+import NIOTLS
 public import Raft
 import Synchronization
 import WireCoding
@@ -46,10 +47,23 @@ public final class RaftTransport: Sendable {
         public var reconnectInitialDelay = Duration.milliseconds(20)
         public var reconnectMaxDelay = Duration.seconds(1)
         public var connectTimeout = Duration.seconds(1)
-        /// Mutual TLS between peers: both sides present a certificate signed by `trustRoots`.
+        /// Mutual TLS between peers: both sides present a certificate signed by `trustRoots`
+        /// whose common name is `node-<id>` (``CertificateIdentity``).
         public var tls: TLSFiles?
+        /// The cluster's shared secret: every connection starts with an HMAC challenge
+        /// (``Handshake``), and a peer without the secret is refused.
+        public var secret: PeerSecret?
+        /// Time a new connection has to say hello and prove itself.
+        public var handshakeTimeout = Duration.seconds(5)
+        /// Inbound peer connections held at once; more are closed at accept.
+        public var maxInboundConnections = 64
+        /// Peers learned from hellos (not in the configured membership) kept at once.
+        public var maxLearnedPeers = 16
 
         public init() {}
+
+        /// Whether a peer must prove who it is (mutual TLS or the shared secret).
+        public var authenticatesPeers: Bool { tls != nil || secret != nil }
     }
 
     /// PEM files for mutual TLS.
@@ -104,9 +118,15 @@ public final class RaftTransport: Sendable {
 
     private struct State {
         var peers: [NodeID: PeerQueue] = [:]
+        /// Peers known only from their hello, not from the membership.
+        var learned: Set<NodeID> = []
         var newPeers: AsyncStream<NodeID>.Continuation?
         var boundPort: Int?
     }
+
+    /// Connections refused or closed for cause, by reason.
+    public let refusals = RefusalCounts()
+    private let inboundConnections = Atomic<Int>(0)
 
     private let state = Mutex(State())
     private let transferCounter = Atomic<UInt64>(1)
@@ -136,6 +156,9 @@ public final class RaftTransport: Sendable {
     /// The port the listener is bound to, once ``run()`` has bound it.
     public var boundPort: Int? { state.withLock { $0.boundPort } }
 
+    /// The peers this transport has a queue for: the membership and those learned from hellos.
+    public var knownPeers: Set<NodeID> { state.withLock { Set($0.peers.keys) } }
+
     /// Replaces the peer list (membership changed). New peers get a connection when first
     /// messaged; removed peers' queues are dropped and their writers stop, except those in
     /// `keeping` (members whose address only the transport knows, from their hello).
@@ -144,8 +167,10 @@ public final class RaftTransport: Sendable {
             for id in state.peers.keys where peers[id] == nil && !keeping.contains(id) {
                 state.peers[id]!.wake.finish()
                 state.peers[id] = nil
+                state.learned.remove(id)
             }
             for (id, address) in peers where id != nodeID {
+                state.learned.remove(id)
                 if state.peers[id] != nil {
                     state.peers[id]!.address = address
                 } else {
@@ -267,14 +292,25 @@ public final class RaftTransport: Sendable {
         try await server.executeThenClose { connections in
             try await withThrowingDiscardingTaskGroup { group in
                 for try await connection in connections {
+                    let remote = connection.channel.remoteAddress.map { "\($0)" } ?? "?"
+                    let open = inboundConnections.wrappingAdd(1, ordering: .relaxed).newValue
+                    guard open <= settings.maxInboundConnections else {
+                        inboundConnections.wrappingSubtract(1, ordering: .relaxed)
+                        refuse(TransportError(.tooManyConnections, "\(open - 1) peer connections already open"), remote: remote)
+                        group.addTask { try? await connection.executeThenClose { _, _ in } }
+                        continue
+                    }
                     group.addTask {
-                        let remote = connection.channel.remoteAddress.map { "\($0)" } ?? "?"
+                        defer { self.inboundConnections.wrappingSubtract(1, ordering: .relaxed) }
                         do {
-                            try await self.receive(on: connection)
+                            try await self.receive(on: connection, remote: remote)
                         } catch is CancellationError {
                             // Shutting down.
+                        } catch let error as TransportError {
+                            self.refuse(error, remote: remote)
                         } catch {
                             // One bad peer connection closes; the node carries on.
+                            self.refusals.record(error is NIOSSLError ? "tls_handshake" : "connection_error")
                             self.logger.warning("closed peer connection", metadata: ["remote": "\(remote)", "error": "\(error)"])
                         }
                     }
@@ -283,62 +319,142 @@ public final class RaftTransport: Sendable {
         }
     }
 
-    private func receive(on connection: NIOAsyncChannel<Frame, Frame>) async throws {
-        try await connection.executeThenClose { inbound, _ in
-            var sender: NodeID?
+    /// Logs and counts a connection closed for cause.
+    private func refuse(_ error: TransportError, remote: String) {
+        refusals.record(error.code.rawValue)
+        logger.warning("refused peer connection", metadata: ["remote": "\(remote)", "reason": "\(error.code.rawValue)", "error": "\(error.message)"])
+    }
+
+    /// Where an inbound connection is in its handshake.
+    private enum InboundPhase {
+        case awaitingHello
+        case awaitingProof(MessageCodec.Hello, nonce: [UInt8])
+        case open(NodeID)
+    }
+
+    private func receive(on connection: NIOAsyncChannel<Frame, Frame>, remote: String) async throws {
+        let channel = connection.channel
+        let deadline = HandshakeDeadline(channel: channel, after: settings.handshakeTimeout) { [self] in
+            refuse(TransportError(.handshakeTimeout, "no hello and proof within \(settings.handshakeTimeout)"), remote: remote)
+        }
+        defer { deadline.cancel() }
+        try await connection.executeThenClose { inbound, outbound in
+            var phase = InboundPhase.awaitingHello
             var assembler = ChunkAssembler(maxAssembledBytes: settings.maxAssembledBytes, budget: transferBudget)
             defer { assembler.abandon() }
             for try await frame in inbound {
-                guard let from = sender else {
-                    guard frame.kind == .hello else {
-                        throw TransportError(.unexpectedFrame, "expected a hello frame first, got \(frame.kind)")
+                switch phase {
+                case .awaitingHello:
+                    // With mutual TLS the certificate names the node (TLS's own handshake is
+                    // over once a frame arrives).
+                    let certified: NodeID?? = tls == nil ? nil : .some(try await channel.nioSSL_peerCertificate().get().flatMap(CertificateIdentity.nodeID))
+                    let hello = try checkHello(frame, certified: certified)
+                    if settings.secret != nil {
+                        let nonce = Handshake.nonce()
+                        try await outbound.write(Frame(kind: .challenge, payload: nonce))
+                        phase = .awaitingProof(hello, nonce: nonce)
+                    } else {
+                        phase = .open(admit(hello, deadline: deadline))
                     }
-                    let hello: MessageCodec.Hello
-                    do throws(DecodingError) { hello = try MessageCodec.decodeHello(frame.payload) } catch {
-                        throw TransportError(.malformedPayload, "hello: \(error.message)")
+                case .awaitingProof(let hello, let nonce):
+                    guard let secret = settings.secret, frame.kind == .proof,
+                        frame.payload.count == Handshake.nonceBytes + Handshake.macBytes
+                    else {
+                        throw TransportError(.unauthenticated, "peer \(hello.from) sent a \(frame.kind) frame instead of a proof of the cluster secret")
                     }
-                    guard hello.clusterID == clusterID else {
-                        throw TransportError(.foreignCluster, "peer \(hello.from) is in cluster '\(hello.clusterID)', not '\(clusterID)'")
+                    let theirNonce = Array(frame.payload[..<Handshake.nonceBytes])
+                    let expected = Handshake.proof(
+                        secret: secret, cluster: clusterID, dialler: hello.from, listener: nodeID, listenerNonce: nonce, diallerNonce: theirNonce
+                    )
+                    guard Handshake.same(Array(frame.payload[Handshake.nonceBytes...]), expected) else {
+                        throw TransportError(.badProof, "peer \(hello.from) does not hold the cluster secret")
                     }
-                    sender = hello.from
-                    if let address = PeerAddress(hello.address) { learn(hello.from, at: address) }
-                    continue
+                    let accept = Handshake.accept(
+                        secret: secret, cluster: clusterID, dialler: hello.from, listener: nodeID, listenerNonce: nonce, diallerNonce: theirNonce
+                    )
+                    try await outbound.write(Frame(kind: .accept, payload: accept))
+                    phase = .open(admit(hello, deadline: deadline))
+                case .open(let from):
+                    try deliver(frame, from: from, assembler: &assembler)
                 }
-                let payload: [UInt8]
-                switch frame.kind {
-                case .hello:
-                    throw TransportError(.unexpectedFrame, "second hello from \(from)")
-                case .messages:
-                    payload = frame.payload
-                case .chunk:
-                    guard let whole = try assembler.add(frame.payload) else { continue }
-                    payload = whole
-                }
-                let messages: [Message]
-                do throws(DecodingError) { messages = try MessageCodec.decodeMessages(payload) } catch {
-                    throw TransportError(.malformedPayload, "messages from \(from): \(error.message)")
-                }
-                for message in messages {
-                    // A transfer request names the transferee in `from`; everything else must come
-                    // from the peer that said hello.
-                    guard message.from == from || message.kind == .transferLeader else {
-                        throw TransportError(.spoofedSender, "peer \(from) sent a message from \(message.from)")
-                    }
-                }
-                let mine = messages.filter { $0.to == nodeID }
-                if !mine.isEmpty { incomingContinuation.yield(mine) }
             }
         }
     }
 
-    /// Remembers where a peer that dialled in listens, unless its address is already known.
+    /// Checks a connection's first frame: a hello of this cluster, from the node the peer's
+    /// certificate names when there is one.
+    private func checkHello(_ frame: Frame, certified: NodeID??) throws -> MessageCodec.Hello {
+        guard frame.kind == .hello else {
+            throw TransportError(.unexpectedFrame, "expected a hello frame first, got \(frame.kind)")
+        }
+        let hello: MessageCodec.Hello
+        do throws(DecodingError) { hello = try MessageCodec.decodeHello(frame.payload) } catch {
+            throw TransportError(.malformedPayload, "hello: \(error.message)")
+        }
+        guard hello.clusterID == clusterID else {
+            throw TransportError(.foreignCluster, "peer \(hello.from) is in cluster '\(hello.clusterID)', not '\(clusterID)'")
+        }
+        guard hello.from != nodeID, hello.from != 0 else {
+            throw TransportError(.spoofedSender, "a hello from node \(hello.from), which is not a peer's id")
+        }
+        if let certified {
+            guard let certified else {
+                throw TransportError(.unauthenticated, "the peer's certificate names no node (its common name must be \(CertificateIdentity.prefix)<id>)")
+            }
+            guard certified == hello.from else {
+                throw TransportError(.identityMismatch, "hello from node \(hello.from) over a certificate of node \(certified)")
+            }
+        }
+        return hello
+    }
+
+    /// The peer proved itself: stop the handshake clock and learn where it listens.
+    private func admit(_ hello: MessageCodec.Hello, deadline: HandshakeDeadline) -> NodeID {
+        deadline.cancel()
+        if let address = PeerAddress(hello.address) { learn(hello.from, at: address) }
+        return hello.from
+    }
+
+    /// Hands one frame's messages (or a finished chunked transfer's) to the node.
+    private func deliver(_ frame: Frame, from: NodeID, assembler: inout ChunkAssembler) throws {
+        let payload: [UInt8]
+        switch frame.kind {
+        case .hello, .challenge, .proof, .accept:
+            throw TransportError(.unexpectedFrame, "a \(frame.kind) frame from \(from) after its handshake")
+        case .messages:
+            payload = frame.payload
+        case .chunk:
+            guard let whole = try assembler.add(frame.payload) else { return }
+            payload = whole
+        }
+        let messages: [Message]
+        do throws(DecodingError) { messages = try MessageCodec.decodeMessages(payload) } catch {
+            throw TransportError(.malformedPayload, "messages from \(from): \(error.message)")
+        }
+        for message in messages {
+            // A transfer request names the transferee in `from`; everything else must come
+            // from the peer that said hello.
+            guard message.from == from || message.kind == .transferLeader else {
+                throw TransportError(.spoofedSender, "peer \(from) sent a message from \(message.from)")
+            }
+        }
+        let mine = messages.filter { $0.to == nodeID }
+        if !mine.isEmpty { incomingContinuation.yield(mine) }
+    }
+
+    /// Remembers where a peer that dialled in listens, unless its address is already known or
+    /// too many peers are known only this way.
     private func learn(_ peer: NodeID, at address: PeerAddress) {
         guard peer != nodeID else { return }
-        state.withLock { state in
-            guard state.peers[peer] == nil else { return }
+        let learned = state.withLock { state -> Bool in
+            guard state.peers[peer] == nil, state.learned.count < settings.maxLearnedPeers else { return false }
             state.peers[peer] = PeerQueue(address: address)
+            state.learned.insert(peer)
+            return true
         }
-        logger.debug("learned a peer's address from its hello", metadata: ["peer": "\(peer)", "address": "\(address)"])
+        if learned {
+            logger.debug("learned a peer's address from its hello", metadata: ["peer": "\(peer)", "address": "\(address)"])
+        }
     }
 
     // MARK: Outbound
@@ -352,13 +468,11 @@ public final class RaftTransport: Sendable {
                 return
             }
             do {
-                let channel = try await connect(to: address)
+                let (channel, tlsDone) = try await connect(to: address)
                 delay = settings.reconnectInitialDelay
                 logger.debug("connected", metadata: ["address": "\(address)"])
-                let finished = try await channel.executeThenClose { _, outbound in
-                    let advertised = advertisedAddress ?? PeerAddress(host: listenAddress.host, port: boundPort ?? listenAddress.port)
-                    let hello = MessageCodec.Hello(clusterID: clusterID, from: nodeID, address: advertised.description)
-                    try await outbound.write(Frame(kind: .hello, payload: MessageCodec.encode(hello)))
+                let finished = try await channel.executeThenClose { inbound, outbound in
+                    try await handshake(with: peer, on: channel.channel, tlsDone: tlsDone, inbound: inbound, outbound: outbound)
                     for await _ in signals {
                         let batch = state.withLock { state -> [Message] in
                             guard state.peers[peer] != nil else { return [] }
@@ -371,6 +485,10 @@ public final class RaftTransport: Sendable {
                     return true
                 }
                 if finished { return }
+            } catch let error as TransportError {
+                logger.warning("peer refused, retrying", metadata: ["address": "\(address)", "reason": "\(error.code.rawValue)", "error": "\(error.message)", "retry_in": "\(delay)"])
+                do { try await Task.sleep(for: delay) } catch { return }
+                delay = min(delay * 2, settings.reconnectMaxDelay)
             } catch {
                 logger.debug("peer unreachable, retrying", metadata: ["address": "\(address)", "error": "\(error)", "retry_in": "\(delay)"])
                 do { try await Task.sleep(for: delay) } catch { return }
@@ -379,7 +497,46 @@ public final class RaftTransport: Sendable {
         }
     }
 
-    private func connect(to address: PeerAddress) async throws -> NIOAsyncChannel<Frame, Frame> {
+    /// The dialler's side of the handshake: hello, and with a secret the proof, then the
+    /// listener's accept; with mutual TLS, the listener's certificate must name `peer`.
+    private func handshake(
+        with peer: NodeID, on channel: any Channel, tlsDone: EventLoopFuture<Void>?,
+        inbound: NIOAsyncChannelInboundStream<Frame>, outbound: NIOAsyncChannelOutboundWriter<Frame>
+    ) async throws {
+        let deadline = HandshakeDeadline(channel: channel, after: settings.handshakeTimeout) {}
+        defer { deadline.cancel() }
+        if let tlsDone {
+            try await tlsDone.get()
+            let certified = try await channel.nioSSL_peerCertificate().get().flatMap(CertificateIdentity.nodeID)
+            guard certified == peer else {
+                throw TransportError(.identityMismatch, "dialled node \(peer), reached a certificate of \(certified.map { "node \($0)" } ?? "no node")")
+            }
+        }
+        let advertised = advertisedAddress ?? PeerAddress(host: listenAddress.host, port: boundPort ?? listenAddress.port)
+        let hello = MessageCodec.Hello(clusterID: clusterID, from: nodeID, address: advertised.description)
+        try await outbound.write(Frame(kind: .hello, payload: MessageCodec.encode(hello)))
+        guard let secret = settings.secret else { return }
+        var frames = inbound.makeAsyncIterator()
+        guard let challenge = try await frames.next() else {
+            throw TransportError(.unauthenticated, "node \(peer) closed the connection instead of sending a challenge (wrong cluster, or no secret there?)")
+        }
+        guard challenge.kind == .challenge, challenge.payload.count == Handshake.nonceBytes else {
+            throw TransportError(.unexpectedFrame, "expected a challenge from node \(peer), got \(challenge.kind)")
+        }
+        let nonce = Handshake.nonce()
+        let proof = Handshake.proof(secret: secret, cluster: clusterID, dialler: nodeID, listener: peer, listenerNonce: challenge.payload, diallerNonce: nonce)
+        try await outbound.write(Frame(kind: .proof, payload: nonce + proof))
+        guard let accept = try await frames.next() else {
+            throw TransportError(.badProof, "node \(peer) closed the connection after the proof: it holds another secret")
+        }
+        let expected = Handshake.accept(secret: secret, cluster: clusterID, dialler: nodeID, listener: peer, listenerNonce: challenge.payload, diallerNonce: nonce)
+        guard accept.kind == .accept, Handshake.same(accept.payload, expected) else {
+            throw TransportError(.badProof, "node \(peer) does not hold the cluster secret")
+        }
+    }
+
+    /// A new outbound connection, and with TLS the future of TLS's own handshake.
+    private func connect(to address: PeerAddress) async throws -> (NIOAsyncChannel<Frame, Frame>, EventLoopFuture<Void>?) {
         let maxPayload = settings.maxFramePayloadBytes
         let tls = self.tls?.client
         return try await ClientBootstrap(group: group)
@@ -388,10 +545,14 @@ public final class RaftTransport: Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connect(host: address.host, port: address.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    var tlsDone: EventLoopFuture<Void>?
                     if let tls {
+                        let waiter = TLSHandshakeWaiter(promise: channel.eventLoop.makePromise())
+                        tlsDone = waiter.promise.futureResult
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil))
+                        try channel.pipeline.syncOperations.addHandler(waiter)
                     }
-                    return try Self.configure(channel, maxPayload: maxPayload)
+                    return (try Self.configure(channel, maxPayload: maxPayload), tlsDone)
                 }
             }
     }
@@ -404,5 +565,54 @@ public final class RaftTransport: Sendable {
         // Leave room for the chunk's own header inside the frame cap.
         let chunkBytes = settings.maxFramePayloadBytes - 64
         return MessageCodec.chunks(of: payload, transfer: transfer, chunkBytes: chunkBytes).map { Frame(kind: .chunk, payload: $0) }
+    }
+}
+
+/// Closes a connection whose handshake is not finished in time.
+final class HandshakeDeadline: Sendable {
+    private let scheduled: Scheduled<Void>
+
+    init(channel: any Channel, after timeout: Duration, onExpiry: @escaping @Sendable () -> Void) {
+        let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+        scheduled = channel.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) {
+            onExpiry()
+            channel.close(promise: nil)
+        }
+    }
+
+    func cancel() { scheduled.cancel() }
+}
+
+/// Completes its promise when TLS's handshake is done, or fails it when the connection ends
+/// first, so that the dialler checks the listener's certificate before it sends anything.
+final class TLSHandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = NIOAny
+    let promise: EventLoopPromise<Void>
+    private let completed = Atomic<Bool>(false)
+
+    init(promise: EventLoopPromise<Void>) { self.promise = promise }
+
+    private func complete(_ result: Result<Void, any Error>) {
+        guard completed.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
+        promise.completeWith(result)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted = event as? TLSUserEvent { complete(.success(())) }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        complete(.failure(TransportError(.unauthenticated, "the connection closed during TLS's handshake")))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        complete(.failure(error))
+        context.fireErrorCaught(error)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        complete(.failure(TransportError(.unauthenticated, "the connection closed during TLS's handshake")))
     }
 }

@@ -10,12 +10,20 @@ public struct TransportError: Error, Sendable, Hashable, CustomStringConvertible
         case unexpectedFrame = "unexpected_frame"
         case foreignCluster = "foreign_cluster"
         case spoofedSender = "spoofed_sender"
+        /// No proof of the cluster's secret, or a connection without the certificate it needs.
+        case unauthenticated = "unauthenticated"
+        /// A proof or accept that does not verify against the secret.
+        case badProof = "bad_proof"
+        /// The hello names another node than the certificate does.
+        case identityMismatch = "identity_mismatch"
+        case handshakeTimeout = "handshake_timeout"
+        case tooManyConnections = "too_many_connections"
     }
 
     public let code: Code
     public let message: String
 
-    init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
     }

@@ -83,6 +83,7 @@ public struct FulcrumServer: Sendable {
             metrics.commitIndex.set(to: Double(leadership.commitIndex))
             metrics.appliedIndex.set(to: Double(leadership.appliedIndex))
             metrics.raftMessagesDropped(node.droppedMessages.snapshot)
+            metrics.peerConnectionsRefused(node.peerRefusals)
             let workers = await node.withMachine { machine, _ in
                 machine.state.workers.map {
                     (id: $0.id, model: $0.model, role: $0.role.name, healthy: $0.health != .unhealthy, circuitOpen: $0.circuit == .open, running: $0.load.runningRequests)

@@ -26,7 +26,8 @@ public final class ServerMetrics: Sendable {
     public let commitIndex: Gauge
     public let appliedIndex: Gauge
     private let workerSeries = Mutex<Set<[String]>>([])
-    private let droppedSeen = Mutex<[String: Int]>([:])
+    /// The last counts seen of counters kept elsewhere (by name, then reason).
+    private let externalSeen = Mutex<[String: [String: Int]]>([:])
 
     public init() {
         proposals = registry.makeCounter(descriptor: .fulcrum("fulcrum_raft_proposals_total", help: "Entries this node proposed to the log."))
@@ -81,16 +82,25 @@ public final class ServerMetrics: Sendable {
 
     /// Brings `fulcrum_raft_messages_dropped_total{reason}` up to the node's counts.
     public func raftMessagesDropped(_ counts: [String: Int]) {
-        let deltas = droppedSeen.withLock { seen in
+        catchUp("fulcrum_raft_messages_dropped_total", help: "Peer messages dropped before the Raft core, by reason.", to: counts)
+    }
+
+    /// Brings `fulcrum_peer_connections_refused_total{reason}` up to the transport's counts.
+    public func peerConnectionsRefused(_ counts: [String: Int]) {
+        catchUp("fulcrum_peer_connections_refused_total", help: "Peer connections refused or closed for cause, by reason.", to: counts)
+    }
+
+    /// Brings a counter whose counts are kept elsewhere (by reason) up to them.
+    private func catchUp(_ name: String, help: String, to counts: [String: Int]) {
+        let deltas = externalSeen.withLock { all in
             counts.compactMap { reason, count -> (String, Int)? in
-                let delta = count - seen[reason, default: 0]
-                seen[reason] = count
+                let delta = count - all[name, default: [:]][reason, default: 0]
+                all[name, default: [:]][reason] = count
                 return delta > 0 ? (reason, delta) : nil
             }
         }
         for (reason, delta) in deltas {
-            registry.makeCounter(descriptor: .fulcrum("fulcrum_raft_messages_dropped_total", help: "Peer messages dropped before the Raft core, by reason."), labels: [("reason", reason)])
-                .increment(by: Int64(delta))
+            registry.makeCounter(descriptor: .fulcrum(name, help: help), labels: [("reason", reason)]).increment(by: Int64(delta))
         }
     }
 

@@ -25,6 +25,8 @@ final class ProcessCluster: @unchecked Sendable {
     var processes: [UInt64: Process] { running.withLock { $0 } }
     let founders: [UInt64]
     var environment: [String: String] = [:]
+    /// The cluster secret every test cluster's peers prove they hold.
+    static let peerSecret = "integration-test-peer-secret-0123"
     /// Sent with every request (an API key, say).
     var defaultHeaders: [(String, String)] = []
 
@@ -40,6 +42,8 @@ final class ProcessCluster: @unchecked Sendable {
         environment = extra
         environment["FULCRUM_SNAPSHOT_ENTRIES"] = String(snapshotEntries)
         environment["FULCRUM_DURABILITY"] = extra["FULCRUM_DURABILITY"] ?? "full"
+        // Peers authenticate as in production (the shared secret), here too.
+        environment["FULCRUM_PEER_SECRET"] = extra["FULCRUM_PEER_SECRET"] ?? Self.peerSecret
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         for id in founders { try reservePorts(id) }
         if startsLater { return }

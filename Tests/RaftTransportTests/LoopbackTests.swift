@@ -15,6 +15,16 @@ import Testing
         throw CancellationError()
     }
 
+    /// Waits until `condition` holds, or fails after 10 s.
+    static func waitFor(_ condition: () -> Bool) async throws {
+        for _ in 0..<1_000 {
+            if condition() { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        Issue.record("condition never held")
+        throw CancellationError()
+    }
+
     /// Collects `count` messages from `transport`, or fails after a deadline.
     static func receive(_ count: Int, from transport: RaftTransport) async throws -> [Message] {
         try await withThrowingTaskGroup(of: [Message].self) { group in

@@ -18,11 +18,13 @@ import Testing
               2: 10.0.0.2:7100
             tick_ms: 25
             durability: normal
+            peer_secret: a-secret-of-more-than-16-bytes
             """, source: "node.yaml")
         try configuration.validate()
         #expect(configuration.nodeID == 2)
         #expect(configuration.bootstrap == [1: PeerAddress(host: "10.0.0.1", port: 7100), 2: PeerAddress(host: "10.0.0.2", port: 7100)])
-        let settings = configuration.nodeSettings
+        let settings = try configuration.nodeSettings()
+        #expect(settings.transport.secret == (try PeerSecret(text: "a-secret-of-more-than-16-bytes")))
         #expect(settings.tick == .milliseconds(25))
         #expect(settings.durability == .normal)
         #expect(settings.peerListen == PeerAddress(host: "10.0.0.2", port: 7100))
@@ -65,6 +67,42 @@ import Testing
             try configuration.set("tls_cert", value: "/etc/fulcrum/node.pem", source: "--tls-cert")
             try configuration.validate()
         }
+    }
+
+    /// Peers on a non-loopback address need mutual TLS or the shared secret, unless the
+    /// operator accepts the risk, and then the node warns; so does a public HTTP listener
+    /// without API keys.
+    @Test func unauthenticatedPeersOffLoopbackAreRefusedOrWarnedAbout() throws {
+        expectError(key: "peer_listen") {
+            try NodeConfiguration.load(yaml: "peer_listen: 0.0.0.0:7100", source: "f").validate()
+        }
+        expectError(key: "peer_listen") {
+            try NodeConfiguration.load(yaml: "peer_listen: 10.1.2.3:7100\ninsecure_peers: false", source: "f").validate()
+        }
+        expectError(key: "peer_secret") {
+            _ = try NodeConfiguration.load(yaml: "peer_listen: 10.1.2.3:7100\npeer_secret: too-short", source: "f").nodeSettings()
+        }
+        expectError(key: "peer_secret_file") {
+            _ = try NodeConfiguration.load(yaml: "peer_secret_file: /nonexistent/secret", source: "f").nodeSettings()
+        }
+        expectError(key: "peer_secret") {
+            try NodeConfiguration.load(yaml: "peer_secret: 0123456789abcdef0\npeer_secret_file: /x", source: "f").validate()
+        }
+        let loopback = try NodeConfiguration.load(yaml: "peer_listen: 127.0.0.1:7100", source: "f")
+        try loopback.validate()
+        #expect(loopback.startupWarnings.isEmpty)
+        let insecure = try NodeConfiguration.load(yaml: "peer_listen: 0.0.0.0:7100\nhttp_listen: 0.0.0.0:8100\ninsecure_peers: true", source: "f")
+        try insecure.validate()
+        #expect(insecure.startupWarnings.count == 2)
+        #expect(insecure.startupWarnings.contains { $0.hasPrefix("insecure_peers") })
+        #expect(insecure.startupWarnings.contains { $0.hasPrefix("no API keys") })
+        let secretFile = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-peer-\(UUID().uuidString)").path
+        try "0123456789abcdef0123\n".write(toFile: secretFile, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: secretFile) }
+        let secured = try NodeConfiguration.load(yaml: "peer_listen: 0.0.0.0:7100\npeer_secret_file: \(secretFile)", source: "f")
+        try secured.validate()
+        #expect(secured.startupWarnings.isEmpty)
+        #expect(try secured.nodeSettings().transport.secret == (try PeerSecret(text: "0123456789abcdef0123")))
     }
 
     @Test func flagsAndEnvironmentOverrideTheFile() throws {
