@@ -105,7 +105,7 @@ public struct FulcrumServer: Sendable {
         let headerTimeout = TimeAmount.milliseconds(Int64(security.headerTimeoutMilliseconds))
         let idleTimeout = TimeAmount.milliseconds(Int64(security.idleTimeoutMilliseconds))
         let http1 = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [HeaderTimeoutHandler(timeout: headerTimeout, keepAlive: idleTimeout)],
+            additionalChannelHandlers: [RequestDeadlineHandler(timeout: headerTimeout, keepAlive: idleTimeout)],
             idleTimeout: idleTimeout
         )
         let configuration = ApplicationConfiguration(address: .hostname(host, port: port), serverName: "fulcrum")

@@ -13,7 +13,7 @@ import FulcrumAPI
 /// a server that closes idle connections sooner than its clients' pools expire them races with
 /// the next request on them, which then fails without reaching the server (a replay lost one
 /// request in 4,000 that way with the header timeout here).
-final class HeaderTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler {
+final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
