@@ -52,7 +52,7 @@ public struct NodeConfiguration: Sendable, Equatable {
         "http_advertise", "fail_open", "status_interval_ms", "status_timeout_ms", "flush_interval_ms", "healthy_successes",
         "unhealthy_failures", "circuit_failures", "circuit_open_ms", "forward_timeout_ms", "leader_wait_ms", "upstream_connect_timeout_ms",
         "upstream_retries", "upstream_timeout_ms", "default_model", "api_keys", "api_key_file", "allow_cidrs", "worker_cidrs", "rate_limit_rps",
-        "rate_limit_burst", "max_body_bytes", "header_timeout_ms", "idle_timeout_ms", "http_tls_cert", "http_tls_key",
+        "rate_limit_burst", "max_body_bytes", "header_timeout_ms", "idle_timeout_ms", "body_timeout_ms", "max_connections", "http_tls_cert", "http_tls_key",
         "cors_origins", "log_level", "fault_injection",
     ]
 
@@ -167,6 +167,8 @@ public struct NodeConfiguration: Sendable, Equatable {
         case "max_body_bytes": security.maxBodyBytes = try integer(1_024...(64 << 20))
         case "header_timeout_ms": security.headerTimeoutMilliseconds = try integer(100...600_000)
         case "idle_timeout_ms": security.idleTimeoutMilliseconds = try integer(100...86_400_000)
+        case "body_timeout_ms": security.bodyTimeoutMilliseconds = try integer(100...3_600_000)
+        case "max_connections": security.maxConnections = try integer(1...1_000_000)
         case "http_tls_cert": security.tlsCertificate = try string()
         case "http_tls_key": security.tlsKey = try string()
         case "cors_origins": security.corsOrigins = try list()

@@ -104,8 +104,14 @@ public struct FulcrumServer: Sendable {
     public func httpService(host: String, port: Int) throws -> any Service {
         let headerTimeout = TimeAmount.milliseconds(Int64(security.headerTimeoutMilliseconds))
         let idleTimeout = TimeAmount.milliseconds(Int64(security.idleTimeoutMilliseconds))
+        let bodyTimeout = TimeAmount.milliseconds(Int64(security.bodyTimeoutMilliseconds))
+        let metrics = self.metrics
+        let connections = ConnectionLimitHandler.Gauge(limit: security.maxConnections) { metrics.connectionsRefused.increment() }
         let http1 = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [RequestDeadlineHandler(timeout: headerTimeout, keepAlive: idleTimeout)],
+            additionalChannelHandlers: [
+                ConnectionLimitHandler(gauge: connections),
+                RequestDeadlineHandler(timeout: headerTimeout, keepAlive: idleTimeout, bodyTimeout: bodyTimeout),
+            ],
             idleTimeout: idleTimeout
         )
         let configuration = ApplicationConfiguration(address: .hostname(host, port: port), serverName: "fulcrum")

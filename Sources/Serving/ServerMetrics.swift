@@ -20,6 +20,7 @@ public final class ServerMetrics: Sendable {
     public let degradedRoutes: Counter
     public let rateLimited: Counter
     public let authFailures: Counter
+    public let connectionsRefused: Counter
     public let term: Gauge
     public let isLeader: Gauge
     public let leaderID: Gauge
@@ -37,6 +38,7 @@ public final class ServerMetrics: Sendable {
         degradedRoutes = registry.makeCounter(descriptor: .fulcrum("fulcrum_degraded_routes_total", help: "Requests a follower routed itself, with no leader (fail_open)."))
         rateLimited = registry.makeCounter(descriptor: .fulcrum("fulcrum_rate_limited_total", help: "Requests refused by the rate limit."))
         authFailures = registry.makeCounter(descriptor: .fulcrum("fulcrum_auth_failures_total", help: "Requests refused for a missing or wrong API key, scope or source."))
+        connectionsRefused = registry.makeCounter(descriptor: .fulcrum("fulcrum_http_connections_refused_total", help: "HTTP connections closed as they opened because max_connections were open."))
         term = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_term", help: "Current Raft term."))
         isLeader = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_is_leader", help: "1 when this node leads."))
         leaderID = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_leader_id", help: "Id of the known leader, 0 when none."))

@@ -162,6 +162,48 @@ import Glibc
         }
     }
 
+    /// Issue 16, item 8: a body trickled a byte at a time held a connection and a task for as
+    /// long as the client liked; the body deadline ends it.
+    @Test(.timeLimit(.minutes(1)))
+    func aSlowBodyClientIsCutOff() async throws {
+        var security = SecuritySettings()
+        security.bodyTimeoutMilliseconds = 500
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m")], security: security) { harness in
+            let port = Int(harness.url.split(separator: ":").last!)!
+            let started = ContinuousClock.now
+            let closed = try await SlowClient.onThread { try SlowClient.trickleBody(port: port, byteEvery: .milliseconds(50), limit: .seconds(15)) }
+            #expect(closed)
+            let elapsed = ContinuousClock.now - started
+            #expect(elapsed < .seconds(3), "cut off after \(elapsed)")
+            #expect(try await harness.get("/healthz").status == 200)
+        }
+    }
+
+    /// Issue 16, item 8: the listener took every connection offered. Past `max_connections`
+    /// a new one is closed as it opens, and counted; once one closes, the next is served.
+    @Test(.timeLimit(.minutes(1)))
+    func connectionsPastTheCapAreClosedAndCounted() async throws {
+        var security = SecuritySettings()
+        security.maxConnections = 4
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m")], security: security) { harness in
+            let port = Int(harness.url.split(separator: ":").last!)!
+            let held = try (0..<4).map { _ in try connectLoopback(port: port) }
+            try await Task.sleep(for: .milliseconds(200))
+            let refused = try await SlowClient.onThread {
+                let fd = try connectLoopback(port: port)
+                defer { close(fd) }
+                return !SlowClient.exchange(fd)
+            }
+            #expect(refused, "a fifth connection was served")
+            for fd in held { close(fd) }
+            try await Task.sleep(for: .milliseconds(300))
+            let metrics = try await harness.get("/metrics")
+            #expect(metrics.status == 200)
+            let line = metrics.text.split(separator: "\n").first { $0.hasPrefix("fulcrum_http_connections_refused_total ") }
+            #expect((line?.split(separator: " ").last.flatMap { Double($0) } ?? 0) >= 1, "\(line ?? "no line")")
+        }
+    }
+
     /// A kept-alive connection idle for longer than the header timeout stays open for its next
     /// request (closing it sooner races with clients that reuse it); the idle timeout ends it.
     @Test(.timeLimit(.minutes(1)))
@@ -259,11 +301,26 @@ enum SlowClient {
     }
 
     static func trickleHeaders(port: Int, byteEvery interval: Duration, limit: Duration) throws -> Bool {
+        let head = Array("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: \(String(repeating: "a", count: 500))\r\n\r\n".utf8)
+        return try trickle(port: port, whole: [], then: head, byteEvery: interval, limit: limit)
+    }
+
+    /// A complete request head, then its 500-byte body a byte at a time.
+    static func trickleBody(port: Int, byteEvery interval: Duration, limit: Duration) throws -> Bool {
+        let body = Array(#"{"model":"m","prompt":"\#(String(repeating: "a", count: 474))"}"#.utf8)
+        let head = Array("POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n".utf8)
+        return try trickle(port: port, whole: head, then: body, byteEvery: interval, limit: limit)
+    }
+
+    /// Sends `whole` at once, then `bytes` one every `interval`; true when the server closed the
+    /// connection before `limit`.
+    static func trickle(port: Int, whole: [UInt8], then bytes: [UInt8], byteEvery interval: Duration, limit: Duration) throws -> Bool {
         let fd = try connectLoopback(port: port)
         defer { close(fd) }
-        let head = Array("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: \(String(repeating: "a", count: 500))\r\n\r\n".utf8)
+        var first = whole
+        if !first.isEmpty, send(fd, &first, first.count, Int32(MSG_NOSIGNAL)) < 0 { return true }
         let start = ContinuousClock.now
-        for byte in head {
+        for byte in bytes {
             if ContinuousClock.now - start > limit { return false }
             var value = byte
             if send(fd, &value, 1, Int32(MSG_NOSIGNAL)) < 0 { return true }

@@ -43,6 +43,10 @@ public struct SecuritySettings: Sendable, Equatable {
     public var headerTimeoutMilliseconds = 10_000
     /// Connections idle this long are closed.
     public var idleTimeoutMilliseconds = 60_000
+    /// A request's body must arrive in full within this time of its head.
+    public var bodyTimeoutMilliseconds = 30_000
+    /// Open HTTP connections at once; one more is closed as it opens.
+    public var maxConnections = 10_000
     /// TLS for the HTTP listener (PEM files); both or neither.
     public var tlsCertificate: String?
     public var tlsKey: String?
