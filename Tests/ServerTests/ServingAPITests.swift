@@ -223,6 +223,34 @@ import Testing
         }
     }
 
+    /// Issue 16, item 10: a prefill that failed other than by a refused connection (here it
+    /// never answers) leaked its reservation and never reached the prefill worker's breaker.
+    @Test(.timeLimit(.minutes(1)))
+    func aPrefillThatTimesOutReleasesItsReservationAndFeedsTheBreaker() async throws {
+        try await ServingHarness.with(
+            engines: [.init(id: "p", model: "m", role: "PREFILL"), .init(id: "d", model: "m", role: "DECODE")],
+            serving: {
+                $0.upstreamTimeoutMilliseconds = 400
+                $0.circuitFailures = 1
+                $0.statusIntervalMilliseconds = 60_000
+            }
+        ) { harness in
+            try await harness.register(0, id: "prefill", role: "PREFILL")
+            try await harness.register(1, id: "decode", role: "DECODE")
+            var stall = SimulatedEngine.Faults()
+            stall.stall = true
+            harness.engines[0].setFaults(stall)
+            let answer = try await harness.post("/v1/chat/completions", #"{"model":"m","max_tokens":4,"messages":[{"role":"user","content":"hello"}]}"#)
+            #expect(answer.status == 504, "\(answer.status) \(answer.text)")
+            #expect(answer.text.contains("prefill_failed"))
+            try await harness.waitForState("the reservation released") { $0.router.ledger.requestCount == 0 }
+            try await harness.waitForState("the prefill worker's circuit opened") { machine in
+                machine.state.workers.first { $0.id == "prefill" }?.circuit == .open
+            }
+            harness.engines[0].setFaults(SimulatedEngine.Faults())
+        }
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func aRefusedConnectionIsRetriedOnAnotherWorker() async throws {
         try await ServingHarness.with(engines: [.init(id: "a", model: "m")], serving: { $0.statusIntervalMilliseconds = 60_000 }) { harness in

@@ -208,10 +208,14 @@ struct ProxyAPI: Sendable {
             throw APIError(.badGateway, code: "no_target", "the decision named no worker")
         }
         let requestID = answer.requestId
+        // `upstream_timeout_ms` bounds the whole exchange: prefill, decode and the streamed body.
+        let deadline = ContinuousClock.now + .milliseconds(settings.upstreamTimeoutMilliseconds)
         var common: [(String, String)] = [("X-Request-ID", requestID)]
         if let vit = byRole["VIT"] { common.append(("X-Fulcrum-Vit-Worker", vit.address)) }
         if let prefill = byRole["PREFILL"], final.role == "DECODE" {
-            try await prefillStep(prefill, decode: final, completion: completion, path: path, headers: common, answer: answer, requestHeaders: headers)
+            try await prefillStep(
+                prefill, decode: final, completion: completion, path: path, headers: common, answer: answer, requestHeaders: headers, deadline: deadline
+            )
             common.append(("X-Fulcrum-Prefill-Worker", prefill.address))
         }
         var upstream = HTTPClientRequest(url: "http://\(final.address)\(path)")
@@ -222,7 +226,7 @@ struct ProxyAPI: Sendable {
         upstream.body = .bytes(body)
         let response: HTTPClientResponse
         do {
-            response = try await client.execute(upstream, timeout: .milliseconds(Int64(settings.upstreamTimeoutMilliseconds)))
+            response = try await client.execute(upstream, deadline: .now() + .nanoseconds(Int64((deadline - .now).nanoseconds)))
         } catch where Self.isConnectFailure(error) {
             throw ConnectFailure(workerID: final.workerId, underlying: error)
         } catch {
@@ -247,7 +251,7 @@ struct ProxyAPI: Sendable {
         let responseBody = ResponseBody { writer in
             var outcome = UpstreamOutcome(status: status)
             do {
-                try await ChunkPump.pump(response.body, into: &writer) { metrics.upstreamTTFT(model: model, .now - started) }
+                try await ChunkPump.pump(response.body, into: &writer, deadline: deadline) { metrics.upstreamTTFT(model: model, .now - started) }
                 try await writer.finish(nil)
             } catch let failure as ChunkPump.Failure {
                 let clientGone: Bool
@@ -274,7 +278,7 @@ struct ProxyAPI: Sendable {
     /// non-streaming request naming the decode worker) before the decode worker is called.
     private func prefillStep(
         _ prefill: RouteResponse.Target, decode: RouteResponse.Target, completion: Completion, path: String,
-        headers: [(String, String)], answer: RouteResponse, requestHeaders: HTTPFields
+        headers: [(String, String)], answer: RouteResponse, requestHeaders: HTTPFields, deadline: ContinuousClock.Instant
     ) async throws {
         var object = completion.object
         object["max_tokens"] = 1
@@ -289,18 +293,29 @@ struct ProxyAPI: Sendable {
         request.headers.add(name: "X-Fulcrum-Decode-Worker", value: decode.address)
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         request.body = .bytes(ByteBuffer(bytes: bytes))
-        let response: HTTPClientResponse
+        let status: Int
         do {
-            response = try await client.execute(request, timeout: .milliseconds(Int64(settings.upstreamTimeoutMilliseconds)))
+            let client = client
+            let request = request
+            status = try await withDeadline(deadline, "the prefill of \(prefill.workerId)") {
+                let response = try await client.execute(request, deadline: .distantFuture)
+                _ = try await response.body.collect(upTo: 16 << 20)
+                return Int(response.status.code)
+            }
         } catch where Self.isConnectFailure(error) {
             throw ConnectFailure(workerID: prefill.workerId, underlying: error)
+        } catch {
+            // A timeout, a broken or oversized answer: the reservation is released and the
+            // prefill worker's breaker hears of it, as for an error status.
+            metrics.upstream(model: answer.model, role: "PREFILL", outcome: UpstreamOutcome.timeout.rawValue)
+            await release(answer, outcome: .timeout, workerID: prefill.workerId, headers: requestHeaders)
+            throw APIError(.gatewayTimeout, code: "prefill_failed", "prefill worker \(prefill.workerId) failed: \(error)")
         }
-        _ = try await response.body.collect(upTo: 16 << 20)
-        let outcome = UpstreamOutcome(status: Int(response.status.code))
+        let outcome = UpstreamOutcome(status: status)
         metrics.upstream(model: answer.model, role: "PREFILL", outcome: outcome.rawValue)
         guard outcome == .ok else {
             await release(answer, outcome: outcome, workerID: prefill.workerId, headers: requestHeaders)
-            throw APIError(.badGateway, code: "prefill_failed", "prefill worker \(prefill.workerId) answered \(response.status.code)")
+            throw APIError(.badGateway, code: "prefill_failed", "prefill worker \(prefill.workerId) answered \(status)")
         }
     }
 

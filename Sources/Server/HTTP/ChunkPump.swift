@@ -1,74 +1,131 @@
-import AsyncHTTPClient
 import Hummingbird
 import NIOCore
 import Synchronization
-import Serving
-import FulcrumAPI
 
 /// Copies a worker's streamed answer to the client, coalescing what arrived while the previous
 /// write was in flight: a burst of SSE events leaves in one write (one syscall) instead of one
 /// each, and no event ever waits for another. A reader task drains the upstream body into a
 /// shared queue; the writer takes everything queued each time it wakes.
+///
+/// Two bounds: the queue holds at most `maxQueuedBytes` (past it the reader waits for the
+/// writer, so a client that reads slowly slows the worker's stream instead of growing this
+/// node's memory), and the whole answer must end by `deadline` (`upstream_timeout_ms`), or the
+/// pump stops with ``Failure/upstream(_:)``.
 enum ChunkPump {
     enum Failure: Error {
-        /// The upstream body failed (the worker broke the stream or timed out).
+        /// The upstream body failed (the worker broke the stream or passed the deadline).
         case upstream(any Error)
         /// Writing to the client failed (it went away).
         case client(any Error)
     }
 
+    static let defaultMaxQueuedBytes = 1 << 20
+
     private struct Queue {
         var buffers: [ByteBuffer] = []
+        var bytes = 0
         var finished = false
         var error: (any Error)?
+        /// The reader, waiting for the writer to drain the queue below the cap.
+        var readerWaiting: CheckedContinuation<Void, Never>?
+
+        /// Takes everything queued, and the reader's continuation if it waits for room.
+        mutating func drain() -> ([ByteBuffer], (any Error)?, CheckedContinuation<Void, Never>?) {
+            defer {
+                buffers.removeAll(keepingCapacity: true)
+                bytes = 0
+                readerWaiting = nil
+            }
+            return (buffers, error, readerWaiting)
+        }
     }
 
     /// Returns when the whole body was written; `firstByte` runs once, when the first bytes
     /// arrive from upstream.
-    static func pump(
-        _ body: HTTPClientResponse.Body, into writer: inout any ResponseBodyWriter, firstByte: @Sendable () -> Void
-    ) async throws(Failure) {
-        let queue = Mutex(Queue())
+    static func pump<Body: AsyncSequence & Sendable>(
+        _ body: Body, into writer: inout any ResponseBodyWriter, deadline: ContinuousClock.Instant,
+        maxQueuedBytes: Int = defaultMaxQueuedBytes, firstByte: @Sendable () -> Void
+    ) async throws(Failure) where Body.Element == ByteBuffer {
+        let queue = Shared()
         let (signals, signal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let reader = Task {
             do {
-                for try await chunk in body { queue.withLock { $0.buffers.append(chunk) }; signal.yield() }
+                for try await chunk in body {
+                    let full = queue.withLock { queue -> Bool in
+                        queue.buffers.append(chunk)
+                        queue.bytes += chunk.readableBytes
+                        return queue.bytes > maxQueuedBytes
+                    }
+                    signal.yield()
+                    if full { await waitForRoom(queue, maxQueuedBytes: maxQueuedBytes) }
+                }
                 queue.withLock { $0.finished = true }
             } catch {
-                queue.withLock { $0.error = error; $0.finished = true }
+                queue.withLock { queue in
+                    // A cancellation after the deadline keeps the deadline as the reason.
+                    if queue.error == nil { queue.error = error }
+                    queue.finished = true
+                }
             }
             signal.finish()
         }
+        let timer = Task {
+            guard (try? await Task.sleep(until: deadline, clock: .continuous)) != nil else { return }
+            queue.withLock { queue in
+                if !queue.finished { queue.error = DeadlineExceeded(what: "the worker's answer"); queue.finished = true }
+            }
+            signal.yield()
+            reader.cancel()
+        }
+        defer {
+            timer.cancel()
+            reader.cancel()
+            // A reader parked for room must not wait for a writer that has gone.
+            queue.withLock { queue in queue.drain() }.2?.resume()
+        }
         var first = true
+        func write(_ buffers: [ByteBuffer]) async throws(Failure) {
+            guard !buffers.isEmpty else { return }
+            if first {
+                firstByte()
+                first = false
+            }
+            var merged = buffers[0]
+            for buffer in buffers.dropFirst() { merged.writeImmutableBuffer(buffer) }
+            do { try await writer.write(merged) } catch { throw .client(error) }
+        }
         for await _ in signals {
-            let (buffers, error) = queue.withLock { queue in
-                defer { queue.buffers.removeAll(keepingCapacity: true) }
-                return (queue.buffers, queue.error)
-            }
-            if !buffers.isEmpty {
-                if first {
-                    firstByte()
-                    first = false
-                }
-                var merged = buffers[0]
-                for buffer in buffers.dropFirst() { merged.writeImmutableBuffer(buffer) }
-                do {
-                    try await writer.write(merged)
-                } catch {
-                    reader.cancel()
-                    throw .client(error)
-                }
-            }
+            let (buffers, error, waiting) = queue.withLock { $0.drain() }
+            waiting?.resume()
+            // After the deadline nothing more goes out, even what was queued.
+            if let error = error as? DeadlineExceeded { throw .upstream(error) }
+            try await write(buffers)
             if let error { throw .upstream(error) }
         }
         // The stream finished; take what the last signal may not have covered.
-        let (rest, error) = queue.withLock { ($0.buffers, $0.error) }
-        if !rest.isEmpty {
-            if first { firstByte() }
-            var merged = rest[0]
-            for buffer in rest.dropFirst() { merged.writeImmutableBuffer(buffer) }
-            do { try await writer.write(merged) } catch { throw .client(error) }
-        }
+        let (rest, error, waiting) = queue.withLock { $0.drain() }
+        waiting?.resume()
+        if let error = error as? DeadlineExceeded { throw .upstream(error) }
+        try await write(rest)
         if let error { throw .upstream(error) }
+    }
+
+    /// The queue, shared by the reader and the writer.
+    private final class Shared: Sendable {
+        private let queue = Mutex(Queue())
+
+        func withLock<T>(_ body: (inout Queue) -> T) -> T { queue.withLock { body(&$0) } }
+    }
+
+    /// Parks the reader until the writer has taken the queue (or the pump ends).
+    private static func waitForRoom(_ queue: Shared, maxQueuedBytes: Int) async {
+        await withCheckedContinuation { continuation in
+            let resumeNow = queue.withLock { queue -> Bool in
+                guard queue.bytes > maxQueuedBytes, !queue.finished else { return true }
+                queue.readerWaiting = continuation
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
     }
 }

@@ -14,7 +14,7 @@ struct HTTPWorkerProber: WorkerProber {
     /// The deadline covers the whole answer, body included: a worker that sends its headers
     /// and then stalls fails its probe on time instead of holding the polling round.
     func probe(_ worker: Worker, format: StatusFormat, timeoutMilliseconds: Int) async throws -> EngineLoad? {
-        try await Self.within(milliseconds: timeoutMilliseconds) {
+        try await withDeadline(.now + .milliseconds(timeoutMilliseconds), "a status probe of \(worker.id)") {
             try await probeOnce(worker, format: format, timeoutMilliseconds: timeoutMilliseconds)
         }
     }
@@ -32,22 +32,6 @@ struct HTTPWorkerProber: WorkerProber {
         }
         let body = try await response.body.collect(upTo: 1 << 20)
         return try StatusParser.parse(format, Array(body.readableBytesView), now: clock.now())
-    }
-
-    /// Runs `body` with a deadline: past it, `body` is cancelled and the call throws.
-    static func within<Value: Sendable>(milliseconds: Int, _ body: @escaping @Sendable () async throws -> Value) async throws -> Value {
-        try await withThrowingTaskGroup(of: Value?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: .milliseconds(milliseconds))
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else {
-                throw StatusParseError(description: "no complete answer within \(milliseconds) ms")
-            }
-            return value
-        }
     }
 
     static func tcpConnect(_ address: String, timeoutMilliseconds: Int, group: any EventLoopGroup) async throws {
