@@ -31,7 +31,8 @@ extension RaftNode {
                 maxInflight: settings.maxInflightMessages, maxInflightBytes: settings.maxInflightBytes
             )
             tracked.isLearner = !next.isVoter(member)
-            if member == id { tracked.match = max(tracked.match, role == .leader ? log.lastIndex : tracked.match) }
+            // A leader's own entries count once durable (as in `advance`), never before.
+            if member == id && role == .leader { tracked.match = max(tracked.match, min(log.lastIndex, log.stableIndex)) }
             updated[member] = tracked
         }
         progress = updated

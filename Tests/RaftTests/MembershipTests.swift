@@ -10,6 +10,36 @@ import Testing
         net.add(id: id, state: .joining)
     }
 
+    /// Issue 16, item 10: applying a configuration change set the leader's own match to its
+    /// last index, so entries it had not yet persisted counted towards a commit.
+    @Test("a leader's own match counts only its durable entries when a configuration changes")
+    func aConfigurationChangeCountsOnlyTheLeadersDurableEntries() throws {
+        var raft = node(1, voters: [1, 2, 3])
+        raft.campaign()
+        raft.step(Message(kind: .voteResponse, from: 2, to: 1, term: raft.term))
+        #expect(raft.role == .leader)
+        _ = raft.drain()
+        raft.step(Message(kind: .appendResponse, from: 2, to: 1, term: raft.term, index: raft.lastIndex))
+        _ = raft.drain()
+        let change = try raft.proposeConfChange(.addLearner(4))
+        _ = raft.drain()
+        raft.step(Message(kind: .appendResponse, from: 2, to: 1, term: raft.term, index: change))
+        #expect(raft.commitIndex == change)
+        // The change is handed out for applying; meanwhile three entries are proposed, and
+        // node 2 stores them, but the leader has not persisted them yet.
+        let applying = raft.ready()
+        #expect(applying.committedEntries.contains { $0.index == change })
+        let proposed = try raft.propose(batch: [[1], [2], [3]])
+        let last = proposed.firstIndex + 2
+        raft.step(Message(kind: .appendResponse, from: 2, to: 1, term: raft.term, index: last))
+        #expect(raft.commitIndex == change, "one durable copy is not a majority of three")
+        raft.advance(applying)
+        #expect(raft.commitIndex == change, "applying the change counted the leader's unpersisted entries")
+        // Once persisted, they commit.
+        _ = raft.drain()
+        #expect(raft.commitIndex == last)
+    }
+
     @Test("confchange_v1_add_single: adding one voter applies without a joint configuration")
     func addSingleVoter() throws {
         let net = network(voters: 3)
