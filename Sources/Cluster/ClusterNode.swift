@@ -112,9 +112,7 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
                 let clock = ContinuousClock()
                 var deadline = clock.now
                 while !Task.isCancelled {
-                    // After a stall (a paused process, a slow fsync) the missed ticks are skipped, not
-                    // fired back to back: a burst would run out election timeouts at once.
-                    deadline = max(deadline.advanced(by: self.settings.tick), clock.now)
+                    deadline = Self.nextTick(after: deadline, now: clock.now, every: self.settings.tick)
                     try await Task.sleep(until: deadline, clock: clock)
                     try await self.tick()
                 }
@@ -129,6 +127,13 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
             group.cancelAll()
         }
         fail(CancellationError())
+    }
+
+    /// When the tick after `previous` is due. After a stall (a paused process, a slow fsync)
+    /// the missed ticks are skipped, not fired back to back: a burst would run out the election
+    /// timeout at once, before the messages that arrived during the stall are stepped.
+    static func nextTick(after previous: ContinuousClock.Instant, now: ContinuousClock.Instant, every tick: Duration) -> ContinuousClock.Instant {
+        max(previous.advanced(by: tick), now)
     }
 
     /// Runs `body` with the state machine in place, without a copy and without the actor: a

@@ -1,6 +1,6 @@
 import Foundation
 import NetworkTestSupport
-import Cluster
+@testable import Cluster
 import Raft
 import RaftTransport
 import Testing
@@ -138,5 +138,22 @@ import Testing
             #expect(error.code == .notLeader, "\(error)")
         }
         #expect(await follower.status().firstIndex == 1, "the log was not replaced")
+    }
+}
+
+/// Issue 16, item 10: after a stall the tick loop fired the missed ticks back to back, which
+/// ran out election timeouts at once (spurious elections and step-downs).
+@Suite struct TickScheduleTests {
+    @Test func ticksMissedDuringAStallAreSkipped() {
+        let tick = Duration.milliseconds(20)
+        let start = ContinuousClock.now
+        // On time: one tick after the previous.
+        #expect(ClusterNode<RegisterMachine>.nextTick(after: start, now: start + .milliseconds(5), every: tick) == start + tick)
+        // After a 1 s stall: due now, and the next one a whole tick later, not 49 at once.
+        let resumed = start + .seconds(1)
+        let first = ClusterNode<RegisterMachine>.nextTick(after: start, now: resumed, every: tick)
+        #expect(first == resumed)
+        let second = ClusterNode<RegisterMachine>.nextTick(after: first, now: resumed + .milliseconds(1), every: tick)
+        #expect(second == resumed + tick)
     }
 }
