@@ -5,5 +5,6 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
-swift build -c release --product fulcrum-balancer-bench
-.build/release/fulcrum-balancer-bench "$@"
+# FULCRUM_BALANCER_BENCH names another build of the benchmark (to compare two builds).
+if [ -z "${FULCRUM_BALANCER_BENCH:-}" ]; then swift build -c release --product fulcrum-balancer-bench; fi
+"${FULCRUM_BALANCER_BENCH:-.build/release/fulcrum-balancer-bench}" "$@"

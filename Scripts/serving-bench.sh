@@ -8,14 +8,18 @@
 #     PROXY_DURATION seconds each). Prints requests/s, p50, p99, the p50 each adds over direct,
 #     and Fulcrum's ratios to sglang-router.
 #   Scripts/serving-bench.sh [DURATION] [PROXY_DURATION]
+# FULCRUM_BIN and FULCRUM_SIM name other builds of `fulcrum` and `fulcrum-sim` (to compare two
+# builds with the same script); by default this tree's release build.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
 duration="${1:-30}"
 proxy_duration="${2:-20}"
 install_system_dependencies wrk nginx curl python3-venv
-swift build -c release --product fulcrum
-swift build -c release --product fulcrum-sim
+if [ -z "${FULCRUM_BIN:-}" ]; then swift build -c release --product fulcrum; fi
+if [ -z "${FULCRUM_SIM:-}" ]; then swift build -c release --product fulcrum-sim; fi
+fulcrum_bin="${FULCRUM_BIN:-.build/release/fulcrum}"
+sim_bin="${FULCRUM_SIM:-.build/release/fulcrum-sim}"
 start_scratch
 
 venv="${FULCRUM_BENCH_VENV:-$HOME/.cache/fulcrum-bench-venv}"
@@ -27,14 +31,14 @@ sglang_version=$("$venv/bin/pip" show sglang-router | awk '/^Version/ {print $2}
 
 
 # Simulated engines: 8 on 19001-19008.
-.build/release/fulcrum-sim engines --count 8 --base-port 19001 --profile fast --output-tokens 16 >"$work/engines.log" 2>&1 &
+"$sim_bin" engines --count 8 --base-port 19001 --profile fast --output-tokens 16 >"$work/engines.log" 2>&1 &
 pids+=($!)
 for port in $(seq 19001 19008); do wait_for "http://127.0.0.1:$port/health"; done
 
 # Fulcrum: peers on 17301-17303, HTTP on 18301-18303.
 bootstrap="1=127.0.0.1:17301,2=127.0.0.1:17302,3=127.0.0.1:17303"
 for i in 1 2 3; do
-    FULCRUM_LOG_LEVEL=warning .build/release/fulcrum serve --cluster-id bench --node-id "$i" --data-dir "$work/fulcrum-$i" \
+    FULCRUM_LOG_LEVEL=warning "$fulcrum_bin" serve --cluster-id bench --node-id "$i" --data-dir "$work/fulcrum-$i" \
         --peer-listen "127.0.0.1:1730$i" --http-listen "127.0.0.1:1830$i" --bootstrap "$bootstrap" \
         >"$work/fulcrum-$i.log" 2>&1 &
     pids+=($!)
