@@ -98,16 +98,73 @@ public struct HealthAnswer: Codable, Sendable, Hashable {
 }
 
 /// `GET`/`POST /rtp_llm/master/info`: who the master is, as FlexLB's frontends ask it.
+/// The answer to FlexLB's `POST /rtp_llm/master/info`, by which rtp-llm frontends find the
+/// master: they probe every node and take the one whose `real_master_host` is the `ip:port`
+/// they probed (`rtp_llm/server/host_service.py`); `queue_length` drives their 429s.
 public struct MasterInfo: Codable, Sendable, Hashable {
-    /// The leader's `host:port`, empty when no leader is known.
+    /// Per role: workers known, and those alive (FlexLB's `WorkerRoleSummary`, whose keys are
+    /// camel case upstream).
+    public struct RoleSummary: Codable, Sendable, Hashable {
+        public var discovered: Int
+        public var alive: Int
+        public var maxQueueTokens: Int64
+
+        public init(discovered: Int, alive: Int, maxQueueTokens: Int64 = 0) {
+            self.discovered = discovered
+            self.alive = alive
+            self.maxQueueTokens = maxQueueTokens
+        }
+
+    }
+
+    /// FlexLB's wire names, exactly (snake case at the top, camel case in the summary, as
+    /// Jackson writes them): encode and decode with ``FulcrumJSON/verbatimEncoder``.
+    enum CodingKeys: String, CodingKey {
+        case success, code, ready
+        case errorMessage = "error_message"
+        case realMasterHost = "real_master_host"
+        case queueLength = "queue_length"
+        case enqueuedByMaster = "enqueued_by_master"
+        case workerSummary = "worker_summary"
+        case admissionRejectReason = "admission_reject_reason"
+        case leaderId = "leader_id"
+        case term
+        case isMaster = "is_master"
+        case nodeId = "node_id"
+    }
+
+    // FlexLB's own fields (`org.flexlb.dao.loadbalance.Response`), which frontends read.
+    public var success: Bool
+    public var code: Int
+    public var errorMessage: String?
+    /// The leader's `host:port` as frontends probe it, empty when no leader is known.
     public var realMasterHost: String
+    /// Requests waiting in the master's queue (Fulcrum queues none before a decision).
+    public var queueLength: Int
+    public var enqueuedByMaster: Bool
+    public var workerSummary: [String: RoleSummary]?
+    /// False until this node can schedule (a leader is known and this node caught up).
+    public var ready: Bool
+    public var admissionRejectReason: String
+    // Fulcrum's additions.
     public var leaderId: UInt64
     public var term: UInt64
     public var isMaster: Bool
     public var nodeId: UInt64
 
-    public init(realMasterHost: String, leaderId: UInt64, term: UInt64, isMaster: Bool, nodeId: UInt64) {
+    public init(
+        realMasterHost: String, queueLength: Int = 0, workerSummary: [String: RoleSummary]?, ready: Bool, leaderId: UInt64, term: UInt64,
+        isMaster: Bool, nodeId: UInt64
+    ) {
+        success = true
+        code = 200
+        errorMessage = nil
         self.realMasterHost = realMasterHost
+        self.queueLength = queueLength
+        enqueuedByMaster = false
+        self.workerSummary = workerSummary
+        self.ready = ready
+        admissionRejectReason = "UNSPECIFIED"
         self.leaderId = leaderId
         self.term = term
         self.isMaster = isMaster

@@ -17,6 +17,16 @@ public enum FulcrumJSON {
         return decoder
     }
 
+    /// For other systems' wire types whose `CodingKeys` spell every key as it is sent (FlexLB's
+    /// mix of snake and camel case): no key conversion, and none for dictionary keys either.
+    public static var verbatimEncoder: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+
+    public static var verbatimDecoder: JSONDecoder { JSONDecoder() }
+
     public static func encode(_ value: some Encodable) throws -> Data { try encoder.encode(value) }
 
     public static func decode<Value: Decodable>(_ type: Value.Type, from data: Data) throws -> Value {

@@ -174,7 +174,7 @@ struct Compare: AsyncParsableCommand {
         var base = url
         let info = try await client.execute(HTTPClientRequest(url: url + "/rtp_llm/master/info"), timeout: .seconds(5))
         let body = try await info.body.collect(upTo: 1 << 16)
-        if let info = try? FulcrumJSON.decode(MasterInfo.self, from: Data(buffer: body)), !info.realMasterHost.isEmpty {
+        if let info = try? FulcrumJSON.verbatimDecoder.decode(MasterInfo.self, from: Data(buffer: body)), !info.realMasterHost.isEmpty {
             let host = info.realMasterHost
             base = (url.hasPrefix("https") ? "https://" : "http://") + host
         }

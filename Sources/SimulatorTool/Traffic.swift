@@ -128,7 +128,7 @@ struct Traffic: AsyncParsableCommand {
             for url in urls {
                 if let response = try? await client.execute(HTTPClientRequest(url: url + "/rtp_llm/master/info"), timeout: .seconds(1)),
                    let body = try? await response.body.collect(upTo: 1 << 16),
-                   let info = try? FulcrumJSON.decode(MasterInfo.self, from: Data(buffer: body)), info.leaderId > 0 {
+                   let info = try? FulcrumJSON.verbatimDecoder.decode(MasterInfo.self, from: Data(buffer: body)), info.leaderId > 0 {
                     let id = info.leaderId
                     leader = "node \(id)"
                     break

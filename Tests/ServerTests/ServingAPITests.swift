@@ -375,8 +375,19 @@ import Testing
             #expect(servers.map(\.role) == ["PREFILL", "DECODE"])
             #expect(servers[0].serverIp == "127.0.0.1" && servers[0].grpcPort == 9999)
             #expect(servers[1].group == "")
-            let info = try await harness.get("/rtp_llm/master/info")
-            #expect(info.decode(MasterInfo.self)?.isMaster == true && info.decode(MasterInfo.self)?.leaderId == 1)
+            // Frontends POST `{}` and read FlexLB's field names (rtp_llm/server/host_service.py and
+            // org.flexlb.dao.loadbalance.Response at alibaba/rtp-llm 4b8d39cd5).
+            for method in ["POST", "GET"] {
+                let info = try await ServingHarness.raw(method, harness.url + "/rtp_llm/master/info", body: method == "POST" ? "{}" : nil)
+                #expect(info.status == 200)
+                let object = try #require(try JSONSerialization.jsonObject(with: Data(info.text.utf8)) as? [String: Any], "\(info.text)")
+                #expect(object["real_master_host"] as? String == harness.url.replacingOccurrences(of: "http://", with: ""))
+                #expect(object["code"] as? Int == 200 && object["success"] as? Bool == true && object["queue_length"] as? Int == 0)
+                #expect(object["ready"] as? Bool == true && object["is_master"] as? Bool == true && object["leader_id"] as? Int == 1)
+                let summary = try #require(object["worker_summary"] as? [String: [String: Any]], "\(info.text)")
+                #expect(summary["PREFILL"]?["discovered"] as? Int == 1 && summary["DECODE"]?["alive"] as? Int == 1)
+                #expect(summary["PREFILL"]?["maxQueueTokens"] != nil)
+            }
             _ = try await harness.post("/admin/workers/p/drain", "")
             let failed = try await harness.post("/rtp_llm/schedule", #"{"request_id":"abc","seq_len":10}"#)
             let refusal = try #require(failed.decode(ScheduleResponse.self))

@@ -36,16 +36,35 @@ struct RouteAPI: Sendable {
             let body = try await request.decodeJSON(ScheduleRequest.self, context: context)
             return try await schedule(body, request: request, context: context)
         }
-        router.get("rtp_llm/master/info") { _, _ -> MasterInfo in
-            let (leadership, endpoint) = await link.leaderEndpoint()
-            return MasterInfo(
-                realMasterHost: endpoint.map(hostPort) ?? "", leaderId: leadership.leader ?? 0, term: leadership.term,
-                isMaster: leadership.isLeader, nodeId: link.node.id
-            )
-        }
+        // Frontends POST `{}` (host_service.py); GET is kept for people with curl.
+        router.post("rtp_llm/master/info") { _, _ in try await masterInfo() }
+        router.get("rtp_llm/master/info") { _, _ in try await masterInfo() }
     }
 
     // MARK: FlexLB compatibility
+
+    /// FlexLB's master info, in its wire names (``FulcrumJSON/verbatimEncoder``).
+    private func masterInfo() async throws -> Response {
+        let (leadership, endpoint) = await link.leaderEndpoint()
+        let summary = await link.node.withMachine { machine, _ in
+            var summary: [String: MasterInfo.RoleSummary] = [:]
+            for worker in machine.state.workers {
+                summary[worker.role.name, default: .init(discovered: 0, alive: 0)].discovered += 1
+                if worker.health != .unhealthy { summary[worker.role.name]!.alive += 1 }
+            }
+            return summary
+        }
+        let lag = leadership.commitIndex - min(leadership.commitIndex, leadership.appliedIndex)
+        let info = MasterInfo(
+            realMasterHost: endpoint.map(hostPort) ?? "", workerSummary: summary.isEmpty ? nil : summary,
+            ready: leadership.leader != nil && endpoint != nil && lag <= AdminAPI.maxReadyLag, leaderId: leadership.leader ?? 0,
+            term: leadership.term, isMaster: leadership.isLeader, nodeId: link.node.id
+        )
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(data: try FulcrumJSON.verbatimEncoder.encode(info)))
+        )
+    }
 
     /// RTP-LLM frontends' schedule request. `request_id` may be a number or a string.
     struct ScheduleRequest: Decodable {

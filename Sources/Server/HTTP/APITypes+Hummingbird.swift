@@ -10,5 +10,4 @@ extension StateDigest: ResponseEncodable {}
 extension LeaderAnswer: ResponseEncodable {}
 extension SnapshotAnswer: ResponseEncodable {}
 extension HealthAnswer: ResponseEncodable {}
-extension MasterInfo: ResponseEncodable {}
 extension ScheduleResponse: ResponseEncodable {}
