@@ -21,7 +21,7 @@ start_scratch
 # Fulcrum: peers on 17101-17103, HTTP on 18101-18103.
 bootstrap="1=127.0.0.1:17101,2=127.0.0.1:17102,3=127.0.0.1:17103"
 for i in 1 2 3; do
-    "$FULCRUM_BIN" serve --cluster-id bench --node-id "$i" --data-dir "$work/fulcrum-$i" \
+    FULCRUM_FLEXLB_GRPC_LISTEN=off "$FULCRUM_BIN" serve --cluster-id bench --node-id "$i" --data-dir "$work/fulcrum-$i" \
         --peer-listen "127.0.0.1:1710$i" --http-listen "127.0.0.1:1810$i" --bootstrap "$bootstrap" \
         >"$work/fulcrum-$i.log" 2>&1 &
     pids+=($!)

@@ -19,7 +19,7 @@ start_scratch
 
 bootstrap="1=127.0.0.1:17501,2=127.0.0.1:17502,3=127.0.0.1:17503"
 for i in 1 2 3; do
-    FULCRUM_LOG_LEVEL=warning "$FULCRUM_BIN" serve --cluster-id prof --node-id "$i" --data-dir "$work/n$i" \
+    FULCRUM_LOG_LEVEL=warning FULCRUM_FLEXLB_GRPC_LISTEN=off "$FULCRUM_BIN" serve --cluster-id prof --node-id "$i" --data-dir "$work/n$i" \
         --peer-listen "127.0.0.1:1750$i" --http-listen "127.0.0.1:1850$i" --bootstrap "$bootstrap" >"$work/n$i.log" 2>&1 &
     pids+=($!)
 done

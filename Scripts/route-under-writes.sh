@@ -28,7 +28,7 @@ for port in $(seq 19101 19108); do wait_for "http://127.0.0.1:$port/health"; don
 
 bootstrap="1=127.0.0.1:17401,2=127.0.0.1:17402,3=127.0.0.1:17403"
 for i in 1 2 3; do
-    FULCRUM_LOG_LEVEL=warning "$FULCRUM_BIN" serve --cluster-id bench --node-id "$i" --data-dir "$work/fulcrum-$i" \
+    FULCRUM_LOG_LEVEL=warning FULCRUM_FLEXLB_GRPC_LISTEN=off "$FULCRUM_BIN" serve --cluster-id bench --node-id "$i" --data-dir "$work/fulcrum-$i" \
         --peer-listen "127.0.0.1:1740$i" --http-listen "127.0.0.1:1840$i" --bootstrap "$bootstrap" --durability full \
         >"$work/fulcrum-$i.log" 2>&1 &
     pids+=($!)

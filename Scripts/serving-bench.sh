@@ -38,7 +38,7 @@ for port in $(seq 19001 19008); do wait_for "http://127.0.0.1:$port/health"; don
 # Fulcrum: peers on 17301-17303, HTTP on 18301-18303.
 bootstrap="1=127.0.0.1:17301,2=127.0.0.1:17302,3=127.0.0.1:17303"
 for i in 1 2 3; do
-    FULCRUM_LOG_LEVEL=warning "$fulcrum_bin" serve --cluster-id bench --node-id "$i" --data-dir "$work/fulcrum-$i" \
+    FULCRUM_LOG_LEVEL=warning FULCRUM_FLEXLB_GRPC_LISTEN=off "$fulcrum_bin" serve --cluster-id bench --node-id "$i" --data-dir "$work/fulcrum-$i" \
         --peer-listen "127.0.0.1:1730$i" --http-listen "127.0.0.1:1830$i" --bootstrap "$bootstrap" \
         >"$work/fulcrum-$i.log" 2>&1 &
     pids+=($!)

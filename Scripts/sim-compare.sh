@@ -49,7 +49,7 @@ fresh_fulcrum() {
     rm -rf "$work"/fulcrum-*
     local bootstrap="1=127.0.0.1:17501,2=127.0.0.1:17502,3=127.0.0.1:17503" i
     for i in 1 2 3; do
-        FULCRUM_LOG_LEVEL=warning .build/release/fulcrum serve --cluster-id simcompare --node-id "$i" --data-dir "$work/fulcrum-$i" \
+        FULCRUM_LOG_LEVEL=warning FULCRUM_FLEXLB_GRPC_LISTEN=off .build/release/fulcrum serve --cluster-id simcompare --node-id "$i" --data-dir "$work/fulcrum-$i" \
             --peer-listen "127.0.0.1:1750$i" --http-listen "127.0.0.1:1850$i" --bootstrap "$bootstrap" >>"$work/fulcrum-$i.log" 2>&1 &
         node_pids[$i]=$!
         pids+=($!)

@@ -19,11 +19,13 @@ install_system_dependencies() {
 
 # Python tools the tests use: kubernetes-validate (the manifests' schemas, offline).
 install_python_tools() {
-    python3 -m kubernetes_validate --version >/dev/null 2>&1 && return 0
-    echo "installing: kubernetes-validate (pip)"
-    python3 -m pip install -q kubernetes-validate 2>/dev/null \
-        || python3 -m pip install -q --user kubernetes-validate \
-        || python3 -m pip install -q --break-system-packages kubernetes-validate
+    # kubernetes-validate checks the manifests; grpcio-tools generates, at test time, the
+    # Python client of rtp-llm's FlexlbService that plays an rtp-llm frontend.
+    python3 -m kubernetes_validate --version >/dev/null 2>&1 && python3 -c 'import grpc_tools' 2>/dev/null && return 0
+    echo "installing: kubernetes-validate grpcio-tools (pip)"
+    python3 -m pip install -q kubernetes-validate grpcio-tools 2>/dev/null \
+        || python3 -m pip install -q --user kubernetes-validate grpcio-tools \
+        || python3 -m pip install -q --break-system-packages kubernetes-validate grpcio-tools
 }
 
 # Builds (debug, with tests) and fails on any compiler warning in the project's own code.

@@ -27,3 +27,23 @@ public func freePorts(_ count: Int) -> [Int] {
     for fd in sockets { close(fd) }
     return ports
 }
+
+/// A free port `p` on 127.0.0.1 whose `p + offset` is free too (rtp-llm clients find FlexLB's
+/// gRPC at the HTTP port + 2); nil when none was found in 200 tries.
+public func freePortWithNeighbour(offset: Int) -> (Int, Int)? {
+    for _ in 0..<200 {
+        let port = freePorts(1)[0]
+        guard port + offset <= 65_535 else { continue }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port + offset).bigEndian
+        let bound = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if bound == 0 { return (port, port + offset) }
+    }
+    return nil
+}

@@ -45,6 +45,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PEM CA that signs every member's certificate.") var tlsCa: String?
     @Option(help: "File holding the cluster's shared peer secret (at least 16 bytes).") var peerSecretFile: String?
     @Option(help: "Base URL of this node's HTTP API as others reach it.") var httpAdvertise: String?
+    @Option(help: "host:port for rtp-llm's gRPC FlexlbService, or off (default: the HTTP port + 2).") var flexlbGrpcListen: String?
     @Option(help: "Route on a follower's state when no leader is reachable (true/false).") var failOpen: String?
 
     func run() async throws {
@@ -66,7 +67,7 @@ struct Serve: AsyncParsableCommand {
                 ("cluster_id", clusterID), ("node_id", nodeID), ("data_dir", dataDir), ("peer_listen", peerListen),
                 ("peer_advertise", peerAdvertise), ("http_listen", httpListen), ("bootstrap", bootstrap),
                 ("tick_ms", tickMs), ("durability", durability), ("tls_cert", tlsCert), ("tls_key", tlsKey), ("tls_ca", tlsCa),
-                ("peer_secret_file", peerSecretFile),
+                ("peer_secret_file", peerSecretFile), ("flexlb_grpc_listen", flexlbGrpcListen),
                 ("http_advertise", httpAdvertise), ("fail_open", failOpen),
             ]
             for (key, value) in flags {
@@ -98,10 +99,16 @@ struct Serve: AsyncParsableCommand {
             node: node, clock: machine.clock, serving: configuration.servingSettings, security: security, extensions: extensions, logger: logger
         )
         let http = try server.httpService(host: configuration.httpListen.host, port: configuration.httpListen.port)
+        var members: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: NodeService(node: node)), .init(service: server.dutiesService), .init(service: http),
+        ]
+        if let flexLB = configuration.flexLBGRPCAddress {
+            members.append(.init(service: server.flexLBService(host: flexLB.host, port: flexLB.port)))
+        }
         logger.info("node \(node.id) of cluster \(configuration.clusterID): peers on \(configuration.peerListen), HTTP on \(configuration.httpListen) (\(server.serving.advertisedURL))")
         let services = ServiceGroup(
             configuration: .init(
-                services: [.init(service: NodeService(node: node)), .init(service: server.dutiesService), .init(service: http)],
+                services: members,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )

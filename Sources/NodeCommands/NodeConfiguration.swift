@@ -16,6 +16,9 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var peerListen = PeerAddress(host: "127.0.0.1", port: 7100)
     public var peerAdvertise: PeerAddress?
     public var httpListen = PeerAddress(host: "127.0.0.1", port: 8100)
+    /// rtp-llm's gRPC `FlexlbService`: `host:port`, or `off`; unset, the HTTP host and port + 2
+    /// (where rtp-llm frontends look for it).
+    public var flexLBGRPCListen: String?
     /// Founding members; empty for a node that joins an existing cluster.
     public var bootstrap: [NodeID: PeerAddress] = [:]
     public var tickMilliseconds = 20
@@ -48,7 +51,7 @@ public struct NodeConfiguration: Sendable, Equatable {
     public static let keys: Set<String> = [
         "cluster_id", "node_id", "data_dir", "peer_listen", "peer_advertise", "http_listen", "bootstrap",
         "tick_ms", "election_ticks", "heartbeat_ticks", "snapshot_entries", "peer_max_transfer_bytes", "durability", "tls_cert", "tls_key", "tls_ca",
-        "peer_secret", "peer_secret_file", "insecure_peers",
+        "peer_secret", "peer_secret_file", "insecure_peers", "flexlb_grpc_listen",
         "http_advertise", "fail_open", "status_interval_ms", "status_timeout_ms", "flush_interval_ms", "healthy_successes",
         "unhealthy_failures", "circuit_failures", "circuit_open_ms", "forward_timeout_ms", "leader_wait_ms", "upstream_connect_timeout_ms",
         "upstream_retries", "upstream_timeout_ms", "default_model", "api_keys", "api_key_file", "allow_cidrs", "worker_cidrs", "rate_limit_rps",
@@ -131,6 +134,10 @@ public struct NodeConfiguration: Sendable, Equatable {
         case "peer_secret_file": peerSecretFile = try string()
         case "insecure_peers": insecurePeers = try boolean()
         case "http_listen": httpListen = try address()
+        case "flexlb_grpc_listen":
+            let text = try string()
+            guard text == "off" || PeerAddress(text) != nil else { throw fail("expected host:port or off, got \(text)") }
+            flexLBGRPCListen = text
         case "tick_ms": tickMilliseconds = try integer(1...10_000)
         case "election_ticks": electionTicks = try integer(2...10_000)
         case "heartbeat_ticks": heartbeatTicks = try integer(1...10_000)
@@ -244,6 +251,15 @@ public struct NodeConfiguration: Sendable, Equatable {
         }
         guard heartbeatTicks < electionTicks else {
             throw ConfigurationError(source: "configuration", key: "heartbeat_ticks", "must be below election_ticks (\(electionTicks))")
+        }
+    }
+
+    /// Where the FlexLB gRPC service listens, or nil when it is off.
+    public var flexLBGRPCAddress: PeerAddress? {
+        switch flexLBGRPCListen {
+        case "off": nil
+        case let text?: PeerAddress(text)
+        case nil: httpListen.port + 2 <= 65_535 ? PeerAddress(host: httpListen.host, port: httpListen.port + 2) : nil
         }
     }
 

@@ -24,6 +24,8 @@ public struct FulcrumServer: Sendable {
     public let routing: RoutingService
     public let client: HTTPClient
     public let clock: ClusterClock
+    /// FlexLB's Schedule, shared by `/rtp_llm/schedule` and the gRPC `FlexlbService`.
+    let flexLB: FlexLBScheduler
     /// Routes a build adds to every node's API (the fault-injection test build's `/admin/fault`).
     public let extensions: [ServerExtension]
     let logger: Logger
@@ -47,6 +49,9 @@ public struct FulcrumServer: Sendable {
             prober: HTTPWorkerProber(client: client, clock: clock), logger: logger
         )
         routing = RoutingService(node: node, duties: duties, settings: serving, metrics: metrics, logger: logger)
+        flexLB = FlexLBScheduler(
+            link: LeaderLink(routing: routing, client: client, settings: serving, metrics: metrics), settings: serving, schedules: ScheduleBook()
+        )
     }
 
     public func makeRouter() -> Hummingbird.Router<FulcrumRequestContext> {
@@ -57,7 +62,7 @@ public struct FulcrumServer: Sendable {
             let members = await node.status().members
             return members.contains { splitHostPort($0.address).0 == address }
         })
-        let link = LeaderLink(routing: routing, client: client, settings: serving, metrics: metrics)
+        let link = flexLB.link
         // Every route belongs to a group that names the scope its callers need (checked after
         // matching, so no spelling of a path changes it); only the probes need none.
         let serverMetrics = metrics
@@ -71,7 +76,7 @@ public struct FulcrumServer: Sendable {
         ConfigAPI(proposer: proposer).addRoutes(to: admin)
         WorkerAPI(link: link, duties: duties, proposer: proposer, workerNetworks: security.workerNetworks).addRoutes(to: scoped(.worker))
         let routes = scoped(.route)
-        RouteAPI(link: link, settings: serving).addRoutes(to: routes)
+        RouteAPI(link: link, settings: serving, scheduler: flexLB).addRoutes(to: routes)
         ProxyAPI(link: link, client: client, settings: serving, metrics: metrics, logger: logger).addRoutes(to: routes)
         for added in extensions { added.addRoutes(admin, clock) }
         let metrics = metrics
@@ -126,6 +131,12 @@ public struct FulcrumServer: Sendable {
             )
         }
         return Application(router: makeRouter(), server: .http1(configuration: http1), configuration: configuration, logger: logger)
+    }
+
+    /// rtp-llm's gRPC `FlexlbService` as a service. With API keys set, a schedule's `api_key`
+    /// must hold the `route` scope.
+    public func flexLBService(host: String, port: Int) -> any Service {
+        FlexLBGRPCServer(host: host, port: port, service: FlexLBGRPCService(scheduler: flexLB, security: security), logger: logger)
     }
 
     /// The leader's duties as a service; shuts the shared HTTP client down at the end.

@@ -18,6 +18,8 @@ final class ProcessCluster: @unchecked Sendable {
     /// Where peers dial a node when its peer traffic goes through a proxy (the nemesis test).
     var advertisedPeerPorts: [UInt64: Int] = [:]
     var httpPorts: [UInt64: Int] = [:]
+    /// Each node's rtp-llm gRPC FlexlbService port.
+    var flexLBPorts: [UInt64: Int] = [:]
     /// Each node's own address and namespace when they run in a ``NetworkLab``.
     let lab: NetworkLab?
     private let running = Mutex<[UInt64: Process]>([:])
@@ -60,9 +62,12 @@ final class ProcessCluster: @unchecked Sendable {
     func peerAddress(_ id: UInt64) -> String { "\(host(id)):\(advertisedPeerPorts[id] ?? peerPorts[id]!)" }
 
     func reservePorts(_ id: UInt64) throws {
-        let ports = freePorts(2)
+        let ports = freePorts(1)
         peerPorts[id] = ports[0]
-        httpPorts[id] = ports[1]
+        // As rtp-llm frontends expect: FlexLB's gRPC on the HTTP port + 2.
+        let (http, flexLB) = freePortWithNeighbour(offset: 2) ?? (freePorts(1)[0], freePorts(1)[0])
+        httpPorts[id] = http
+        flexLBPorts[id] = flexLB
     }
 
     /// Starts node `id`; founders bootstrap, others start empty and wait to be added.
@@ -74,6 +79,7 @@ final class ProcessCluster: @unchecked Sendable {
         var arguments = [
             "serve", "--cluster-id", "it", "--node-id", String(id), "--data-dir", "\(root)/node-\(id)",
             "--peer-listen", "\(host(id)):\(peerPorts[id]!)", "--http-listen", "\(host(id)):\(httpPorts[id]!)",
+            "--flexlb-grpc-listen", "\(host(id)):\(flexLBPorts[id]!)",
         ]
         if founders.contains(id) { arguments += ["--bootstrap", bootstrap] }
         if advertisedPeerPorts[id] != nil { arguments += ["--peer-advertise", peerAddress(id)] }

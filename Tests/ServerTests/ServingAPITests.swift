@@ -82,6 +82,7 @@ import Testing
                 ("/v1/completions", #"{"model":"nope","prompt":"x"}"#, 404, "model"),
                 ("/rtp_llm/schedule", #"{"seq_len":10}"#, 400, "request_id"),
                 ("/rtp_llm/schedule", #"{"request_id":1,"seq_len":-10}"#, 400, "seq_len"),
+                ("/rtp_llm/schedule", #"{"request_id":0,"seq_len":10}"#, 400, "request_id"),
                 ("/rtp_llm/schedule", #"{"request_id":1,"seq_len":10,"block_cache_keys":["a"]}"#, 400, "block_cache_keys[0]"),
                 ("/v1/workers", #"{"id":"x","model":"m","role":"COOK","address":"127.0.0.1:1"}"#, 400, "role"),
                 ("/v1/workers", #"{"id":"x","model":"m","role":"DECODE","address":"nowhere"}"#, 400, "address"),
@@ -391,7 +392,8 @@ import Testing
             _ = try await harness.post("/admin/workers/p/drain", "")
             let failed = try await harness.post("/rtp_llm/schedule", #"{"request_id":"abc","seq_len":10}"#)
             let refusal = try #require(failed.decode(ScheduleResponse.self))
-            #expect(failed.status == 200 && !refusal.success && refusal.code == 503)
+            // FlexLB's HTTP-era failure shape: HTTP 500, its code in the body (8400 NO_AVAILABLE_WORKER).
+            #expect(failed.status == 500 && !refusal.success && refusal.code == 8400)
             #expect(refusal.errorMessage.contains("draining"))
         }
     }

@@ -12,6 +12,7 @@ import FulcrumAPI
 struct RouteAPI: Sendable {
     let link: LeaderLink
     let settings: ServingSettings
+    let scheduler: FlexLBScheduler
 
     func addRoutes(to router: RouterGroup<FulcrumRequestContext>) {
         router.post("v1/route") { request, context -> Response in
@@ -66,13 +67,13 @@ struct RouteAPI: Sendable {
         )
     }
 
-    /// RTP-LLM frontends' schedule request. `request_id` may be a number or a string.
+    /// RTP-LLM frontends' HTTP-era schedule request. `request_id` may be a number or a string.
     struct ScheduleRequest: Decodable {
         var requestId: FlexibleID
         var model: String?
         var blockCacheKeys: [Int64]?
-        var seqLen: Int
-        var generateTimeout: Int?
+        var seqLen: Int64
+        var generateTimeout: Int64?
         var requestTimeMs: Int64?
     }
 
@@ -85,67 +86,28 @@ struct RouteAPI: Sendable {
         }
     }
 
+    /// FlexLB's HTTP-era answer: a decision with 200, a scheduling failure with HTTP 500 and
+    /// the code in FlexLB's `Response` body.
     private func schedule(_ body: ScheduleRequest, request: Request, context: FulcrumRequestContext) async throws -> Response {
-        if let timeout = body.generateTimeout, timeout < 0 {
-            throw APIError.badRequest(field: "generate_timeout", "must not be negative, got \(timeout)")
-        }
-        let keys = body.blockCacheKeys ?? []
-        guard keys.count <= RoutingRequest.maxBlocks else {
-            throw APIError.badRequest(field: "block_cache_keys", "at most \(RoutingRequest.maxBlocks) keys, got \(keys.count)")
-        }
-        guard (0...RoutingRequest.maxTokens).contains(body.seqLen) else {
-            throw APIError.badRequest(field: "seq_len", "must be in 0...\(RoutingRequest.maxTokens), got \(body.seqLen)")
-        }
-        let model = try await resolveModel(body.model)
-        let tokensPerBlock = keys.isEmpty ? 16 : max(1, (body.seqLen + keys.count - 1) / keys.count)
-        let route = RoutingRequest(
-            model: model, requestID: body.requestId.text, prompt: .blocks(keys.map { UInt64(bitPattern: $0) }),
-            promptTokens: body.seqLen, tokensPerBlock: tokensPerBlock
+        let scheduling = FlexLBScheduler.Request(
+            requestID: body.requestId.text, model: body.model ?? "", blockCacheKeys: body.blockCacheKeys ?? [], seqLen: body.seqLen,
+            generateTimeout: body.generateTimeout ?? 0
         )
-        let (_, endpoint) = await link.leaderEndpoint()
-        let master = endpoint.map(hostPort) ?? ""
-        let answer: RouteResponse
         do {
-            switch try await link.route(route, headers: request.headers) {
-            case .decided(let decided): answer = decided
-            case .relayed(let relayed):
-                guard relayed.status == .ok else { return relayed.response }
-                answer = try FulcrumJSON.decoder.decode(RouteResponse.self, from: Data(relayed.body.readableBytesView))
-            }
-        } catch let error as APIError where error.status.code >= 500 || error.status == .notFound {
-            // FlexLB answers scheduling failures in the body.
-            let failure = ScheduleResponse(
-                success: false, code: error.status.code, errorMessage: error.message, realMasterHost: master, serverStatus: []
+            let decision = try await scheduler.schedule(scheduling, headers: request.headers)
+            let response = ScheduleResponse(
+                success: true, code: FlexLBScheduler.Code.ok, errorMessage: "", realMasterHost: decision.realMasterHost,
+                serverStatus: decision.servers, releaseToken: decision.releaseToken
             )
-            var response = try context.responseEncoder.encode(failure, from: request, context: context)
-            response.status = .ok
+            return try context.responseEncoder.encode(response, from: request, context: context)
+        } catch let failure as FlexLBScheduler.Failure {
+            let refusal = ScheduleResponse(
+                success: false, code: failure.code, errorMessage: failure.message, realMasterHost: failure.realMasterHost, serverStatus: []
+            )
+            var response = try context.responseEncoder.encode(refusal, from: request, context: context)
+            response.status = .internalServerError
             return response
         }
-        let workers = await link.node.withMachine { machine, _ in
-            answer.targets.map { machine.state.worker(id: $0.workerId)?.labels ?? [:] }
-        }
-        let status = zip(answer.targets, workers).map { target, labels in
-            let (host, port) = splitHostPort(target.address)
-            return ScheduleResponse.ServerStatus(
-                role: target.role, serverIp: host, httpPort: port, grpcPort: labels["grpc_port"].flatMap(Int.init) ?? port + 1,
-                prefillTime: Int64((target.estimatedTtftMs ?? 0).rounded()), group: target.group
-            )
-        }
-        let response = ScheduleResponse(
-            success: true, code: 200, errorMessage: "", realMasterHost: master, serverStatus: status, releaseToken: answer.releaseToken
-        )
-        return try context.responseEncoder.encode(response, from: request, context: context)
-    }
-
-    /// The request's model, else `default_model`, else the only model served.
-    private func resolveModel(_ named: String?) async throws -> String {
-        if let named, !named.isEmpty { return named }
-        if let model = settings.defaultModel { return model }
-        let models = await link.node.withMachine { machine, _ in machine.state.models }
-        guard models.count == 1 else {
-            throw APIError.badRequest(field: "model", "required: the cluster serves \(models.count) models (\(models.joined(separator: ", ")))")
-        }
-        return models[0]
     }
 }
 

@@ -1,0 +1,109 @@
+import Foundation
+import FulcrumAPI
+import NetworkTestSupport
+import Testing
+
+/// An rtp-llm frontend, as upstream writes it, against a 3-node cluster of real processes
+/// (issue 17): discovery by `POST /rtp_llm/master/info`, `Schedule` over gRPC on the HTTP port
+/// + 2, through the master, through a follower and across a leader kill. The client is Python,
+/// generated at test time from rtp-llm's proto by grpcio-tools (Tests/Peers/rtp_llm_frontend.py).
+@Suite(.serialized) struct FlexLBProcessTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// Generates the Python stubs of `Protos/rtp-llm/flexlb_schedule_service.proto`.
+    static func generateClient() throws -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-flexlb-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let (status, output) = try python([
+            "-m", "grpc_tools.protoc", "--proto_path=\(root.path)/Protos/rtp-llm", "--python_out=\(directory)", "--grpc_python_out=\(directory)",
+            "\(root.path)/Protos/rtp-llm/flexlb_schedule_service.proto",
+        ])
+        guard status == 0 else { throw IntegrationError("grpc_tools.protoc failed (pip install grpcio-tools): \(output)") }
+        return directory
+    }
+
+    static func python(_ arguments: [String]) throws -> (Int32, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3"] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    /// Runs frontend commands; one JSON object per command.
+    static func frontend(_ generated: String, _ cluster: ProcessCluster, _ commands: [String]) async throws -> [[String: Any]] {
+        let nodes = cluster.founders.map { "127.0.0.1:\(cluster.httpPorts[$0]!)" }.joined(separator: ",")
+        let script = root.appendingPathComponent("Tests/Peers/rtp_llm_frontend.py").path
+        let (status, output) = try await Task.detached { try python([script, generated, nodes] + commands) }.value
+        guard status == 0 else { throw IntegrationError("frontend failed: \(output)") }
+        return try output.split(separator: "\n").map { line in
+            guard let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { throw IntegrationError("not JSON: \(line)") }
+            return object
+        }
+    }
+
+    static func address(_ cluster: ProcessCluster, _ id: UInt64) -> String { "127.0.0.1:\(cluster.httpPorts[id]!)" }
+
+    /// Waits until discovery names exactly `expected`'s address as the master.
+    static func discoverMaster(_ generated: String, _ cluster: ProcessCluster, expected: UInt64) async throws -> [String: Any] {
+        var last: [String: Any] = [:]
+        for _ in 0..<50 {
+            last = try await frontend(generated, cluster, ["discover"])[0]
+            if last["masters"] as? [String] == [address(cluster, expected)] { return last }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        Issue.record("discovery found \(last), not node \(expected)")
+        return last
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func anRTPLLMFrontendSchedulesThroughMasterFollowerAndFailover() async throws {
+        let generated = try Self.generateClient()
+        defer { try? FileManager.default.removeItem(atPath: generated) }
+        let cluster = try ProcessCluster(founders: 3, environment: ["FULCRUM_LOG_LEVEL": "warning"])
+        defer { cluster.stopAll() }
+        let leader = try await cluster.leader()
+        try await cluster.waitUntilReady()
+        for (id, role, port) in [("p", "PREFILL", 9301), ("d", "DECODE", 9302)] {
+            let body = #"{"id":"\#(id)","model":"qwen","role":"\#(role)","address":"127.0.0.1:\#(port)","labels":{"status":"none","grpc_port":"\#(port + 1)"}}"#
+            #expect(try await cluster.request(.POST, cluster.endpoint(leader) + "/v1/workers", json: body).status == 200)
+        }
+        let discovered = try await Self.discoverMaster(generated, cluster, expected: leader)
+        #expect(discovered["queue_length"] as? Int == 0)
+        let follower = try #require(cluster.founders.first { $0 != leader })
+        let answers = try await Self.frontend(generated, cluster, [
+            "schedule", Self.address(cluster, leader), "1001", "schedule", Self.address(cluster, follower), "1002",
+            "state", Self.address(cluster, leader), "1001", "cancel", Self.address(cluster, leader), "1001",
+            "state", Self.address(cluster, leader), "1001", "state", Self.address(cluster, leader), "99",
+            "schedule", Self.address(cluster, leader), "0",
+        ])
+        for answer in answers[0...1] {
+            #expect(answer["code"] as? Int == 200 && answer["success"] as? Bool == true, "\(answer)")
+            #expect(answer["real_master_host"] as? String == Self.address(cluster, leader))
+            #expect(answer["enqueued_by_master"] as? Bool == false && answer["state"] as? String == "REQUEST_STATE_ACKNOWLEDGED")
+            let servers = answer["servers"] as? [[String: Any]] ?? []
+            #expect(servers.compactMap { $0["role"] as? String } == ["PREFILL", "DECODE"], "\(answer)")
+            #expect(servers.first?["http_port"] as? Int == 9301 && servers.first?["grpc_port"] as? Int == 9302)
+        }
+        #expect(answers[2]["found"] as? Bool == true && answers[2]["state"] as? String == "REQUEST_STATE_ACKNOWLEDGED")
+        #expect(answers[3]["found"] as? Bool == true && answers[3]["state"] as? String == "REQUEST_STATE_CANCELLED")
+        #expect(answers[4]["state"] as? String == "REQUEST_STATE_CANCELLED")
+        #expect(answers[5]["found"] as? Bool == false)
+        // proto3's default request id is refused as FlexLB refuses it: INVALID_REQUEST.
+        #expect(answers[6]["code"] as? Int == 8406 && answers[6]["success"] as? Bool == false, "\(answers[6])")
+
+        // The leader dies; discovery finds the next one, which schedules.
+        cluster.kill9(leader)
+        let next = try await cluster.leader()
+        try await cluster.waitUntilReady()
+        _ = try await Self.discoverMaster(generated, cluster, expected: next)
+        let after = try await Self.frontend(generated, cluster, ["schedule", Self.address(cluster, next), "1003"])[0]
+        #expect(after["code"] as? Int == 200 && (after["servers"] as? [[String: Any]])?.count == 2, "\(after)")
+        #expect(after["real_master_host"] as? String == Self.address(cluster, next))
+    }
+}
