@@ -20,9 +20,14 @@ public struct ReservationLedger: Sendable, Hashable {
     private var bySlot: [[Reservation]] = []
     /// token → the slots it holds.
     private var slotsByToken: [UInt64: [Int32]] = [:]
-    /// Tokens by creation, for expiry.
+    /// Tokens by creation, for expiry after the configured TTL.
     private var expiryQueue: [(token: UInt64, createdAt: Milliseconds)] = []
     private var expiryHead = 0
+    /// Tokens that asked for their own hold, by the time it ends. In arrival order: with one
+    /// hold length (a node's setting) that is the order they end; a longer hold ahead of a
+    /// shorter one only delays the shorter one's end to its own.
+    private var heldQueue: [(token: UInt64, endsAt: Milliseconds)] = []
+    private var heldHead = 0
 
     public init() {}
 
@@ -35,14 +40,14 @@ public struct ReservationLedger: Sendable, Hashable {
 
     public func inFlight(slot: Int32) -> Int { Int(slot) < bySlot.count ? bySlot[Int(slot)].count : 0 }
 
-    mutating func add(_ reservation: Reservation) {
+    mutating func add(_ reservation: Reservation, endsAt: Milliseconds? = nil) {
         let slot = Int(reservation.slot)
         if slot >= bySlot.count { bySlot.append(contentsOf: repeatElement([], count: slot - bySlot.count + 1)) }
         // Creation times come from one clock and only grow; insert in order all the same.
         let position = bySlot[slot].lastIndex { $0.createdAt <= reservation.createdAt }.map { $0 + 1 } ?? 0
         bySlot[slot].insert(reservation, at: position)
         if slotsByToken[reservation.token] == nil {
-            expiryQueue.append((reservation.token, reservation.createdAt))
+            if let endsAt { heldQueue.append((reservation.token, endsAt)) } else { expiryQueue.append((reservation.token, reservation.createdAt)) }
         }
         slotsByToken[reservation.token, default: []].append(reservation.slot)
     }
@@ -59,8 +64,9 @@ public struct ReservationLedger: Sendable, Hashable {
         return released
     }
 
-    /// Drops requests reserved at or before `cutoff` that were never released.
-    public mutating func expire(createdAtOrBefore cutoff: Milliseconds) -> Int {
+    /// Drops requests reserved at or before `cutoff` that were never released, and those whose
+    /// own hold ended by `now`.
+    public mutating func expire(createdAtOrBefore cutoff: Milliseconds, now: Milliseconds = 0) -> Int {
         var expired = 0
         while expiryHead < expiryQueue.count, expiryQueue[expiryHead].createdAt <= cutoff {
             if !release(token: expiryQueue[expiryHead].token).isEmpty { expired += 1 }
@@ -69,6 +75,14 @@ public struct ReservationLedger: Sendable, Hashable {
         if expiryHead > 1024 && expiryHead * 2 > expiryQueue.count {
             expiryQueue.removeFirst(expiryHead)
             expiryHead = 0
+        }
+        while heldHead < heldQueue.count, heldQueue[heldHead].endsAt <= now {
+            if !release(token: heldQueue[heldHead].token).isEmpty { expired += 1 }
+            heldHead += 1
+        }
+        if heldHead > 1024 && heldHead * 2 > heldQueue.count {
+            heldQueue.removeFirst(heldHead)
+            heldHead = 0
         }
         return expired
     }

@@ -98,12 +98,15 @@ public struct Router: Sendable {
                 estimate = pick.estimatedTTFT ?? estimateTTFT(slot: pick.slot, matchedBlocks: pick.matchedBlocks, context: context)
                 prefillTTFT = prefillTTFT ?? estimate
             }
-            ledger.add(Reservation(
-                token: token, slot: pick.slot, workerID: worker.id, role: role, createdAt: now,
-                prefillTokens: uncachedTokens,
-                kvBlocks: role == .vit ? 0 : (promptTokens + request.expectedOutputTokens + blockSize - 1) / blockSize,
-                tier: tier
-            ))
+            ledger.add(
+                Reservation(
+                    token: token, slot: pick.slot, workerID: worker.id, role: role, createdAt: now,
+                    prefillTokens: uncachedTokens,
+                    kvBlocks: role == .vit ? 0 : (promptTokens + request.expectedOutputTokens + blockSize - 1) / blockSize,
+                    tier: tier
+                ),
+                endsAt: request.holdMilliseconds.map { now + $0 }
+            )
             if role.prefillsPrompt && !blocks.isEmpty {
                 effects.append(.prefix(slot: pick.slot, workerID: worker.id, blocks: blocks))
             }
@@ -135,7 +138,7 @@ public struct Router: Sendable {
     /// Drops reservations older than the configured lifetime; returns how many requests expired.
     @discardableResult
     public mutating func expireReservations(now: Milliseconds, ttl: Milliseconds) -> Int {
-        ledger.expire(createdAtOrBefore: now >= ttl ? now - ttl : 0)
+        ledger.expire(createdAtOrBefore: now >= ttl ? now - ttl : 0, now: now)
     }
 
     // MARK: Replication of side effects

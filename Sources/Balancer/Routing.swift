@@ -31,6 +31,9 @@ public struct RoutingRequest: Sendable, Hashable {
     public var location: GeoLocation?
     /// Workers not to pick (a retry after a failed connection excludes the worker that failed).
     public var excludedWorkers: Set<String> = []
+    /// How long the decision's reservation holds when nobody releases it; nil: the configured
+    /// `reservation_ttl_ms`. For callers that never release (rtp-llm frontends).
+    public var holdMilliseconds: Milliseconds?
 
     public init(
         model: String, requestID: String, sessionKey: String? = nil, prompt: Prompt = .none,
@@ -59,6 +62,8 @@ public struct RoutingRequest: Sendable, Hashable {
     /// Longest model name, request id and session key, in bytes.
     public static let maxNameBytes = 256
     public static let maxExcludedWorkers = 256
+    /// Longest hold a request may ask for: a day, as `reservation_ttl_ms`.
+    public static let maxHoldMilliseconds: Milliseconds = 86_400_000
 
     /// The checks that need no state, in one place: the HTTP API, the OpenAI proxy and the
     /// FlexLB API call it where a request enters, and the router again before deciding.
@@ -87,6 +92,9 @@ public struct RoutingRequest: Sendable, Hashable {
         }
         if excludedWorkers.count > Self.maxExcludedWorkers {
             throw .invalidRequest(field: "exclude_workers", "at most \(Self.maxExcludedWorkers) workers, got \(excludedWorkers.count)")
+        }
+        if let hold = holdMilliseconds, !(1...Self.maxHoldMilliseconds).contains(hold) {
+            throw .invalidRequest(field: "hold_ms", "must be in 1...\(Self.maxHoldMilliseconds), got \(hold)")
         }
         if let location, !((-90...90).contains(location.latitude) && (-180...180).contains(location.longitude)) {
             throw .invalidRequest(field: "location", "latitude must be in [-90, 90] and longitude in [-180, 180]")

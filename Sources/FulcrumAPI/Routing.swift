@@ -25,6 +25,8 @@ public struct RouteRequest: Codable, Sendable, Hashable {
     public var priority: Int?
     public var location: Location?
     public var excludeWorkers: [String]?
+    /// How long the reservation holds when nobody releases it (default `reservation_ttl_ms`).
+    public var holdMs: UInt64?
 
     public init(
         model: String, requestId: String? = nil, sessionId: String? = nil, prompt: String? = nil, tokenIds: [Int64]? = nil,

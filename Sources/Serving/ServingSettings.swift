@@ -31,6 +31,9 @@ public struct ServingSettings: Sendable, Equatable {
     public var upstreamTimeoutMilliseconds = 600_000
     /// The model `/rtp_llm/schedule` routes when the request names none and several are served.
     public var defaultModel: String?
+    /// How long a FlexLB schedule's reservation holds: rtp-llm frontends never release, so its
+    /// load would otherwise count for `reservation_ttl_ms` (10 minutes).
+    public var flexLBScheduleHoldMilliseconds = 30_000
     /// Serves `/admin/fault` (storage faults, clock jumps, power loss) for fault-injection
     /// runs; the node must also have installed the fault VFS before opening its log.
     public var faultInjection = false

@@ -122,6 +122,25 @@ import Testing
         #expect(router.ledger.requestCount == 0)
     }
 
+    /// A request that asks for its own hold (FlexLB schedules, never released) ends after it,
+    /// however long the configured TTL; the others keep the TTL.
+    @Test func aRequestsOwnHoldEndsItsReservation() throws {
+        let state = makeState([makeWorker("a"), makeWorker("b")])
+        var router = Router()
+        var held = makeRequest("held")
+        held.holdMilliseconds = 500
+        let heldDecision = try router.route(held, state: state, now: 100)
+        _ = try router.route(makeRequest("default"), state: state, now: 100)
+        #expect(router.ledger.requestCount == 2)
+        #expect(router.expireReservations(now: 599, ttl: 600_000) == 0)
+        #expect(router.expireReservations(now: 600, ttl: 600_000) == 1)
+        #expect(router.ledger.requestCount == 1)
+        expectError(.unknownReservation) { try router.release(token: heldDecision.releaseToken) }
+        var invalid = makeRequest("x")
+        invalid.holdMilliseconds = 0
+        expectError(.invalidRequest, field: "hold_ms") { _ = try router.route(invalid, state: state, now: 700) }
+    }
+
     @Test func aWorkerThatLeavesTakesItsReservationsWithIt() throws {
         var state = makeState([makeWorker("a"), makeWorker("b")], commands: [policy(.roundRobin)])
         var router = Router()

@@ -364,7 +364,10 @@ import Testing
 
     @Test(.timeLimit(.minutes(1)))
     func flexLBScheduleAnswersInItsOwnShape() async throws {
-        try await ServingHarness.with(engines: [.init(id: "p", model: "m", role: "PREFILL"), .init(id: "d", model: "m", role: "DECODE")]) { harness in
+        try await ServingHarness.with(
+            engines: [.init(id: "p", model: "m", role: "PREFILL"), .init(id: "d", model: "m", role: "DECODE")],
+            serving: { $0.flexLBScheduleHoldMilliseconds = 300 }
+        ) { harness in
             try await harness.register(0, id: "p", role: "PREFILL", labels: ["grpc_port": "9999"])
             try await harness.register(1, id: "d", role: "DECODE")
             let answer = try await harness.post("/rtp_llm/schedule", #"{"request_id":12345,"block_cache_keys":[-5,7,9],"seq_len":1500,"generate_timeout":1000,"request_time_ms":1700000000000}"#)
@@ -389,12 +392,16 @@ import Testing
                 #expect(summary["PREFILL"]?["discovered"] as? Int == 1 && summary["DECODE"]?["alive"] as? Int == 1)
                 #expect(summary["PREFILL"]?["maxQueueTokens"] != nil)
             }
+            try await Task.sleep(for: .milliseconds(400))
             _ = try await harness.post("/admin/workers/p/drain", "")
             let failed = try await harness.post("/rtp_llm/schedule", #"{"request_id":"abc","seq_len":10}"#)
             let refusal = try #require(failed.decode(ScheduleResponse.self))
             // FlexLB's HTTP-era failure shape: HTTP 500, its code in the body (8400 NO_AVAILABLE_WORKER).
             #expect(failed.status == 500 && !refusal.success && refusal.code == 8400)
             #expect(refusal.errorMessage.contains("draining"))
+            // Frontends never release a schedule: its reservation ended after flexlb_schedule_hold_ms
+            // (swept by the next decision, this failed one).
+            try await harness.waitForState("the schedule's hold ended", timeout: 5) { $0.router.ledger.requestCount == 0 }
         }
     }
 }

@@ -36,6 +36,7 @@ extension RouteRequest {
             location: location.map { GeoLocation(latitude: $0.latitude, longitude: $0.longitude) }
         )
         request.excludedWorkers = Set(excludeWorkers ?? [])
+        request.holdMilliseconds = holdMs
         return request
     }
 
@@ -62,6 +63,7 @@ extension RouteRequest {
         priority = request.priority
         location = request.location.map { Location(latitude: $0.latitude, longitude: $0.longitude) }
         excludeWorkers = request.excludedWorkers.isEmpty ? nil : request.excludedWorkers.sorted()
+        holdMs = request.holdMilliseconds
     }
 }
 

@@ -66,10 +66,13 @@ struct FlexLBScheduler: Sendable {
         }
         let seqLen = Int(request.seqLen)
         let tokensPerBlock = keys.isEmpty ? 16 : max(1, (seqLen + keys.count - 1) / keys.count)
-        return RoutingRequest(
+        var route = RoutingRequest(
             model: request.model, requestID: request.requestID, prompt: .blocks(keys.map { UInt64(bitPattern: $0) }),
             promptTokens: seqLen, tokensPerBlock: tokensPerBlock
         )
+        // Frontends never release a schedule: its load counts for a short hold, not 10 minutes.
+        route.holdMilliseconds = Milliseconds(settings.flexLBScheduleHoldMilliseconds)
+        return route
     }
 
     /// Decides where the request goes. Invalid input throws ``APIError``; a request that cannot
