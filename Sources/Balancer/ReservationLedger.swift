@@ -21,13 +21,42 @@ public struct ReservationLedger: Sendable, Hashable {
     /// token → the slots it holds.
     private var slotsByToken: [UInt64: [Int32]] = [:]
     /// Tokens by creation, for expiry after the configured TTL.
-    private var expiryQueue: [(token: UInt64, createdAt: Milliseconds)] = []
-    private var expiryHead = 0
+    private var expiryQueue = TimedQueue()
     /// Tokens that asked for their own hold, by the time it ends. In arrival order: with one
     /// hold length (a node's setting) that is the order they end; a longer hold ahead of a
     /// shorter one only delays the shorter one's end to its own.
-    private var heldQueue: [(token: UInt64, endsAt: Milliseconds)] = []
-    private var heldHead = 0
+    private var heldQueue = TimedQueue()
+
+    /// Tokens in arrival order with a time each, taken from the front.
+    private struct TimedQueue: Sendable, Hashable {
+        private var entries: [(token: UInt64, time: Milliseconds)] = []
+        private var head = 0
+
+        mutating func append(_ token: UInt64, _ time: Milliseconds) { entries.append((token, time)) }
+
+        /// Removes and returns the tokens at the front whose time is at or before `limit`.
+        mutating func popThrough(_ limit: Milliseconds) -> [UInt64] {
+            var popped: [UInt64] = []
+            while head < entries.count, entries[head].time <= limit {
+                popped.append(entries[head].token)
+                head += 1
+            }
+            if head > 1024 && head * 2 > entries.count {
+                entries.removeFirst(head)
+                head = 0
+            }
+            return popped
+        }
+
+        static func == (lhs: TimedQueue, rhs: TimedQueue) -> Bool {
+            lhs.head == rhs.head && lhs.entries.elementsEqual(rhs.entries) { $0.token == $1.token && $0.time == $1.time }
+        }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(head)
+            for entry in entries { hasher.combine(entry.token); hasher.combine(entry.time) }
+        }
+    }
 
     public init() {}
 
@@ -47,7 +76,7 @@ public struct ReservationLedger: Sendable, Hashable {
         let position = bySlot[slot].lastIndex { $0.createdAt <= reservation.createdAt }.map { $0 + 1 } ?? 0
         bySlot[slot].insert(reservation, at: position)
         if slotsByToken[reservation.token] == nil {
-            if let endsAt { heldQueue.append((reservation.token, endsAt)) } else { expiryQueue.append((reservation.token, reservation.createdAt)) }
+            if let endsAt { heldQueue.append(reservation.token, endsAt) } else { expiryQueue.append(reservation.token, reservation.createdAt) }
         }
         slotsByToken[reservation.token, default: []].append(reservation.slot)
     }
@@ -67,24 +96,8 @@ public struct ReservationLedger: Sendable, Hashable {
     /// Drops requests reserved at or before `cutoff` that were never released, and those whose
     /// own hold ended by `now`.
     public mutating func expire(createdAtOrBefore cutoff: Milliseconds, now: Milliseconds = 0) -> Int {
-        var expired = 0
-        while expiryHead < expiryQueue.count, expiryQueue[expiryHead].createdAt <= cutoff {
-            if !release(token: expiryQueue[expiryHead].token).isEmpty { expired += 1 }
-            expiryHead += 1
-        }
-        if expiryHead > 1024 && expiryHead * 2 > expiryQueue.count {
-            expiryQueue.removeFirst(expiryHead)
-            expiryHead = 0
-        }
-        while heldHead < heldQueue.count, heldQueue[heldHead].endsAt <= now {
-            if !release(token: heldQueue[heldHead].token).isEmpty { expired += 1 }
-            heldHead += 1
-        }
-        if heldHead > 1024 && heldHead * 2 > heldQueue.count {
-            heldQueue.removeFirst(heldHead)
-            heldHead = 0
-        }
-        return expired
+        let due = expiryQueue.popThrough(cutoff) + heldQueue.popThrough(now)
+        return due.reduce(0) { expired, token in release(token: token).isEmpty ? expired : expired + 1 }
     }
 
     /// Drops reservations on slots whose worker changed (left, or its slot was reused).
