@@ -113,12 +113,24 @@ public struct HTTPFuzzer: Sendable {
                 break
             case 502 where endpoint.proxied, 504 where endpoint.proxied:
                 break
+            case 500 where endpoint.path == "/rtp_llm/schedule" && Self.isFlexLBRefusal(text):
+                // FlexLB's HTTP-era protocol answers a scheduling failure with HTTP 500 and its
+                // `Response` body (`success: false`, a FlexLB code): a refusal, not a crash.
+                break
             default:
                 report.findings.append("\(endpoint.method) \(endpoint.path) \(shown) → \(status): \(text.prefix(300))")
             }
         } catch {
             report.findings.append("\(endpoint.method) \(endpoint.path) \(shown) → no answer: \(error)")
         }
+    }
+}
+
+extension HTTPFuzzer {
+    /// A FlexLB scheduling refusal: `success` false and one of FlexLB's codes (8xxx).
+    static func isFlexLBRefusal(_ text: String) -> Bool {
+        guard let answer = try? FulcrumJSON.decode(ScheduleResponse.self, from: Data(text.utf8)) else { return false }
+        return !answer.success && (8_000..<9_000).contains(answer.code)
     }
 }
 
