@@ -42,16 +42,23 @@ public struct AdminAPI: Sendable {
             let (leadership, leaderEndpoint) = await node.withMachine { machine, leadership in
                 (leadership, leadership.leader.flatMap { machine.state.nodeEndpoints[$0] })
             }
-            guard let leader = leadership.leader else { throw APIError.noLeader() }
-            guard leadership.isLeader || leaderEndpoint != nil else {
-                throw APIError.noLeader("node \(leader) leads but has not announced its HTTP endpoint yet")
-            }
-            let lag = leadership.commitIndex - min(leadership.commitIndex, leadership.appliedIndex)
-            guard lag <= Self.maxReadyLag else {
-                throw APIError(.serviceUnavailable, code: "catching_up", "\(lag) committed entries not applied yet", retryAfter: 1)
-            }
+            if let reason = Self.unreadiness(leadership, leaderEndpoint: leaderEndpoint) { throw reason }
             return HealthAnswer()
         }
+    }
+
+    /// Why this node cannot serve yet (no leader, the leader's endpoint unknown, too far
+    /// behind), or nil when it is ready. `/readyz` and FlexLB's master info share it.
+    static func unreadiness(_ leadership: Leadership, leaderEndpoint: String?) -> APIError? {
+        guard let leader = leadership.leader else { return APIError.noLeader() }
+        guard leadership.isLeader || leaderEndpoint != nil else {
+            return APIError.noLeader("node \(leader) leads but has not announced its HTTP endpoint yet")
+        }
+        let lag = leadership.commitIndex - min(leadership.commitIndex, leadership.appliedIndex)
+        guard lag <= maxReadyLag else {
+            return APIError(.serviceUnavailable, code: "catching_up", "\(lag) committed entries not applied yet", retryAfter: 1)
+        }
+        return nil
     }
 
     /// `/admin/*`, on the admin-scoped group.

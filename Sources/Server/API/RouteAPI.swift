@@ -55,10 +55,9 @@ struct RouteAPI: Sendable {
             }
             return summary
         }
-        let lag = leadership.commitIndex - min(leadership.commitIndex, leadership.appliedIndex)
         let info = MasterInfo(
             realMasterHost: endpoint.map(hostPort) ?? "", workerSummary: summary.isEmpty ? nil : summary,
-            ready: leadership.leader != nil && endpoint != nil && lag <= AdminAPI.maxReadyLag, leaderId: leadership.leader ?? 0,
+            ready: endpoint != nil && AdminAPI.unreadiness(leadership, leaderEndpoint: endpoint) == nil, leaderId: leadership.leader ?? 0,
             term: leadership.term, isMaster: leadership.isLeader, nodeId: link.node.id
         )
         return Response(
