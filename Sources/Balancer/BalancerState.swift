@@ -48,6 +48,11 @@ public struct BalancerState: Sendable {
         slotByID[workerID].map { prefixIndex.blockCount(of: $0) } ?? 0
     }
 
+    /// The blocks the index holds for a worker, least recently recorded first.
+    public func cachedBlocks(workerID: String) -> [BlockHash] {
+        slotByID[workerID].flatMap { prefixIndex.lrus[$0]?.keysOldestFirst } ?? []
+    }
+
     public func stickyBinding(_ key: StickyKey) -> StickyBinding? { stickyBindings[key] }
 
     // MARK: Applying

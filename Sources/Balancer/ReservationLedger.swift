@@ -26,6 +26,10 @@ public struct ReservationLedger: Sendable, Hashable {
     /// hold length (a node's setting) that is the order they end; a longer hold ahead of a
     /// shorter one only delays the shorter one's end to its own.
     private var heldQueue = TimedQueue()
+    /// Held requests by the id their engine reports them finished with (rtp-llm's
+    /// `finished_task_list`), and back: the engine's word ends a hold before its time.
+    private var tokenByRequestID: [String: UInt64] = [:]
+    private var requestIDByToken: [UInt64: String] = [:]
 
     /// Tokens in arrival order with a time each, taken from the front.
     private struct TimedQueue: Sendable, Hashable {
@@ -69,7 +73,7 @@ public struct ReservationLedger: Sendable, Hashable {
 
     public func inFlight(slot: Int32) -> Int { Int(slot) < bySlot.count ? bySlot[Int(slot)].count : 0 }
 
-    mutating func add(_ reservation: Reservation, endsAt: Milliseconds? = nil) {
+    mutating func add(_ reservation: Reservation, endsAt: Milliseconds? = nil, requestID: String? = nil) {
         let slot = Int(reservation.slot)
         if slot >= bySlot.count { bySlot.append(contentsOf: repeatElement([], count: slot - bySlot.count + 1)) }
         // Creation times come from one clock and only grow; insert in order all the same.
@@ -77,6 +81,10 @@ public struct ReservationLedger: Sendable, Hashable {
         bySlot[slot].insert(reservation, at: position)
         if slotsByToken[reservation.token] == nil {
             if let endsAt { heldQueue.append(reservation.token, endsAt) } else { expiryQueue.append(reservation.token, reservation.createdAt) }
+            if let requestID {
+                if let previous = tokenByRequestID.updateValue(reservation.token, forKey: requestID) { requestIDByToken[previous] = nil }
+                requestIDByToken[reservation.token] = requestID
+            }
         }
         slotsByToken[reservation.token, default: []].append(reservation.slot)
     }
@@ -85,12 +93,38 @@ public struct ReservationLedger: Sendable, Hashable {
     @discardableResult
     public mutating func release(token: UInt64) -> [Reservation] {
         guard let slots = slotsByToken.removeValue(forKey: token) else { return [] }
+        forgetRequestID(of: token)
         var released: [Reservation] = []
         for slot in Set(slots).sorted() {
             released += bySlot[Int(slot)].filter { $0.token == token }
             bySlot[Int(slot)].removeAll { $0.token == token }
         }
         return released
+    }
+
+    /// Ends what the request the engine knows as `requestID` holds on `slot` (the engine there
+    /// reported it finished); its picks on other workers stay, as a decode outlives its prefill.
+    /// Nil when no held request has that id there.
+    public mutating func finish(requestID: String, slot: Int32) -> Reservation? {
+        guard let token = tokenByRequestID[requestID], var slots = slotsByToken[token], slots.contains(slot) else { return nil }
+        guard let index = bySlot[Int(slot)].firstIndex(where: { $0.token == token }) else { return nil }
+        let finished = bySlot[Int(slot)].remove(at: index)
+        slots.removeAll { $0 == slot }
+        if slots.isEmpty {
+            slotsByToken[token] = nil
+            forgetRequestID(of: token)
+        } else {
+            slotsByToken[token] = slots
+        }
+        return finished
+    }
+
+    /// Held requests the ledger knows by engine request id.
+    public var identifiedRequestCount: Int { tokenByRequestID.count }
+
+    private mutating func forgetRequestID(of token: UInt64) {
+        guard let requestID = requestIDByToken.removeValue(forKey: token) else { return }
+        if tokenByRequestID[requestID] == token { tokenByRequestID[requestID] = nil }
     }
 
     /// Drops requests reserved at or before `cutoff` that were never released, and those whose

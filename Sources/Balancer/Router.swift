@@ -105,7 +105,8 @@ public struct Router: Sendable {
                     kvBlocks: role == .vit ? 0 : (promptTokens + request.expectedOutputTokens + blockSize - 1) / blockSize,
                     tier: tier
                 ),
-                endsAt: request.holdMilliseconds.map { now + $0 }
+                endsAt: request.holdMilliseconds.map { now + $0 },
+                requestID: request.holdMilliseconds == nil ? nil : request.requestID
             )
             if role.prefillsPrompt && !blocks.isEmpty {
                 effects.append(.prefix(slot: pick.slot, workerID: worker.id, blocks: blocks))
@@ -133,6 +134,15 @@ public struct Router: Sendable {
         let released = ledger.release(token: token)
         if released.isEmpty { throw .unknownReservation(token) }
         return released
+    }
+
+    /// Ends the holds of requests that `workerID`'s engine reports finished (by the request ids
+    /// it was scheduled with); returns how many ended. Unknown ids are ignored: most finished
+    /// requests were released already, or never held.
+    @discardableResult
+    public mutating func finished(requestIDs: [String], workerID: String, state: BalancerState) -> Int {
+        guard !requestIDs.isEmpty, let slot = state.slotByID[workerID] else { return 0 }
+        return requestIDs.reduce(0) { count, id in ledger.finish(requestID: id, slot: slot) == nil ? count : count + 1 }
     }
 
     /// Drops reservations older than the configured lifetime; returns how many requests expired.

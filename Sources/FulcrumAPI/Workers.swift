@@ -24,11 +24,15 @@ public struct WorkerRegistration: Codable, Sendable, Hashable {
     public var labels: [String: String]?
     public var capacity: Capacity?
     public var location: RouteRequest.Location?
+    /// The engine behind the worker: `fulcrum` (the simulator's dialect, the default), `vllm`,
+    /// `sglang` or `rtp-llm`; it chooses how its status is read (a `status` label overrides).
+    public var engine: String?
 
     public init(
         id: String, model: String, role: String, address: String, group: String? = nil, labels: [String: String]? = nil,
-        capacity: Capacity? = nil, location: RouteRequest.Location? = nil
+        capacity: Capacity? = nil, location: RouteRequest.Location? = nil, engine: String? = nil
     ) {
+        self.engine = engine
         self.id = id
         self.model = model
         self.role = role

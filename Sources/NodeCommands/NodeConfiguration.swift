@@ -54,7 +54,7 @@ public struct NodeConfiguration: Sendable, Equatable {
         "peer_secret", "peer_secret_file", "insecure_peers", "flexlb_grpc_listen",
         "http_advertise", "fail_open", "status_interval_ms", "status_timeout_ms", "flush_interval_ms", "healthy_successes",
         "unhealthy_failures", "circuit_failures", "circuit_open_ms", "forward_timeout_ms", "leader_wait_ms", "upstream_connect_timeout_ms",
-        "upstream_retries", "upstream_timeout_ms", "default_model", "flexlb_schedule_hold_ms", "api_keys", "api_key_file", "allow_cidrs", "worker_cidrs", "rate_limit_rps",
+        "upstream_retries", "upstream_timeout_ms", "default_model", "flexlb_schedule_hold_ms", "engine_cache_interval_ms", "api_keys", "api_key_file", "allow_cidrs", "worker_cidrs", "rate_limit_rps",
         "rate_limit_burst", "max_body_bytes", "header_timeout_ms", "idle_timeout_ms", "body_timeout_ms", "max_connections", "http_tls_cert", "http_tls_key",
         "cors_origins", "log_level", "fault_injection",
     ]
@@ -165,6 +165,7 @@ public struct NodeConfiguration: Sendable, Equatable {
         case "upstream_timeout_ms": serving.upstreamTimeoutMilliseconds = try integer(1...86_400_000)
         case "default_model": serving.defaultModel = try string()
         case "flexlb_schedule_hold_ms": serving.flexLBScheduleHoldMilliseconds = try integer(1...86_400_000)
+        case "engine_cache_interval_ms": serving.engineCacheIntervalMilliseconds = try integer(10...600_000)
         case "api_keys":
             security.apiKeys = try apiKeys(value, fail: fail)
         case "api_key_file": apiKeyFile = try string()

@@ -3,12 +3,12 @@ import Cluster
 import Foundation
 public import Logging
 
-/// Asks a worker for its status: the HTTP shell implements it (engine status endpoints, or a
-/// TCP connect); the leader's duties decide what the answers mean.
+/// Asks a worker for its status: the HTTP shell implements it (engine status endpoints, rtp-llm's
+/// engine gRPC, or a TCP connect); the leader's duties decide what the answers mean.
 public protocol WorkerProber: Sendable {
-    /// The worker's load, nil when its status source reports none (TCP), or an error when the
-    /// worker did not answer well within `timeoutMilliseconds`.
-    func probe(_ worker: Worker, format: StatusFormat, timeoutMilliseconds: Int) async throws -> EngineLoad?
+    /// What the worker reports from `cursor` on, or an error when it did not answer well within
+    /// `timeoutMilliseconds` (or reports itself not alive).
+    func probe(_ worker: Worker, format: StatusFormat, cursor: EngineCursor, timeoutMilliseconds: Int) async throws -> EngineReport
 }
 
 /// The leader's duties towards workers and the log:
@@ -41,6 +41,13 @@ public actor LeaderDuties {
     private var pendingLoads: [String: EngineLoad] = [:]
     private var proposedLoads: [String: EngineLoad] = [:]
     private var pendingResources: [String: (WorkerResources, GeoLocation?)] = [:]
+    /// Versioned status sources (rtp-llm): where each worker's next poll starts, and when its
+    /// cached keys were last read.
+    private var cursors: [String: EngineCursor] = [:]
+    private var cacheReadAt: [String: ContinuousClock.Instant] = [:]
+    private var cachedKeys = CachedKeysTracker()
+    private var pendingRecords: [PrefixRecord] = []
+    private var pendingEvictions: [PrefixRecord] = []
 
     public init(
         proposer: CommandProposer, clock: ClusterClock, settings: ServingSettings, metrics: ServerMetrics,
@@ -116,6 +123,11 @@ public actor LeaderDuties {
         pendingLoads = [:]
         proposedLoads = [:]
         pendingResources = [:]
+        cursors = [:]
+        cacheReadAt = [:]
+        cachedKeys.reset()
+        pendingRecords = []
+        pendingEvictions = []
         logger.info("leader: polling \(workers.count) workers")
     }
 
@@ -172,21 +184,31 @@ public actor LeaderDuties {
         let workers = await node.withMachine { machine, _ in machine.state.workers }
         let timeout = settings.statusTimeoutMilliseconds
         let prober = prober
-        let results = await withTaskGroup(of: (String, Result<EngineLoad?, any Error>, Double).self) { group in
+        let started = ContinuousClock.now
+        let cacheInterval = Duration.milliseconds(settings.engineCacheIntervalMilliseconds)
+        var cursorByID: [String: EngineCursor] = [:]
+        for worker in workers where StatusFormat(worker: worker) == .rtpLLM {
+            var cursor = cursors[worker.id] ?? EngineCursor()
+            cursor.readsCache = worker.role.prefillsPrompt && cacheReadAt[worker.id].map { started - $0 >= cacheInterval } ?? true
+            if cursor.readsCache { cacheReadAt[worker.id] = started }
+            cursorByID[worker.id] = cursor
+        }
+        let results = await withTaskGroup(of: (String, Result<EngineReport, any Error>, Double).self) { group in
             for worker in workers {
                 let format = StatusFormat(worker: worker)
                 if format == .none { continue }
+                let cursor = cursorByID[worker.id] ?? EngineCursor()
                 group.addTask {
                     let start = ContinuousClock.now
                     do {
-                        let load = try await prober.probe(worker, format: format, timeoutMilliseconds: timeout)
-                        return (worker.id, .success(load), (ContinuousClock.now - start).seconds * 1000)
+                        let report = try await prober.probe(worker, format: format, cursor: cursor, timeoutMilliseconds: timeout)
+                        return (worker.id, .success(report), (ContinuousClock.now - start).seconds * 1000)
                     } catch {
                         return (worker.id, .failure(error), 0)
                     }
                 }
             }
-            var results: [(String, Result<EngineLoad?, any Error>, Double)] = []
+            var results: [(String, Result<EngineReport, any Error>, Double)] = []
             for await result in group { results.append(result) }
             return results
         }
@@ -194,14 +216,22 @@ public actor LeaderDuties {
         let known = Set(workers.map(\.id))
         health = health.filter { known.contains($0.key) }
         breakers = breakers.filter { known.contains($0.key) }
+        cursors = cursors.filter { known.contains($0.key) }
+        cacheReadAt = cacheReadAt.filter { known.contains($0.key) }
+        cachedKeys.keep(only: known)
         let stateByID = Dictionary(uniqueKeysWithValues: workers.map { ($0.id, $0) })
+        var finished: [(workerID: String, requestIDs: [String])] = []
+        var reportedKeys: [(workerID: String, keys: CachedKeys)] = []
         for (id, result, latency) in results {
             var tracker = health[id] ?? HealthTracker(verdict: stateByID[id]?.health ?? .unknown)
             let success: Bool
             switch result {
-            case .success(let load):
+            case .success(let report):
                 success = true
-                if let load { pendingLoads[id] = load }
+                if let load = report.load { pendingLoads[id] = load }
+                if cursorByID[id] != nil { cursors[id] = report.cursor }
+                if !report.finishedRequestIDs.isEmpty { finished.append((id, report.finishedRequestIDs)) }
+                if let cache = report.cache { reportedKeys.append((id, cache)) }
                 metrics.statusPoll(outcome: "ok")
             case .failure(let error):
                 success = false
@@ -217,6 +247,29 @@ public actor LeaderDuties {
             }
             health[id] = tracker
         }
+        if !finished.isEmpty || !reportedKeys.isEmpty { await apply(finished: finished, reportedKeys: reportedKeys) }
+    }
+
+    /// Ends the holds of requests engines report finished, and turns reported key sets into
+    /// index changes for the next flush.
+    private func apply(finished: [(workerID: String, requestIDs: [String])], reportedKeys: [(workerID: String, keys: CachedKeys)]) async {
+        var tracker = cachedKeys
+        let (ended, records, evictions) = await node.withMachine { machine, _ in
+            let ended = finished.reduce(0) { $0 + machine.router.finished(requestIDs: $1.requestIDs, workerID: $1.workerID, state: machine.state) }
+            let cap = machine.state.config.settings.prefixBlocksPerWorker
+            var records: [PrefixRecord] = []
+            var evictions: [PrefixRecord] = []
+            for (workerID, keys) in reportedKeys {
+                let change = tracker.changes(workerID: workerID, report: keys, held: machine.state.cachedBlocks(workerID: workerID), cap: cap)
+                if !change.record.isEmpty { records.append(PrefixRecord(workerID: workerID, blocks: change.record)) }
+                if !change.evict.isEmpty { evictions.append(PrefixRecord(workerID: workerID, blocks: change.evict)) }
+            }
+            return (ended, records, evictions)
+        }
+        cachedKeys = tracker
+        pendingRecords += records
+        pendingEvictions += evictions
+        if ended > 0 { logger.trace("\(ended) holds ended by engines' finished-request reports") }
     }
 
     // MARK: Flushing to the log
@@ -233,6 +286,9 @@ public actor LeaderDuties {
         var commands: [BalancerCommand] = []
         let routed = await node.withMachine { machine, _ in machine.router.takePendingCommand() }
         if let routed { commands.append(routed.command) }
+        // Evictions before records: a key an engine dropped and stored again stays recorded.
+        if !pendingEvictions.isEmpty { commands.append(.evictPrefixes(pendingEvictions)) }
+        if !pendingRecords.isEmpty { commands.append(.recordPrefixes(pendingRecords)) }
         for id in pendingHealth.keys.sorted() { commands.append(.setHealth(id: id, verdict: pendingHealth[id]!)) }
         for id in pendingCircuits.keys.sorted() { commands.append(.setCircuit(id: id, state: pendingCircuits[id]!)) }
         let changedLoads = pendingLoads.filter { id, load in !Self.sameLoad(proposedLoads[id], load) }
@@ -245,6 +301,8 @@ public actor LeaderDuties {
         pendingCircuits = [:]
         pendingLoads = [:]
         pendingResources = [:]
+        pendingRecords = []
+        pendingEvictions = []
         guard !commands.isEmpty else { return }
         logger.trace("flushing \(commands.count) commands to the log")
         do {
@@ -255,6 +313,8 @@ public actor LeaderDuties {
             }
         } catch {
             logger.warning("status flush was not committed: \(error)")
+            // The key sets it carried are lost: the next ones are reconciled from the index.
+            cachedKeys.reset()
         }
     }
 

@@ -34,6 +34,9 @@ public struct ServingSettings: Sendable, Equatable {
     /// How long a FlexLB schedule's reservation holds: rtp-llm frontends never release, so its
     /// load would otherwise count for `reservation_ttl_ms` (10 minutes).
     public var flexLBScheduleHoldMilliseconds = 30_000
+    /// How often the leader reads the cached block keys of engines that report them (rtp-llm's
+    /// `GetCacheStatus`, PREFILL and PDFUSION workers); FlexLB adapts between 50 and 3,000 ms.
+    public var engineCacheIntervalMilliseconds = 500
     /// Serves `/admin/fault` (storage faults, clock jumps, power loss) for fault-injection
     /// runs; the node must also have installed the fault VFS before opening its log.
     public var faultInjection = false

@@ -10,6 +10,9 @@ public enum StatusFormat: String, Sendable, CaseIterable {
     case vllm
     /// `GET /get_load`, SGLang's JSON.
     case sglang
+    /// rtp-llm's engine gRPC on the HTTP port + 1, as FlexLB polls it: `RpcService.GetWorkerStatus`
+    /// every round, `GetCacheStatus` every `engine_cache_interval_ms` on PREFILL and PDFUSION.
+    case rtpLLM = "rtp-llm"
     /// A TCP connect only: health, no load.
     case tcp
     /// No probes: the worker is trusted as registered (and pushes heartbeats).
@@ -20,12 +23,37 @@ public enum StatusFormat: String, Sendable, CaseIterable {
         case .native: "/status"
         case .vllm: "/metrics"
         case .sglang: "/get_load"
-        case .tcp, .none: nil
+        case .rtpLLM, .tcp, .none: nil
         }
     }
 
+    /// The worker's `status` label, else its engine's own status source (the `engine` label set
+    /// at registration), else Fulcrum's native format.
     public init(worker: Worker) {
-        self = worker.labels["status"].flatMap(StatusFormat.init(rawValue:)) ?? .native
+        if let format = worker.labels["status"].flatMap(StatusFormat.init(rawValue:)) {
+            self = format
+        } else {
+            self = worker.labels["engine"].flatMap(EngineKind.init(rawValue:))?.statusFormat ?? .native
+        }
+    }
+}
+
+/// The engine behind a worker, set at registration (`"engine"`); it chooses how the leader
+/// reads the worker's state.
+public enum EngineKind: String, Sendable, CaseIterable {
+    /// Fulcrum's simulator dialect (`GET /status`).
+    case fulcrum
+    case vllm
+    case sglang
+    case rtpLLM = "rtp-llm"
+
+    public var statusFormat: StatusFormat {
+        switch self {
+        case .fulcrum: .native
+        case .vllm: .vllm
+        case .sglang: .sglang
+        case .rtpLLM: .rtpLLM
+        }
     }
 }
 
@@ -46,7 +74,7 @@ public enum StatusParser {
         case .native: return try native(body, now: now)
         case .vllm: return try vllm(String(decoding: body, as: UTF8.self), now: now)
         case .sglang: return try sglang(body, now: now)
-        case .tcp, .none: return nil
+        case .rtpLLM, .tcp, .none: return nil
         }
     }
 

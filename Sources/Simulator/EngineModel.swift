@@ -90,6 +90,9 @@ public struct EngineModel: Sendable {
     /// Blocks stored and evicted since the last call, in order.
     public mutating func takeKVEvents() -> [KVEvent] { cache.takeEvents() }
 
+    /// Every block the engine's KV cache stores now, and the version of that set.
+    public var storedBlocks: (version: Int64, blocks: [UInt64]) { (cache.version, cache.storedBlocks) }
+
     /// How many leading prompt blocks this engine would find cached now.
     public func cachedPrefix(_ blocks: [UInt64]) -> Int { cache.prefixLength(blocks) }
 

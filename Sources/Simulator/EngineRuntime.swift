@@ -53,6 +53,9 @@ public actor EngineRuntime {
         )
     }
 
+    /// Every block stored in the KV cache, with the version of that set.
+    public func storedBlocks() -> (version: Int64, blocks: [UInt64]) { model.storedBlocks }
+
     /// Drops every cached prefix and waits for nothing: a cold engine (between benchmark runs).
     public func reset() {
         let profile = model.profile

@@ -12,6 +12,12 @@ struct KVBlockCache: Sendable {
     /// (vLLM's `BlockStored` / `BlockRemoved`): blocks newly stored, and blocks evicted.
     private(set) var events: [KVEvent] = []
     var recordsEvents = false
+    /// Counts changes to the set of stored blocks (rtp-llm's cache version: it starts again at
+    /// 0 when the engine restarts cold).
+    private(set) var version: Int64 = 0
+
+    /// Every block stored now, pinned or cached.
+    var storedBlocks: [UInt64] { Array(pins.keys) + lru.keys }
 
     init(capacity: Int) { self.capacity = max(1, capacity) }
 
@@ -47,6 +53,7 @@ struct KVBlockCache: Sendable {
         while toEvict > 0, let evicted = lru.popOldest() {
             used -= 1
             toEvict -= 1
+            version += 1
             if recordsEvents { events.append(.removed(evicted)) }
         }
         for block in blocks {
@@ -55,6 +62,7 @@ struct KVBlockCache: Sendable {
             } else {
                 pins[block] = 1
                 used += 1
+                version += 1
                 if recordsEvents { events.append(.stored(block)) }
             }
         }
@@ -99,6 +107,7 @@ struct LRUList: Sendable {
     private var tail: UInt64?
 
     var count: Int { links.count }
+    var keys: Dictionary<UInt64, (previous: UInt64?, next: UInt64?)>.Keys { links.keys }
     func contains(_ key: UInt64) -> Bool { links[key] != nil }
 
     mutating func append(_ key: UInt64) {

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
 import Hummingbird
 import Logging
 import ServiceLifecycle
@@ -28,10 +30,16 @@ struct Engines: AsyncParsableCommand {
     @Option(help: "KV-cache capacity in tokens.") var kvTokens: Int?
     @Option(help: "fast profile: milliseconds between streamed tokens.") var tokenIntervalMs = 0
     @Option(help: "Tokens generated when a request sets no max_tokens.") var outputTokens = 16
+    @Option(help: "Personality: fulcrum (HTTP only: the simulator's status, vLLM's /metrics and SGLang's /get_load), or rtp-llm (also rtp-llm's engine gRPC on the HTTP port + 1; engines then take every other port).")
+    var engine = "fulcrum"
+
+    /// Ports between consecutive engines: rtp-llm engines use their HTTP port and the next.
+    var portStride: Int { engine == "rtp-llm" ? 2 : 1 }
 
     func validate() throws {
         guard (1...1024).contains(count) else { throw ValidationError("--count must be in 1...1024") }
-        guard (1...65_535).contains(basePort), basePort + count - 1 <= 65_535 else { throw ValidationError("--base-port leaves no room for \(count) engines") }
+        guard ["fulcrum", "rtp-llm"].contains(engine) else { throw ValidationError("--engine must be fulcrum or rtp-llm") }
+        guard (1...65_535).contains(basePort), basePort + count * portStride - 1 <= 65_535 else { throw ValidationError("--base-port leaves no room for \(count) engines") }
         guard ["VIT", "PREFILL", "DECODE", "PDFUSION"].contains(role) else { throw ValidationError("--role must be VIT, PREFILL, DECODE or PDFUSION") }
         guard tokenIntervalMs >= 0, outputTokens >= 0 else { throw ValidationError("--token-interval-ms and --output-tokens must not be negative") }
     }
@@ -79,11 +87,29 @@ struct Engines: AsyncParsableCommand {
                 id: "engine-\(index + 1)", model: model, role: role, tokenIntervalMilliseconds: tokenIntervalMs, defaultOutputTokens: outputTokens,
                 profile: timing
             ))
-            let app = Application(router: engine.makeRouter(), configuration: .init(address: .hostname(host, port: basePort + index)), logger: logger)
+            let port = basePort + index * portStride
+            let app = Application(router: engine.makeRouter(), configuration: .init(address: .hostname(host, port: port)), logger: logger)
             services.append(.init(service: app))
+            if self.engine == "rtp-llm" {
+                services.append(.init(service: GRPCService(server: RTPLLMEngineService(engine: engine).makeServer(host: host, port: port + 1))))
+            }
         }
-        FileHandle.standardOutput.write(Data("\(count) simulated \(role) engines of \(model) on \(host):\(basePort)...\(basePort + count - 1)\n".utf8))
+        let last = basePort + (count - 1) * portStride
+        FileHandle.standardOutput.write(Data("\(count) simulated \(engine) \(role) engines of \(model) on \(host):\(basePort)...\(last)\n".utf8))
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+}
+
+/// A gRPC server as a service of the group: served until graceful shutdown.
+struct GRPCService: Service {
+    let server: GRPCServer<HTTP2ServerTransport.Posix>
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await server.serve()
+        } onGracefulShutdown: {
+            server.beginGracefulShutdown()
+        }
     }
 }

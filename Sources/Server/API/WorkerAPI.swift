@@ -133,6 +133,16 @@ extension WorkerRegistration {
         if let format = labels?["status"], StatusFormat(rawValue: format) == nil {
             throw APIError.badRequest(field: "labels.status", "one of \(StatusFormat.allCases.map(\.rawValue).joined(separator: ", "))")
         }
+        var labels = labels ?? [:]
+        if let engine {
+            guard EngineKind(rawValue: engine) != nil else {
+                throw APIError.badRequest(field: "engine", "one of \(EngineKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            // Kept as a label: replicated and shown with the worker like any other.
+            labels["engine"] = engine
+        } else if let engine = labels["engine"], EngineKind(rawValue: engine) == nil {
+            throw APIError.badRequest(field: "labels.engine", "one of \(EngineKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
         var capacityValue = WorkerCapacity()
         if let capacity {
             for (field, value) in [("kv_blocks", capacity.kvBlocks), ("block_size", capacity.blockSize), ("max_batch", capacity.maxBatch), ("max_requests", capacity.maxRequests)] {
@@ -148,7 +158,7 @@ extension WorkerRegistration {
             )
         }
         return Worker(
-            id: id, model: model, role: role, address: address, group: group ?? "", labels: labels ?? [:],
+            id: id, model: model, role: role, address: address, group: group ?? "", labels: labels,
             capacity: capacityValue, location: location.map { GeoLocation(latitude: $0.latitude, longitude: $0.longitude) }
         )
     }

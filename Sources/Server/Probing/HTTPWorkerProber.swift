@@ -6,16 +6,22 @@ import Serving
 import FulcrumAPI
 
 /// Reads a worker's status over the network for the leader's duties: its engine's status
-/// endpoint (native, vLLM or SGLang format) over the shared HTTP client, or a TCP connect.
+/// endpoint (native, vLLM or SGLang format) over the shared HTTP client, rtp-llm's engine gRPC,
+/// or a TCP connect.
 struct HTTPWorkerProber: WorkerProber {
     let client: HTTPClient
     let clock: ClusterClock
+    /// rtp-llm engines are read over their gRPC instead.
+    let rtpLLM = RTPLLMWorkerProber()
 
     /// The deadline covers the whole answer, body included: a worker that sends its headers
     /// and then stalls fails its probe on time instead of holding the polling round.
-    func probe(_ worker: Worker, format: StatusFormat, timeoutMilliseconds: Int) async throws -> EngineLoad? {
+    func probe(_ worker: Worker, format: StatusFormat, cursor: EngineCursor, timeoutMilliseconds: Int) async throws -> EngineReport {
         try await withDeadline(.now + .milliseconds(timeoutMilliseconds), "a status probe of \(worker.id)") {
-            try await probeOnce(worker, format: format, timeoutMilliseconds: timeoutMilliseconds)
+            if format == .rtpLLM {
+                return try await rtpLLM.probe(worker, cursor: cursor, timeoutMilliseconds: timeoutMilliseconds, now: clock.now())
+            }
+            return EngineReport(load: try await probeOnce(worker, format: format, timeoutMilliseconds: timeoutMilliseconds))
         }
     }
 
