@@ -162,6 +162,9 @@ let package = Package(
             name: "ServerTests",
             dependencies: [
                 "Server", "Serving", "FulcrumAgent", "NodeCommands", "Cluster", "Raft", "RaftTransport", "Balancer", "Simulator", "NetworkTestSupport", "Fuzzing",
+                "FlexLBProtocol",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -136,6 +136,11 @@ public struct WorkerView: Codable, Sendable, Hashable {
     public var cores: Int
     public var memoryFreeBytes: UInt64
     public var gpus: Int
+    /// Blocks the replicated prefix index holds for the worker.
+    public var cachedBlocks: Int?
+    /// Requests this node's router holds reserved on the worker (the leader's are the ones that
+    /// count; a follower's router holds none).
+    public var reservedRequests: Int?
 
     public init(
         id: String, model: String, role: String, address: String, group: String, health: String, draining: Bool, circuit: String,

@@ -141,6 +141,35 @@ import Testing
         expectError(.invalidRequest, field: "hold_ms") { _ = try router.route(invalid, state: state, now: 700) }
     }
 
+    /// An engine's finished-request report ends a held request's pick on that engine only: the
+    /// decode pick of a disaggregated request outlives its prefill.
+    @Test func anEnginesFinishedReportEndsItsPickOfAHeldRequest() throws {
+        let state = makeState([makeWorker("p", role: .prefill), makeWorker("d", role: .decode)])
+        var router = Router()
+        var held = makeRequest("77", roles: [.prefill, .decode])
+        held.holdMilliseconds = 60_000
+        let decision = try router.route(held, state: state, now: 100)
+        _ = try router.route(makeRequest("78", roles: [.prefill, .decode]), state: state, now: 100)
+        #expect(router.ledger.identifiedRequestCount == 1)
+        // Unknown ids, ids of requests that were not held, and the wrong worker change nothing.
+        #expect(router.finished(requestIDs: ["1", "78"], workerID: "p", state: state) == 0)
+        #expect(router.finished(requestIDs: ["77"], workerID: "nobody", state: state) == 0)
+        #expect(router.finished(requestIDs: ["77"], workerID: "p", state: state) == 1)
+        #expect(router.ledger.reservations(token: decision.releaseToken).map(\.workerID) == ["d"])
+        #expect(router.finished(requestIDs: ["77"], workerID: "p", state: state) == 0)
+        #expect(router.finished(requestIDs: ["77"], workerID: "d", state: state) == 1)
+        #expect(router.ledger.requestCount == 1)
+        #expect(router.ledger.identifiedRequestCount == 0)
+        // A held request released or expired is forgotten by id too.
+        var again = makeRequest("79")
+        again.holdMilliseconds = 10
+        _ = try router.route(again, state: state, now: 200)
+        #expect(router.ledger.identifiedRequestCount == 1)
+        // (Holds end in arrival order: 79's ends with 77's queue entry, at 60,100.)
+        router.expireReservations(now: 60_100, ttl: 600_000)
+        #expect(router.ledger.identifiedRequestCount == 0)
+    }
+
     @Test func aWorkerThatLeavesTakesItsReservationsWithIt() throws {
         var state = makeState([makeWorker("a"), makeWorker("b")], commands: [policy(.roundRobin)])
         var router = Router()

@@ -22,7 +22,8 @@ import Testing
         clock.jumpWallClock(by: 86_400_000)
         try await Task.sleep(for: .milliseconds(50))
         let later = clock.now()
-        #expect(later >= start + 40 && later < start + 2_000, "monotonic time only: \(later - start) ms")
+        // The jumps are hours; a bound of a minute tells them apart from a slow, loaded machine.
+        #expect(later >= start + 40 && later < start + 60_000, "monotonic time only: \(later - start) ms")
     }
 
     @Test func itFollowsTheReplicatedClockForwardButNeverBack() {

@@ -2,6 +2,8 @@ import AsyncHTTPClient
 import Cluster
 import Foundation
 import FulcrumAPI
+import GRPCCore
+import GRPCNIOTransportHTTP2
 import Hummingbird
 import Logging
 import NetworkTestSupport
@@ -25,6 +27,7 @@ final class ServingHarness: Sendable {
     let directory: String
     private let tasks: [Task<Void, any Error>]
     private let servers: [RunningServices]
+    private let grpcServers: [GRPCServer<HTTP2ServerTransport.Posix>]
 
     static let client: HTTPClient = {
         var configuration = HTTPClient.Configuration()
@@ -42,10 +45,17 @@ final class ServingHarness: Sendable {
 
     init(
         engines engineOptions: [SimulatedEngine.Options], serving: (inout ServingSettings) -> Void = { _ in },
-        security: SecuritySettings = SecuritySettings(), tls: Bool = false
+        security: SecuritySettings = SecuritySettings(), tls: Bool = false, rtpLLM: Bool = false
     ) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-serving-\(UUID().uuidString)").path
-        let ports = freePorts(2 + engineOptions.count)
+        var ports = freePorts(2 + engineOptions.count)
+        if rtpLLM {
+            // rtp-llm engines also serve gRPC on their HTTP port + 1.
+            for index in engineOptions.indices {
+                guard let (port, _) = freePortWithNeighbour(offset: 1) else { throw HarnessError("no free port pair") }
+                ports[2 + index] = port
+            }
+        }
         let peer = PeerAddress(host: "127.0.0.1", port: ports[0])
         var settings = NodeSettings(clusterID: "serving", dataDirectory: directory, peerListen: peer, bootstrap: [1: peer], nodeID: 1)
         settings.durability = .normal
@@ -75,6 +85,15 @@ final class ServingHarness: Sendable {
             let app = Application(router: engine.makeRouter(), configuration: .init(address: .hostname("127.0.0.1", port: ports[2 + index])), logger: logger)
             servers.append(RunningServices([app], logger: logger))
         }
+        var grpcServers: [GRPCServer<HTTP2ServerTransport.Posix>] = []
+        if rtpLLM {
+            for (index, engine) in engines.enumerated() {
+                let server = RTPLLMEngineService(engine: engine).makeServer(host: "127.0.0.1", port: ports[2 + index] + 1)
+                grpcServers.append(server)
+                tasks.append(Task { try await server.serve() })
+            }
+        }
+        self.grpcServers = grpcServers
         self.tasks = tasks
         self.servers = servers
         let deadline = Date().addingTimeInterval(20)
@@ -93,6 +112,7 @@ final class ServingHarness: Sendable {
     }
 
     func stop() async {
+        for server in grpcServers { server.beginGracefulShutdown() }
         for server in servers { await server.stop() }
         for task in tasks { task.cancel() }
         for task in tasks { _ = await task.result }
@@ -103,9 +123,9 @@ final class ServingHarness: Sendable {
     /// Runs `body` against a fresh harness and always stops it, also when `body` throws.
     static func with(
         engines: [SimulatedEngine.Options], serving: (inout ServingSettings) -> Void = { _ in },
-        security: SecuritySettings = SecuritySettings(), tls: Bool = false, _ body: (ServingHarness) async throws -> Void
+        security: SecuritySettings = SecuritySettings(), tls: Bool = false, rtpLLM: Bool = false, _ body: (ServingHarness) async throws -> Void
     ) async throws {
-        let harness = try await ServingHarness(engines: engines, serving: serving, security: security, tls: tls)
+        let harness = try await ServingHarness(engines: engines, serving: serving, security: security, tls: tls, rtpLLM: rtpLLM)
         do {
             try await body(harness)
         } catch {

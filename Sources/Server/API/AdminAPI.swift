@@ -119,15 +119,20 @@ public struct AdminAPI: Sendable {
             if request.uri.queryParameters.get("consistent") == "true" {
                 try await cluster { try await node.readBarrier() }
             }
-            let workers = await node.withMachine { machine, _ in machine.state.workers }
-            return WorkerList(workers: workers.map {
-                WorkerView(
-                    id: $0.id, model: $0.model, role: $0.role.name, address: $0.address, group: $0.group,
-                    health: $0.health.description, draining: $0.draining, circuit: $0.circuit.description, labels: $0.labels,
-                    runningRequests: $0.load.runningRequests, waitingRequests: $0.load.waitingRequests, kvUsage: $0.load.kvUsage,
-                    cores: $0.resources.coreLoads.count, memoryFreeBytes: $0.resources.memoryFreeBytes, gpus: $0.resources.gpus.count
-                )
-            })
+            let views = await node.withMachine { machine, _ in
+                machine.state.workers.map {
+                    var view = WorkerView(
+                        id: $0.id, model: $0.model, role: $0.role.name, address: $0.address, group: $0.group,
+                        health: $0.health.description, draining: $0.draining, circuit: $0.circuit.description, labels: $0.labels,
+                        runningRequests: $0.load.runningRequests, waitingRequests: $0.load.waitingRequests, kvUsage: $0.load.kvUsage,
+                        cores: $0.resources.coreLoads.count, memoryFreeBytes: $0.resources.memoryFreeBytes, gpus: $0.resources.gpus.count
+                    )
+                    view.cachedBlocks = machine.state.cachedBlockCount(workerID: $0.id)
+                    view.reservedRequests = machine.state.slotByID[$0.id].map { machine.router.ledger.inFlight(slot: $0) } ?? 0
+                    return view
+                }
+            }
+            return WorkerList(workers: views)
         }
         admin.post("workers") { request, context -> CommandResult in
             var request = request
