@@ -34,16 +34,31 @@ public func freePortWithNeighbour(offset: Int) -> (Int, Int)? {
     for _ in 0..<200 {
         let port = freePorts(1)[0]
         guard port + offset <= 65_535 else { continue }
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port + offset).bigEndian
-        let bound = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        if bound == 0 { return (port, port + offset) }
+        if isFree(port + offset) { return (port, port + offset) }
     }
     return nil
+}
+
+/// The first of `length` consecutive free ports on 127.0.0.1 (engines that take every other
+/// port); nil when none was found in 200 tries.
+public func freePortRun(length: Int) -> Int? {
+    for _ in 0..<200 {
+        let port = freePorts(1)[0]
+        guard port + length - 1 <= 65_535 else { continue }
+        if (1..<length).allSatisfy({ isFree(port + $0) }) { return port }
+    }
+    return nil
+}
+
+private func isFree(_ port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = UInt16(port).bigEndian
+    let bound = withUnsafePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    return bound == 0
 }

@@ -10,13 +10,14 @@ import Testing
 @Suite(.serialized) struct FlexLBProcessTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    /// Generates the Python stubs of `Protos/rtp-llm/flexlb_schedule_service.proto`.
+    /// Generates the Python stubs of `Protos/rtp-llm/flexlb_schedule_service.proto` and of the
+    /// engine RPC (`model_rpc_service.proto`).
     static func generateClient() throws -> String {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-flexlb-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let (status, output) = try python([
             "-m", "grpc_tools.protoc", "--proto_path=\(root.path)/Protos/rtp-llm", "--python_out=\(directory)", "--grpc_python_out=\(directory)",
-            "\(root.path)/Protos/rtp-llm/flexlb_schedule_service.proto",
+            "\(root.path)/Protos/rtp-llm/flexlb_schedule_service.proto", "\(root.path)/Protos/rtp-llm/model_rpc_service.proto",
         ])
         guard status == 0 else { throw IntegrationError("grpc_tools.protoc failed (pip install grpcio-tools): \(output)") }
         return directory
@@ -96,5 +97,77 @@ import Testing
         let after = try await Self.frontend(generated, cluster, ["schedule", Self.address(cluster, next), "1003"])[0]
         #expect(after["code"] as? Int == 200 && (after["servers"] as? [[String: Any]])?.count == 2, "\(after)")
         #expect(after["real_master_host"] as? String == Self.address(cluster, next))
+    }
+
+    /// A worker as the leader sees it.
+    static func worker(_ cluster: ProcessCluster, _ leader: UInt64, _ id: String) async throws -> WorkerView? {
+        try await cluster.request(.GET, cluster.endpoint(leader) + "/admin/workers").decode(WorkerList.self)?.workers.first { $0.id == id }
+    }
+
+    static func waitFor(_ what: String, seconds: Double = 20, _ condition: () async throws -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if (try? await condition()) == true { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw IntegrationError("timed out waiting for \(what)")
+    }
+
+    /// The whole FlexLB path with rtp-llm engines: simulated engines (`fulcrum-sim engines
+    /// --engine rtp-llm`) serve rtp-llm's engine gRPC; the leader polls their status and cached
+    /// keys; a frontend computes `block_cache_keys` from its token ids, schedules, and sends the
+    /// request to the chosen engine. A prompt an engine got from elsewhere is found there by
+    /// the keys the engine reports (Fulcrum never routed it), the request's hold ends when the
+    /// engine reports it finished, and a new master routes the same way.
+    @Test(.timeLimit(.minutes(3)))
+    func requestsFindTheCacheRTPLLMEnginesReportThroughAFollowerAndANewMaster() async throws {
+        let generated = try Self.generateClient()
+        defer { try? FileManager.default.removeItem(atPath: generated) }
+        let base = try #require(freePortRun(length: 4), "four consecutive free ports")
+        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let engines = Process()
+        engines.executableURL = binaries.appendingPathComponent("fulcrum-sim")
+        engines.arguments = ["engines", "--engine", "rtp-llm", "--count", "2", "--base-port", "\(base)", "--model", "qwen", "--block-size", "16"]
+        engines.standardOutput = FileHandle.nullDevice
+        engines.standardError = FileHandle.nullDevice
+        try engines.run()
+        defer {
+            engines.terminate()
+            engines.waitUntilExit()
+        }
+        let cluster = try ProcessCluster(founders: 3, environment: ["FULCRUM_LOG_LEVEL": "warning"])
+        defer { cluster.stopAll() }
+        let leader = try await cluster.leader()
+        try await cluster.waitUntilReady()
+        let follower = try #require(cluster.founders.first { $0 != leader })
+        for index in 0..<2 {
+            let body = #"{"id":"e\#(index)","model":"qwen","role":"PDFUSION","address":"127.0.0.1:\#(base + 2 * index)","engine":"rtp-llm","capacity":{"block_size":16}}"#
+            let answer = try await cluster.request(.POST, cluster.endpoint(follower) + "/v1/workers", json: body)
+            #expect(answer.status == 200, "\(answer)")
+        }
+        try await Self.waitFor("both engines healthy") {
+            try await cluster.request(.GET, cluster.endpoint(leader) + "/admin/workers").decode(WorkerList.self)?.workers
+                .filter { $0.health == "healthy" }.count == 2
+        }
+
+        // Engine 1 serves a 100-token prompt nobody scheduled: 6 full blocks of 16.
+        let warmed = try await Self.frontend(generated, cluster, ["generate", "127.0.0.1:\(base + 2)", "5001", "100", "7"])[0]
+        #expect(warmed["outputs"] as? Int == 4 && warmed["finished"] as? [Bool] == [true], "\(warmed)")
+        try await Self.waitFor("the leader's index to hold engine 1's blocks") { try await Self.worker(cluster, leader, "e1")?.cachedBlocks == 6 }
+
+        // The same prompt through a follower goes to engine 1, which reuses the 96 cached tokens.
+        let served = try await Self.frontend(generated, cluster, ["request", Self.address(cluster, follower), "5002", "100", "7"])[0]
+        #expect(served["code"] as? Int == 200 && served["server"] as? String == "127.0.0.1:\(base + 2)", "\(served)")
+        #expect(served["reuse_len"] as? Int == 96, "\(served)")
+        // Frontends never release: the engine's finished-request report ends the hold (30 s otherwise).
+        try await Self.waitFor("the hold to end", seconds: 10) { try await Self.worker(cluster, leader, "e1")?.reservedRequests == 0 }
+
+        // A new master reads the same engines and routes the same way.
+        cluster.kill9(leader)
+        let next = try await cluster.leader()
+        try await cluster.waitUntilReady()
+        let after = try await Self.frontend(generated, cluster, ["request", Self.address(cluster, next), "5003", "100", "7"])[0]
+        #expect(after["code"] as? Int == 200 && after["server"] as? String == "127.0.0.1:\(base + 2)", "\(after)")
+        #expect(after["reuse_len"] as? Int == 96, "\(after)")
     }
 }
