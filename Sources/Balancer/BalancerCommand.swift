@@ -70,6 +70,9 @@ public enum BalancerCommand: Sendable, Hashable {
     case setDefaultPolicy(ModelPolicy)
     case setSettings(RoutingSettings)
     case setTier(name: String, tier: ResourceTier?)
+    /// Another name for a model (nil removes it): requests naming `alias` route to `model`.
+    /// rtp-llm frontends send `engine_service`; OpenAI clients send whatever they were given.
+    case setModelAlias(alias: String, model: String?)
     /// Where a cluster node serves its HTTP API (nil removes it), so followers can reach the
     /// leader's and clients can be told where the master is.
     case setNodeEndpoint(node: UInt64, url: String?)
@@ -119,7 +122,7 @@ extension BalancerCommand {
         /// `setSettingsV1` is the layout before `cache_affinity`: still read, no longer written. An
         /// older node cannot decode `setSettings` and skips it (change settings only once every
         /// node runs this build).
-        case setDefaultPolicy, setSettingsV1, setTier, batch, setNodeEndpoint, setSettings
+        case setDefaultPolicy, setSettingsV1, setTier, batch, setNodeEndpoint, setSettings, setModelAlias
     }
 
     /// Batches nest at most this deep, so hostile input cannot exhaust the stack.
@@ -182,6 +185,10 @@ extension BalancerCommand {
             writer.write(Tag.setTier.rawValue)
             writer.write(name)
             writer.write(optional: tier) { $1.encode(to: &$0) }
+        case .setModelAlias(let alias, let model):
+            writer.write(Tag.setModelAlias.rawValue)
+            writer.write(alias)
+            writer.write(optional: model) { $0.write($1) }
         case .setNodeEndpoint(let node, let url):
             writer.write(Tag.setNodeEndpoint.rawValue)
             writer.write(node)
@@ -233,6 +240,9 @@ extension BalancerCommand {
         case .setTier:
             let name = try reader.readString()
             self = .setTier(name: name, tier: try reader.readOptional { reader throws(DecodingError) in try ResourceTier(from: &reader) })
+        case .setModelAlias:
+            let alias = try reader.readString()
+            self = .setModelAlias(alias: alias, model: try reader.readOptional { reader throws(DecodingError) in try reader.readString() })
         case .setNodeEndpoint:
             let node = try reader.readUInt64()
             self = .setNodeEndpoint(node: node, url: try reader.readOptional { reader throws(DecodingError) in try reader.readString() })

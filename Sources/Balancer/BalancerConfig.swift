@@ -223,8 +223,22 @@ public struct BalancerConfig: Sendable, Hashable {
     public var defaultPolicy = ModelPolicy()
     public var policies: [String: ModelPolicy] = [:]
     public var tiers: [String: ResourceTier] = [:]
+    /// Other names of models: alias → model.
+    public var aliases: [String: String] = [:]
 
     public init() {}
 
     public func policy(for model: String) -> ModelPolicy { policies[model] ?? defaultPolicy }
+
+    /// At most this many aliases, each name at most 256 bytes.
+    public static let maxAliases = 1_024
+
+    /// Why `alias` → `model` cannot be added to `existing`, or nil.
+    public static func aliasProblem(alias: String, model: String, existing: [String: String]) -> String? {
+        if alias.isEmpty || alias.utf8.count > 256 { return "alias: must be 1 to 256 bytes" }
+        if model.isEmpty || model.utf8.count > 256 { return "model: must be 1 to 256 bytes" }
+        if alias == model { return "model: an alias cannot name itself" }
+        if existing[alias] == nil && existing.count >= maxAliases { return "alias: at most \(maxAliases) aliases" }
+        return nil
+    }
 }

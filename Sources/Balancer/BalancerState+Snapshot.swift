@@ -3,8 +3,8 @@ public import WireCoding
 extension BalancerState {
     /// The snapshot format this build writes and reads.
     /// Each version appends to the one before: version 2 the nodes' HTTP endpoints, version 3
-    /// the setting `cache_affinity`. Versions 1 and 2 are still read.
-    public static let snapshotVersion: UInt8 = 3
+    /// the setting `cache_affinity`, version 4 the model aliases. Versions 1 to 3 are still read.
+    public static let snapshotVersion: UInt8 = 4
 
     /// The whole state in a canonical encoding: two replicas in the same state produce the same
     /// bytes, and restoring them gives a state that snapshots to the same bytes again.
@@ -37,6 +37,10 @@ extension BalancerState {
             writer.write(nodeEndpoints[node]!)
         }
         writer.write(config.settings.cacheAffinity)
+        writer.write(config.aliases.keys.sorted()) { writer, alias in
+            writer.write(alias)
+            writer.write(config.aliases[alias]!)
+        }
         return writer.bytes
     }
 
@@ -109,6 +113,13 @@ extension BalancerState {
             }
         }
         if version >= 3 { config.settings.cacheAffinity = try reader.readDouble() }
+        if version >= 4 {
+            for (alias, model) in try reader.readArray(minimumBytes: 2, { reader throws(DecodingError) in
+                (try reader.readString(), try reader.readString())
+            }) where BalancerConfig.aliasProblem(alias: alias, model: model, existing: config.aliases) == nil {
+                config.aliases[alias] = model
+            }
+        }
         try reader.expectEnd()
     }
 }

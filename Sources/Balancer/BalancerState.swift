@@ -149,6 +149,11 @@ public struct BalancerState: Sendable {
             if let tier, (try? tier.validate(name: name)) == nil { return .ignored("invalid tier \(name)") }
             config.tiers[name] = tier
             return .applied
+        case .setModelAlias(let alias, let model):
+            guard let model else { return config.aliases.removeValue(forKey: alias) == nil ? .ignored("no alias \(alias)") : .applied }
+            if let problem = BalancerConfig.aliasProblem(alias: alias, model: model, existing: config.aliases) { return .ignored(problem) }
+            config.aliases[alias] = model
+            return .applied
         case .batch(let commands):
             for command in commands { _ = apply(command) }
             return .applied

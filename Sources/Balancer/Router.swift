@@ -57,6 +57,8 @@ public struct Router: Sendable {
     public mutating func route(
         _ request: RoutingRequest, state: BalancerState, now: Milliseconds
     ) throws(BalancerError) -> RoutingDecision {
+        var request = request
+        if !state.hasModel(request.model), let model = state.config.aliases[request.model] { request.model = model }
         try validate(request, state: state)
         synchronize(with: state, now: now)
         guard state.hasModel(request.model) else { throw .unknownModel(request.model) }

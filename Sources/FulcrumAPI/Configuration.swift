@@ -104,11 +104,24 @@ public struct BalancerConfiguration: Codable, Sendable {
     public var policies: [String: PolicyConfig]
     public var tiers: [String: TierConfig]
     public var settings: RoutingSettingsConfig
+    /// Other names of models: alias → model (`PUT /admin/config/aliases/{alias}`).
+    public var aliases: [String: String]?
 
-    public init(defaultPolicy: PolicyConfig, policies: [String: PolicyConfig], tiers: [String: TierConfig], settings: RoutingSettingsConfig) {
+    public init(
+        defaultPolicy: PolicyConfig, policies: [String: PolicyConfig], tiers: [String: TierConfig], settings: RoutingSettingsConfig,
+        aliases: [String: String]? = nil
+    ) {
         self.defaultPolicy = defaultPolicy
         self.policies = policies
         self.tiers = tiers
         self.settings = settings
+        self.aliases = aliases
     }
+}
+
+/// `PUT /admin/config/aliases/{alias}`: the model the alias names.
+public struct ModelAlias: Codable, Sendable, Hashable {
+    public var model: String
+
+    public init(model: String) { self.model = model }
 }

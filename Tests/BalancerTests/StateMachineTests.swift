@@ -15,7 +15,7 @@ struct CommandLogGenerator {
     mutating func command() -> BalancerCommand {
         let id = "w\(below(12))"
         let roles = WorkerRole.allCases
-        switch below(15) {
+        switch below(16) {
         case 0, 1:
             return .registerWorker(makeWorker(
                 id, role: roles[below(4)], model: ["m", "n"][below(2)], group: ["a", "b"][below(2)],
@@ -40,6 +40,8 @@ struct CommandLogGenerator {
             return .setPolicy(model: "m", policy: below(3) == 0 ? nil : ModelPolicy(strategies: [.prefill: .shortestTTFT], sameGroup: true))
         case 13:
             return .setNodeEndpoint(node: UInt64(1 + below(3)), url: below(3) == 0 ? nil : "http://10.0.0.\(below(9)):8100")
+        case 14:
+            return .setModelAlias(alias: ["engine_service", "gpt-4o"][below(2)], model: below(3) == 0 ? nil : ["m", "n"][below(2)])
         default:
             return .batch([command(), .setTier(name: "t\(below(3))", tier: below(2) == 0 ? nil : ResourceTier(vCPUs: below(4)))])
         }
@@ -113,10 +115,15 @@ struct CommandLogGenerator {
     @Test func readsSnapshotsOfEarlierVersions() throws {
         var generator = CommandLogGenerator(state: 5)
         var state = BalancerState()
-        for entry in generator.log(count: 300) where !entry.command.isNodeEndpoint { state.apply(entry) }
+        for entry in generator.log(count: 300) where !entry.command.isNodeEndpoint && !entry.command.isAlias { state.apply(entry) }
         #expect(state.nodeEndpoints.isEmpty)
         var bytes = state.snapshot()
-        // Each version appends: version 2 is version 3 without the trailing cache affinity ...
+        // Each version appends: version 3 is version 4 without the trailing (here empty) aliases ...
+        #expect(state.config.aliases.isEmpty && bytes.last == 0)
+        bytes.removeLast()
+        bytes[0] = 3
+        #expect(try BalancerState(snapshot: bytes).snapshot() == state.snapshot())
+        // ... version 2 is version 3 without the trailing cache affinity ...
         var affinity = ByteWriter()
         affinity.write(state.config.settings.cacheAffinity)
         #expect(Array(bytes.suffix(affinity.bytes.count)) == affinity.bytes)
@@ -128,6 +135,24 @@ struct CommandLogGenerator {
         bytes.removeLast()
         bytes[0] = 1
         #expect(try BalancerState(snapshot: bytes).snapshot() == state.snapshot())
+    }
+
+    @Test func aliasesRouteToTheirModelAndBadOnesAreIgnored() throws {
+        var state = makeState([makeWorker("a"), makeWorker("b", model: "n")])
+        for (alias, model) in [("engine_service", "n"), ("", "m"), ("x", ""), ("same", "same"), (String(repeating: "a", count: 257), "m")] {
+            state.apply(CommandEnvelope(issuedAt: 2, command: .setModelAlias(alias: alias, model: model)))
+        }
+        #expect(state.config.aliases == ["engine_service": "n"])
+        var router = Router()
+        var request = makeRequest("r")
+        request.model = "engine_service"
+        let decision = try router.route(request, state: state, now: 10)
+        #expect(decision.model == "n" && decision.targets.map(\.workerID) == ["b"])
+        // A real model's name is never shadowed by an alias of the same name.
+        state.apply(CommandEnvelope(issuedAt: 3, command: .setModelAlias(alias: "m", model: "n")))
+        #expect(try pick(&router, makeRequest("r2"), state) == "a")
+        state.apply(CommandEnvelope(issuedAt: 4, command: .setModelAlias(alias: "engine_service", model: nil)))
+        expectError(.unknownModel) { _ = try router.route(request, state: state, now: 11) }
     }
 
     @Test func settingsWrittenBeforeTheCacheAffinityKeepItsDefault() throws {
@@ -318,6 +343,14 @@ extension BalancerCommand {
         switch self {
         case .setNodeEndpoint: true
         case .batch(let commands): commands.contains { $0.isNodeEndpoint }
+        default: false
+        }
+    }
+
+    var isAlias: Bool {
+        switch self {
+        case .setModelAlias: true
+        case .batch(let commands): commands.contains { $0.isAlias }
         default: false
         }
     }

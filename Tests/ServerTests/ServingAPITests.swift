@@ -404,4 +404,31 @@ import Testing
             try await harness.waitForState("the schedule's hold ended", timeout: 5) { $0.router.ledger.requestCount == 0 }
         }
     }
+
+    /// Frontends send `engine_service`; with two models served, the replicated alias decides.
+    @Test(.timeLimit(.minutes(1)))
+    func modelAliasesAreReplicatedConfigurationAndRouteEngineService() async throws {
+        try await ServingHarness.with(engines: [.init(id: "a", model: "m"), .init(id: "b", model: "n")]) { harness in
+            try await harness.register(0, id: "a", model: "m")
+            try await harness.register(1, id: "b", model: "n")
+            let ambiguous = try await harness.post("/rtp_llm/schedule", #"{"request_id":1,"model":"engine_service","seq_len":10}"#)
+            #expect(ambiguous.status == 400 && ambiguous.errorField == "model", "\(ambiguous.text)")
+            let set = try await ServingHarness.raw("PUT", harness.url + "/admin/config/aliases/engine_service", body: #"{"model":"n"}"#)
+            #expect(set.status == 200, "\(set.text)")
+            let scheduled = try #require(try await harness.post("/rtp_llm/schedule", #"{"request_id":2,"model":"engine_service","seq_len":10}"#).decode(ScheduleResponse.self))
+            #expect(scheduled.code == 200 && scheduled.serverStatus.first?.httpPort == Int(harness.engineAddresses[1].split(separator: ":")[1]))
+            // Any entry point: /v1/route takes the alias too.
+            let alias = try await ServingHarness.raw("PUT", harness.url + "/admin/config/aliases/gpt-4o", body: #"{"model":"m"}"#)
+            #expect(alias.status == 200)
+            let routed = try #require(try await harness.post("/v1/route", #"{"model":"gpt-4o"}"#).decode(RouteResponse.self))
+            #expect(routed.model == "m" && routed.targets.first?.workerId == "a")
+            let config = try #require(try await harness.get("/admin/config").decode(BalancerConfiguration.self))
+            #expect(config.aliases == ["engine_service": "n", "gpt-4o": "m"])
+            let selfAlias = try await ServingHarness.raw("PUT", harness.url + "/admin/config/aliases/m", body: #"{"model":"m"}"#)
+            #expect(selfAlias.status == 400 && selfAlias.errorField == "model", "\(selfAlias.text)")
+            let removed = try await ServingHarness.raw("DELETE", harness.url + "/admin/config/aliases/gpt-4o")
+            #expect(removed.status == 200)
+            #expect(try await harness.post("/v1/route", #"{"model":"gpt-4o"}"#).status == 404)
+        }
+    }
 }

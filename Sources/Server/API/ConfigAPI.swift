@@ -7,7 +7,7 @@ import Serving
 public import FulcrumAPI
 
 /// Routing configuration at run time: strategies per model and role, A/B splits, resource
-/// tiers and the strategies' settings. Changes go through the log (leader only; 421 elsewhere).
+/// tiers, model aliases and the strategies' settings. Changes go through the log (leader only; 421 elsewhere).
 struct ConfigAPI: Sendable {
     let proposer: CommandProposer
 
@@ -24,8 +24,23 @@ struct ConfigAPI: Sendable {
                 defaultPolicy: PolicyConfig(current.defaultPolicy),
                 policies: current.policies.mapValues(PolicyConfig.init),
                 tiers: current.tiers.mapValues(TierConfig.init),
-                settings: RoutingSettingsConfig(current.settings)
+                settings: RoutingSettingsConfig(current.settings),
+                aliases: current.aliases
             )
+        }
+        config.put("aliases/:alias") { request, context -> CommandResult in
+            var request = request
+            let alias = try parameter("alias", context)
+            let model = try await request.decodeJSON(ModelAlias.self, context: context).model
+            let existing = await node.withMachine { machine, _ in machine.state.config.aliases }
+            if let problem = BalancerConfig.aliasProblem(alias: alias, model: model, existing: existing) {
+                let parts = problem.split(separator: ":", maxSplits: 1)
+                throw APIError.badRequest(field: String(parts[0]), String(parts[1]).trimmingCharacters(in: .whitespaces))
+            }
+            return CommandResult(result: try await propose(.setModelAlias(alias: alias, model: model)))
+        }
+        config.delete("aliases/:alias") { _, context -> CommandResult in
+            CommandResult(result: try await propose(.setModelAlias(alias: try parameter("alias", context), model: nil)))
         }
         config.put("default_policy") { request, context -> CommandResult in
             var request = request

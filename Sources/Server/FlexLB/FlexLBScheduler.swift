@@ -132,11 +132,14 @@ struct FlexLBScheduler: Sendable {
     }
 
     /// The request's model; FlexLB deployments serve one model and frontends send
-    /// `engine_service` (or nothing): then `default_model`, else the only model served.
+    /// `engine_service` (or nothing): then the replicated alias `engine_service` names it, else
+    /// `default_model`, else the only model served. Other names route as named (aliases
+    /// included).
     func resolveModel(_ named: String) async throws -> String {
         if !named.isEmpty && named != "engine_service" { return named }
+        let (aliased, models) = await link.node.withMachine { machine, _ in (machine.state.config.aliases["engine_service"], machine.state.models) }
+        if let aliased { return aliased }
         if let model = settings.defaultModel { return model }
-        let models = await link.node.withMachine { machine, _ in machine.state.models }
         guard models.count == 1 else {
             throw APIError.badRequest(field: "model", "required: the cluster serves \(models.count) models (\(models.joined(separator: ", ")))")
         }
