@@ -206,7 +206,7 @@ let package = Package(
         .executableTarget(
             name: "SimulatorTool",
             dependencies: [
-                "Simulator", "Balancer", "FulcrumAPI",
+                "Simulator", "Balancer", "FulcrumAPI", "FlexLBProtocol",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
