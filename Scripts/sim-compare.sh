@@ -12,6 +12,8 @@
 # Prints the side-by-side table and the ratios; reports land in sim-compare-report/ (OUT=…).
 # FULCRUM_STRATEGIES="cache_aware …" and SGLANG_POLICIES="cache_aware …" limit the runs;
 # PREFIX_CAP sets Fulcrum's prefix_blocks_per_worker (25000); FAILOVER=0 skips the failover run.
+# The rtp-llm path (FLEXLB=0 skips it): the same trace served as rtp-llm frontends serve it, with
+# Fulcrum (FLEXLB_STRATEGY, cache_aware) routing on the keys simulated rtp-llm engines report.
 #   Scripts/sim-compare.sh [SPEED] [DURATION]     (DURATION 0 or empty: the whole trace)
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -93,6 +95,38 @@ for strategy in ${FULCRUM_STRATEGIES:-shortest_ttft cache_aware consistent_hash 
     "$sim" compare --trace "$trace" --engines "$engines" --speed "$speed" "${window[@]}" --out "$out/runs-fulcrum-$strategy" --profile "$profile" \
         --target "fulcrum-$strategy=http://127.0.0.1:1850$follower#strategy=$strategy" | grep -v '^t=' | tail -1
 done
+if [ "${FLEXLB:-1}" != 0 ]; then
+    # The rtp-llm path: 8 engines of the same profile with rtp-llm's engine gRPC (HTTP on 19201,
+    # 19203, ...; gRPC on each + 1), a fresh 3-node cluster polling them as FlexLB does, and the
+    # trace served as rtp-llm frontends serve it (Schedule through a follower, then
+    # GenerateStreamCall on the chosen engine): routing on the keys the engines report.
+    flexlb_strategy="${FLEXLB_STRATEGY:-cache_aware}"
+    "$sim" engines --engine rtp-llm --count 8 --base-port 19201 --block-size 512 >"$work/rtp-engines.log" 2>&1 &
+    rtp_engines=$!
+    pids+=($rtp_engines)
+    for i in $(seq 0 7); do wait_for "http://127.0.0.1:$((19201 + 2 * i))/health"; done
+    flexlb_pids=()
+    for i in 1 2 3; do
+        FULCRUM_LOG_LEVEL=warning .build/release/fulcrum serve --cluster-id simcompare-flexlb --node-id "$i" --data-dir "$work/flexlb-$i" \
+            --peer-listen "127.0.0.1:1752$i" --http-listen "127.0.0.1:186${i}0" --bootstrap "1=127.0.0.1:17521,2=127.0.0.1:17522,3=127.0.0.1:17523" \
+            >>"$work/flexlb-$i.log" 2>&1 &
+        flexlb_pids+=($!)
+        pids+=($!)
+    done
+    for i in 1 2 3; do wait_for "http://127.0.0.1:186${i}0/readyz"; done
+    flexlb_leader=$(curl -s http://127.0.0.1:18610/admin/cluster | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"])')
+    flexlb_follower=$(( flexlb_leader % 3 + 1 ))
+    for i in $(seq 0 7); do
+        curl -sf -X POST "http://127.0.0.1:186${flexlb_follower}0/v1/workers" -H 'Content-Type: application/json' -d "{\"id\":\"rtp-engine-$((i + 1))\",\"model\":\"sim-model\",\"role\":\"PDFUSION\",\"engine\":\"rtp-llm\",\"address\":\"127.0.0.1:$((19201 + 2 * i))\",\"capacity\":{\"kv_blocks\":781,\"block_size\":512,\"prefill_tokens_per_second\":48000}}" >/dev/null
+    done
+    curl -sf -X PUT "http://127.0.0.1:186${flexlb_leader}0/admin/config/default_policy" -d "{\"strategies\":{\"PDFUSION\":\"$flexlb_strategy\"}}" >/dev/null
+    rm -rf "$out/runs-flexlb"
+    echo "== fulcrum-flexlb-$flexlb_strategy: rtp-llm frontends' path through node $flexlb_follower"
+    "$sim" replay --flexlb --trace "$trace" --target "http://127.0.0.1:186${flexlb_follower}0" --speed "$speed" "${window[@]}" \
+        --name "fulcrum-flexlb-$flexlb_strategy" --out "$out/runs-flexlb/fulcrum-flexlb-$flexlb_strategy" --profile "$profile" | grep -v '^t=' | tail -1
+    for pid in "${flexlb_pids[@]}" "$rtp_engines"; do kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+fi
+
 rm -rf "$out/runs-sglang" "$out/failover"
 "$sim" compare --trace "$trace" --engines "$engines" --speed "$speed" "${window[@]}" --out "$out/runs-sglang" --profile "$profile" \
     "${sglang_targets[@]}" | grep -v '^t=' | tail -4

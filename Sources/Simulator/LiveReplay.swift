@@ -1,5 +1,8 @@
 public import AsyncHTTPClient
+import FlexLBProtocol
 import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
 import NIOCore
 import Synchronization
 
@@ -17,6 +20,9 @@ public struct LiveReplay: Sendable {
     /// Also send the block ids as `fulcrum_block_hashes` (routers that read them route on them).
     public var sendHashes: Bool
     public var timeoutSeconds: Int64
+    /// Serve each request as an rtp-llm frontend does instead: `Schedule` on the target's FlexLB
+    /// gRPC (its port + 2), then `GenerateStreamCall` on the chosen rtp-llm engine.
+    public var flexLB = false
 
     public init(target: String, speed: Double = 1, duration: Double? = nil, model: String = "sim-model", tokensPerBlock: Int = Trace.mooncakeTokensPerBlock, sendHashes: Bool = false, timeoutSeconds: Int64 = 600) {
         self.target = target
@@ -56,13 +62,33 @@ public struct LiveReplay: Sendable {
                 ))
             }
         }
+        var flexLBClient: FlexLBReplayClient?
+        var schedulerClient: GRPCClient<HTTP2ClientTransport.Posix>?
+        let pool = GRPCClientPool()
+        if flexLB, let url = URL(string: target), let host = url.host, let port = url.port,
+           let client = try? GRPCClient(transport: .http2NIOPosix(target: .dns(host: host, port: port + 2), transportSecurity: .plaintext)) {
+            schedulerClient = client
+            Task { try? await client.runConnections() }
+            flexLBClient = FlexLBReplayClient(
+                scheduler: FlexlbService.Client(wrapping: client), engines: pool, tokensPerBlock: tokensPerBlock, timeoutSeconds: timeoutSeconds
+            )
+        }
+        let flex = flexLBClient
         let records = await withTaskGroup(of: RequestRecord.self) { group in
             for (index, request) in selected.enumerated() {
                 let due = start + .milliseconds(Int64(request.timestampMilliseconds / speed))
                 if due > .now { try? await Task.sleep(until: due) }
                 progress.counts.withLock { $0.sent += 1 }
                 group.addTask {
-                    let record = await self.send(index: index, request, client: client, start: start)
+                    let record: RequestRecord
+                    if let flex {
+                        let sentAt = ContinuousClock.now
+                        var flexRecord = RequestRecord(index: index, sentAt: Self.seconds(sentAt - start), inputTokens: request.inputTokens)
+                        await flex.send(index: index, request, record: &flexRecord, sentAt: sentAt)
+                        record = flexRecord
+                    } else {
+                        record = await self.send(index: index, request, client: client, start: start)
+                    }
                     progress.counts.withLock { counts in
                         if record.error == nil {
                             counts.done += 1
@@ -80,6 +106,8 @@ public struct LiveReplay: Sendable {
             return records.sorted { $0.index < $1.index }
         }
         reporter.cancel()
+        schedulerClient?.beginGracefulShutdown()
+        pool.shutdown()
         return records
     }
 

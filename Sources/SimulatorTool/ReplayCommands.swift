@@ -21,17 +21,21 @@ struct Replay: AsyncParsableCommand {
     @Option(help: "Model to ask for.") var model = "sim-model"
     @Option(help: "Engine profile, for the report.") var profile = EngineProfile.h100_8b.description
     @Flag(help: "Also send block ids as fulcrum_block_hashes.") var sendHashes = false
+    @Flag(help: "Serve requests as rtp-llm frontends do: Schedule on the target node's FlexLB gRPC (HTTP port + 2), then GenerateStreamCall on the chosen rtp-llm engine (fulcrum-sim engines --engine rtp-llm).")
+    var flexlb = false
 
     func validate() throws {
         guard speed > 0 else { throw ValidationError("--speed must be positive") }
         if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
+        if flexlb, URL(string: target)?.port == nil { throw ValidationError("--flexlb needs a --target with a port (the node's HTTP port)") }
     }
 
     func run() async throws {
         let requests: [TraceRequest]
         do { requests = try Trace.load(path: trace) } catch { throw ValidationError("\(error)") }
         let client = HTTPClient.replayClient()
-        let replay = LiveReplay(target: target, speed: speed, duration: duration, model: model, sendHashes: sendHashes)
+        var replay = LiveReplay(target: target, speed: speed, duration: duration, model: model, sendHashes: sendHashes)
+        replay.flexLB = flexlb
         say("replaying \(requests.count) requests of \(trace) against \(target) at \(speed)x")
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         // When the replay started (Unix seconds): request times in requests.jsonl count from here.

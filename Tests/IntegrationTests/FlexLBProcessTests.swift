@@ -170,4 +170,62 @@ import Testing
         #expect(after["code"] as? Int == 200 && after["server"] as? String == "127.0.0.1:\(base + 2)", "\(after)")
         #expect(after["reuse_len"] as? Int == 96, "\(after)")
     }
+
+    /// `fulcrum-sim replay --flexlb` (the rtp-llm path of `Scripts/sim-compare.sh`): a small
+    /// trace of two conversations with growing prefixes, served as frontends serve it, completes
+    /// without errors and finds the prefixes cached.
+    @Test(.timeLimit(.minutes(3)))
+    func aTraceReplayedAsRTPLLMFrontendsServeItFindsItsPrefixes() async throws {
+        let base = try #require(freePortRun(length: 4), "four consecutive free ports")
+        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let engines = Process()
+        engines.executableURL = binaries.appendingPathComponent("fulcrum-sim")
+        engines.arguments = ["engines", "--engine", "rtp-llm", "--count", "2", "--base-port", "\(base)", "--block-size", "64"]
+        engines.standardOutput = FileHandle.nullDevice
+        engines.standardError = FileHandle.nullDevice
+        try engines.run()
+        defer {
+            engines.terminate()
+            engines.waitUntilExit()
+        }
+        let cluster = try ProcessCluster(founders: 3, environment: ["FULCRUM_LOG_LEVEL": "warning"])
+        defer { cluster.stopAll() }
+        let leader = try await cluster.leader()
+        try await cluster.waitUntilReady()
+        let follower = try #require(cluster.founders.first { $0 != leader })
+        for index in 0..<2 {
+            let body = #"{"id":"e\#(index)","model":"sim-model","role":"PDFUSION","address":"127.0.0.1:\#(base + 2 * index)","engine":"rtp-llm","capacity":{"block_size":64}}"#
+            #expect(try await cluster.request(.POST, cluster.endpoint(follower) + "/v1/workers", json: body).status == 200)
+        }
+        try await Self.waitFor("both engines healthy") {
+            try await cluster.request(.GET, cluster.endpoint(leader) + "/admin/workers").decode(WorkerList.self)?.workers
+                .filter { $0.health == "healthy" }.count == 2
+        }
+        // Two conversations, four turns each, 300 ms apart: each turn repeats the last one's blocks.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-replay-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var lines: [String] = []
+        for turn in 0..<4 {
+            for conversation in 0..<2 {
+                let blocks = (0..<(4 * (turn + 1))).map { String(conversation * 1_000 + $0) }
+                lines.append(#"{"timestamp": \#(300 * (2 * turn + conversation)), "input_length": \#(64 * blocks.count), "output_length": 2, "hash_ids": [\#(blocks.joined(separator: ", "))]}"#)
+            }
+        }
+        let trace = directory.appendingPathComponent("trace.jsonl").path
+        try lines.joined(separator: "\n").write(toFile: trace, atomically: true, encoding: .utf8)
+        let out = directory.appendingPathComponent("report").path
+        let (status, output) = try await Task.detached {
+            try runToEnd(binaries.appendingPathComponent("fulcrum-sim"), [
+                "replay", "--flexlb", "--trace", trace, "--target", "http://\(Self.address(cluster, follower))", "--name", "flexlb", "--out", out,
+            ])
+        }.value
+        #expect(status == 0, "\(output)")
+        let summary = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/summary.json"))) as? [String: Any], "\(output)"
+        )
+        #expect(summary["completed"] as? Int == 8 && summary["errors"] as? Int == 0, "\(output)")
+        // Each later turn reuses at least its predecessor's full blocks when routed to them.
+        #expect((summary["hit_ratio"] as? Double ?? 0) > 0.3, "\(output)")
+    }
 }
