@@ -18,6 +18,10 @@ public struct Reservation: Sendable, Hashable {
 public struct ReservationLedger: Sendable, Hashable {
     /// Per slot (the index), oldest first.
     private var bySlot: [[Reservation]] = []
+    /// Per slot, running totals of `bySlot[slot]` before each index (`[i]` covers entries
+    /// `0..<i`), so the load since a time is a binary search and two reads however many
+    /// requests a worker holds (rtp-llm frontends' schedules are held for seconds).
+    private var prefixSums: [[PrefixSum]] = []
     /// token → the slots it holds.
     private var slotsByToken: [UInt64: [Int32]] = [:]
     /// Tokens by creation, for expiry after the configured TTL.
@@ -75,10 +79,14 @@ public struct ReservationLedger: Sendable, Hashable {
 
     mutating func add(_ reservation: Reservation, endsAt: Milliseconds? = nil, requestID: String? = nil) {
         let slot = Int(reservation.slot)
-        if slot >= bySlot.count { bySlot.append(contentsOf: repeatElement([], count: slot - bySlot.count + 1)) }
+        if slot >= bySlot.count {
+            bySlot.append(contentsOf: repeatElement([], count: slot - bySlot.count + 1))
+            prefixSums.append(contentsOf: repeatElement([PrefixSum()], count: slot - prefixSums.count + 1))
+        }
         // Creation times come from one clock and only grow; insert in order all the same.
         let position = bySlot[slot].lastIndex { $0.createdAt <= reservation.createdAt }.map { $0 + 1 } ?? 0
         bySlot[slot].insert(reservation, at: position)
+        rebuildSums(slot: slot, from: position)
         if slotsByToken[reservation.token] == nil {
             if let endsAt { heldQueue.append(reservation.token, endsAt) } else { expiryQueue.append(reservation.token, reservation.createdAt) }
             if let requestID {
@@ -96,8 +104,10 @@ public struct ReservationLedger: Sendable, Hashable {
         forgetRequestID(of: token)
         var released: [Reservation] = []
         for slot in Set(slots).sorted() {
-            released += bySlot[Int(slot)].filter { $0.token == token }
+            guard let first = bySlot[Int(slot)].firstIndex(where: { $0.token == token }) else { continue }
+            released += bySlot[Int(slot)][first...].filter { $0.token == token }
             bySlot[Int(slot)].removeAll { $0.token == token }
+            rebuildSums(slot: Int(slot), from: first)
         }
         return released
     }
@@ -109,6 +119,7 @@ public struct ReservationLedger: Sendable, Hashable {
         guard let token = tokenByRequestID[requestID], var slots = slotsByToken[token], slots.contains(slot) else { return nil }
         guard let index = bySlot[Int(slot)].firstIndex(where: { $0.token == token }) else { return nil }
         let finished = bySlot[Int(slot)].remove(at: index)
+        rebuildSums(slot: Int(slot), from: index)
         slots.removeAll { $0 == slot }
         if slots.isEmpty {
             slotsByToken[token] = nil
@@ -144,21 +155,43 @@ public struct ReservationLedger: Sendable, Hashable {
 
     /// Load that reached `slot` after `time`: requests, prompt tokens to prefill, KV blocks.
     func since(_ time: Milliseconds, slot: Int32) -> (requests: Int, prefillTokens: Int, kvBlocks: Int) {
-        guard Int(slot) < bySlot.count, !bySlot[Int(slot)].isEmpty else { return (0, 0, 0) }
-        let list = bySlot[Int(slot)]
-        var low = 0
-        var high = list.count
-        while low < high {
-            let middle = (low + high) / 2
-            if list[middle].createdAt <= time { low = middle + 1 } else { high = middle }
+        guard Int(slot) < prefixSums.count else { return (0, 0, 0) }
+        // Called for every candidate of every decision: one contiguous array, no copies.
+        return prefixSums[Int(slot)].withUnsafeBufferPointer { sums in
+            let count = sums.count - 1
+            guard count > 0 else { return (0, 0, 0) }
+            var low = 0
+            var high = count
+            while low < high {
+                let middle = (low + high) / 2
+                if sums[middle].time <= time { low = middle + 1 } else { high = middle }
+            }
+            let total = sums[count]
+            return (count - low, total.tokens - sums[low].tokens, total.blocks - sums[low].blocks)
         }
+    }
+
+    /// Totals of the entries before an index, and the creation time of the entry at it (the
+    /// last one, past every entry, has none).
+    struct PrefixSum: Sendable, Hashable {
         var tokens = 0
         var blocks = 0
-        for index in low..<list.count {
-            tokens += list[index].prefillTokens
-            blocks += list[index].kvBlocks
+        var time: Milliseconds = .max
+    }
+
+    /// Recomputes `prefixSums[slot]` from index `start` on, after `bySlot[slot]` changed there.
+    private mutating func rebuildSums(slot: Int, from start: Int) {
+        let list = bySlot[slot]
+        prefixSums[slot].removeSubrange(min(start + 1, prefixSums[slot].count)...)
+        var running = prefixSums[slot][start]
+        prefixSums[slot].reserveCapacity(list.count + 1)
+        for index in start..<list.count {
+            prefixSums[slot][index].time = list[index].createdAt
+            running.tokens &+= list[index].prefillTokens
+            running.blocks &+= list[index].kvBlocks
+            running.time = .max
+            prefixSums[slot].append(running)
         }
-        return (list.count - low, tokens, blocks)
     }
 
     /// Resources all reservations on `slot` hold.

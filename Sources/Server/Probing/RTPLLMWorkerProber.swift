@@ -17,7 +17,12 @@ final class RTPLLMWorkerProber: Sendable {
         var lastUsed: ContinuousClock.Instant
     }
 
-    private let connections = Mutex<[String: Connection]>([:])
+    private struct Pool {
+        var connections: [String: Connection] = [:]
+        var lastSweep = ContinuousClock.now
+    }
+
+    private let pool = Mutex(Pool())
     private let idleLimit = Duration.seconds(60)
 
     func probe(_ worker: Worker, cursor: EngineCursor, timeoutMilliseconds: Int, now: Milliseconds) async throws -> EngineReport {
@@ -48,23 +53,26 @@ final class RTPLLMWorkerProber: Sendable {
         return (host, port)
     }
 
+    /// The engine's client, created on first use; connections idle past `idleLimit` (engines
+    /// that left) are closed by a sweep at most once per `idleLimit`.
     private func client(for target: (host: String, port: Int)) throws -> GRPCClient<HTTP2ClientTransport.Posix> {
         let key = "\(target.host):\(target.port)"
         let now = ContinuousClock.now
-        let (client, idle) = try connections.withLock { connections -> (GRPCClient<HTTP2ClientTransport.Posix>, [GRPCClient<HTTP2ClientTransport.Posix>]) in
+        let (client, idle) = try pool.withLock { pool -> (GRPCClient<HTTP2ClientTransport.Posix>, [GRPCClient<HTTP2ClientTransport.Posix>]) in
             var idle: [GRPCClient<HTTP2ClientTransport.Posix>] = []
-            for (address, connection) in connections where address != key && now - connection.lastUsed > idleLimit {
-                idle.append(connection.client)
-                connections[address] = nil
+            if now - pool.lastSweep > idleLimit {
+                pool.lastSweep = now
+                for (address, connection) in pool.connections where now - connection.lastUsed > idleLimit {
+                    idle.append(connection.client)
+                    pool.connections[address] = nil
+                }
             }
-            if var connection = connections[key] {
-                connection.lastUsed = now
-                connections[key] = connection
-                return (connection.client, idle)
+            if let client = pool.connections[key]?.client {
+                pool.connections[key]!.lastUsed = now
+                return (client, idle)
             }
-            let transport = try HTTP2ClientTransport.Posix(target: .dns(host: target.host, port: target.port), transportSecurity: .plaintext)
-            let client = GRPCClient(transport: transport)
-            connections[key] = Connection(client: client, lastUsed: now)
+            let client = GRPCClient(transport: try HTTP2ClientTransport.Posix(target: .dns(host: target.host, port: target.port), transportSecurity: .plaintext))
+            pool.connections[key] = Connection(client: client, lastUsed: now)
             Task { try? await client.runConnections() }
             return (client, idle)
         }
@@ -74,9 +82,9 @@ final class RTPLLMWorkerProber: Sendable {
 
     /// Closes every connection.
     func shutdown() {
-        let all = connections.withLock { connections in
-            defer { connections = [:] }
-            return connections.values.map(\.client)
+        let all = pool.withLock { pool in
+            defer { pool.connections = [:] }
+            return pool.connections.values.map(\.client)
         }
         for client in all { client.beginGracefulShutdown() }
     }
