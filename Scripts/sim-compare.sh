@@ -123,7 +123,7 @@ if [ "${FLEXLB:-1}" != 0 ]; then
     rm -rf "$out/runs-flexlb"
     echo "== fulcrum-flexlb-$flexlb_strategy: rtp-llm frontends' path through node $flexlb_follower"
     "$sim" replay --flexlb --trace "$trace" --target "http://127.0.0.1:186${flexlb_follower}0" --speed "$speed" "${window[@]}" \
-        --name "fulcrum-flexlb-$flexlb_strategy" --out "$out/runs-flexlb/fulcrum-flexlb-$flexlb_strategy" --profile "$profile" | grep -v '^t=' | tail -1
+        --name "fulcrum-flexlb-$flexlb_strategy" --out "$out/runs-flexlb/fulcrum-flexlb-$flexlb_strategy" --profile "$profile" | grep '^| fulcrum-flexlb'
     for pid in "${flexlb_pids[@]}" "$rtp_engines"; do kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
 fi
 

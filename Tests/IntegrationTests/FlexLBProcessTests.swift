@@ -113,6 +113,33 @@ import Testing
         throw IntegrationError("timed out waiting for \(what)")
     }
 
+    /// Two simulated rtp-llm engines (`fulcrum-sim engines --engine rtp-llm`): HTTP on `base` and
+    /// `base + 2`, their engine gRPC on each + 1.
+    static func startRTPLLMEngines(model: String, blockSize: Int) throws -> (Process, base: Int) {
+        guard let base = freePortRun(length: 4) else { throw IntegrationError("no four consecutive free ports") }
+        let engines = Process()
+        engines.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("fulcrum-sim")
+        engines.arguments = ["engines", "--engine", "rtp-llm", "--count", "2", "--base-port", "\(base)", "--model", model, "--block-size", "\(blockSize)"]
+        engines.standardOutput = FileHandle.nullDevice
+        engines.standardError = FileHandle.nullDevice
+        try engines.run()
+        return (engines, base)
+    }
+
+    /// Registers both engines through node `via` as `e0` and `e1` (`"engine": "rtp-llm"`) and waits
+    /// until the leader finds them healthy.
+    static func registerRTPLLMEngines(_ cluster: ProcessCluster, base: Int, model: String, blockSize: Int, via: UInt64, leader: UInt64) async throws {
+        for index in 0..<2 {
+            let body = #"{"id":"e\#(index)","model":"\#(model)","role":"PDFUSION","address":"127.0.0.1:\#(base + 2 * index)","engine":"rtp-llm","capacity":{"block_size":\#(blockSize)}}"#
+            let answer = try await cluster.request(.POST, cluster.endpoint(via) + "/v1/workers", json: body)
+            guard answer.status == 200 else { throw IntegrationError("registering e\(index): \(answer)") }
+        }
+        try await waitFor("both engines healthy") {
+            try await cluster.request(.GET, cluster.endpoint(leader) + "/admin/workers").decode(WorkerList.self)?.workers
+                .filter { $0.health == "healthy" }.count == 2
+        }
+    }
+
     /// The whole FlexLB path with rtp-llm engines: simulated engines (`fulcrum-sim engines
     /// --engine rtp-llm`) serve rtp-llm's engine gRPC; the leader polls their status and cached
     /// keys; a frontend computes `block_cache_keys` from its token ids, schedules, and sends the
@@ -123,14 +150,7 @@ import Testing
     func requestsFindTheCacheRTPLLMEnginesReportThroughAFollowerAndANewMaster() async throws {
         let generated = try Self.generateClient()
         defer { try? FileManager.default.removeItem(atPath: generated) }
-        let base = try #require(freePortRun(length: 4), "four consecutive free ports")
-        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        let engines = Process()
-        engines.executableURL = binaries.appendingPathComponent("fulcrum-sim")
-        engines.arguments = ["engines", "--engine", "rtp-llm", "--count", "2", "--base-port", "\(base)", "--model", "qwen", "--block-size", "16"]
-        engines.standardOutput = FileHandle.nullDevice
-        engines.standardError = FileHandle.nullDevice
-        try engines.run()
+        let (engines, base) = try Self.startRTPLLMEngines(model: "qwen", blockSize: 16)
         defer {
             engines.terminate()
             engines.waitUntilExit()
@@ -140,15 +160,7 @@ import Testing
         let leader = try await cluster.leader()
         try await cluster.waitUntilReady()
         let follower = try #require(cluster.founders.first { $0 != leader })
-        for index in 0..<2 {
-            let body = #"{"id":"e\#(index)","model":"qwen","role":"PDFUSION","address":"127.0.0.1:\#(base + 2 * index)","engine":"rtp-llm","capacity":{"block_size":16}}"#
-            let answer = try await cluster.request(.POST, cluster.endpoint(follower) + "/v1/workers", json: body)
-            #expect(answer.status == 200, "\(answer)")
-        }
-        try await Self.waitFor("both engines healthy") {
-            try await cluster.request(.GET, cluster.endpoint(leader) + "/admin/workers").decode(WorkerList.self)?.workers
-                .filter { $0.health == "healthy" }.count == 2
-        }
+        try await Self.registerRTPLLMEngines(cluster, base: base, model: "qwen", blockSize: 16, via: follower, leader: leader)
 
         // Engine 1 serves a 100-token prompt nobody scheduled: 6 full blocks of 16.
         let warmed = try await Self.frontend(generated, cluster, ["generate", "127.0.0.1:\(base + 2)", "5001", "100", "7"])[0]
@@ -176,14 +188,7 @@ import Testing
     /// without errors and finds the prefixes cached.
     @Test(.timeLimit(.minutes(3)))
     func aTraceReplayedAsRTPLLMFrontendsServeItFindsItsPrefixes() async throws {
-        let base = try #require(freePortRun(length: 4), "four consecutive free ports")
-        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        let engines = Process()
-        engines.executableURL = binaries.appendingPathComponent("fulcrum-sim")
-        engines.arguments = ["engines", "--engine", "rtp-llm", "--count", "2", "--base-port", "\(base)", "--block-size", "64"]
-        engines.standardOutput = FileHandle.nullDevice
-        engines.standardError = FileHandle.nullDevice
-        try engines.run()
+        let (engines, base) = try Self.startRTPLLMEngines(model: "sim-model", blockSize: 64)
         defer {
             engines.terminate()
             engines.waitUntilExit()
@@ -193,14 +198,8 @@ import Testing
         let leader = try await cluster.leader()
         try await cluster.waitUntilReady()
         let follower = try #require(cluster.founders.first { $0 != leader })
-        for index in 0..<2 {
-            let body = #"{"id":"e\#(index)","model":"sim-model","role":"PDFUSION","address":"127.0.0.1:\#(base + 2 * index)","engine":"rtp-llm","capacity":{"block_size":64}}"#
-            #expect(try await cluster.request(.POST, cluster.endpoint(follower) + "/v1/workers", json: body).status == 200)
-        }
-        try await Self.waitFor("both engines healthy") {
-            try await cluster.request(.GET, cluster.endpoint(leader) + "/admin/workers").decode(WorkerList.self)?.workers
-                .filter { $0.health == "healthy" }.count == 2
-        }
+        try await Self.registerRTPLLMEngines(cluster, base: base, model: "sim-model", blockSize: 64, via: follower, leader: leader)
+        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         // Two conversations, four turns each, 300 ms apart: each turn repeats the last one's blocks.
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-replay-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
