@@ -8,8 +8,11 @@ public enum StatusFormat: String, Sendable, CaseIterable {
     case native
     /// `GET /metrics`, vLLM's Prometheus text.
     case vllm
-    /// `GET /get_load`, SGLang's JSON.
+    /// `GET /v1/loads?include=core`, SGLang's JSON.
     case sglang
+    /// `GET /get_load`, the JSON of SGLang releases before `/v1/loads` (deprecated upstream:
+    /// current releases log a warning per call).
+    case sglangGetLoad = "sglang-get-load"
     /// rtp-llm's engine gRPC on the HTTP port + 1, as FlexLB polls it: `RpcService.GetWorkerStatus`
     /// every round, `GetCacheStatus` every `engine_cache_interval_ms` on PREFILL and PDFUSION.
     case rtpLLM = "rtp-llm"
@@ -22,7 +25,8 @@ public enum StatusFormat: String, Sendable, CaseIterable {
         switch self {
         case .native: "/status"
         case .vllm: "/metrics"
-        case .sglang: "/get_load"
+        case .sglang: "/v1/loads?include=core"
+        case .sglangGetLoad: "/get_load"
         case .rtpLLM, .tcp, .none: nil
         }
     }
@@ -73,7 +77,7 @@ public enum StatusParser {
         switch format {
         case .native: return try native(body, now: now)
         case .vllm: return try vllm(String(decoding: body, as: UTF8.self), now: now)
-        case .sglang: return try sglang(body, now: now)
+        case .sglang, .sglangGetLoad: return try sglang(body, now: now)
         case .rtpLLM, .tcp, .none: return nil
         }
     }
@@ -134,26 +138,54 @@ extension StatusParser {
         )
     }
 
-    /// SGLang's `/get_load`: one object or a list per data-parallel rank, with `num_reqs`
-    /// (running), `num_waiting_reqs` and `num_tokens`; ranks are summed.
+    /// SGLang's load, either shape:
+    /// - `GET /v1/loads` (sgl-project/sglang pull request #16976, merged 2026-01): `{"loads":
+    ///   [...]}`, one entry per data-parallel rank with `num_running_reqs`, `num_waiting_reqs`
+    ///   and KV usage as `num_used_tokens` of `max_total_num_tokens`, or as the fraction
+    ///   `token_usage`;
+    /// - `GET /get_load` (older releases): an object or a list per rank with `num_reqs` —
+    ///   running *and* waiting — `num_waiting_reqs` and `num_tokens` (prompt tokens waiting).
+    ///
+    /// Ranks are summed, and a waiting request is counted once, as waiting. Every value is
+    /// summed as a double and clamped once, so no rank's number, however absurd, can overflow.
     public static func sglang(_ body: [UInt8], now: Milliseconds) throws -> EngineLoad {
         let json = try JSONSerialization.jsonObject(with: Data(body))
+        func number(_ rank: [String: Any], _ key: String) -> Double? {
+            guard let value = rank[key] as? NSNumber, value.doubleValue.isFinite, value.doubleValue >= 0 else { return nil }
+            return value.doubleValue
+        }
+        func sum(_ ranks: [[String: Any]], _ value: ([String: Any]) -> Double) -> Double { ranks.reduce(0) { $0 + value($1) } }
+        if let object = json as? [String: Any], let loads = object["loads"] {
+            guard let ranks = loads as? [[String: Any]], ranks.contains(where: { $0["num_running_reqs"] != nil }) else {
+                throw StatusParseError(field: "loads", "expected a list of ranks with num_running_reqs")
+            }
+            let used = sum(ranks) { number($0, "num_used_tokens") ?? 0 }
+            let capacity = sum(ranks) { number($0, "max_total_num_tokens") ?? 0 }
+            let usages = ranks.compactMap { number($0, "token_usage") }
+            let fraction: Double? = capacity > 0 ? used / capacity : usages.isEmpty ? nil : usages.reduce(0, +) / Double(usages.count)
+            return EngineLoad(
+                runningRequests: Bounds.count(sum(ranks) { number($0, "num_running_reqs") ?? 0 }, Bounds.requests),
+                waitingRequests: Bounds.count(sum(ranks) { number($0, "num_waiting_reqs") ?? 0 }, Bounds.requests),
+                kvBlocksUsed: fraction.map { Int((Bounds.fraction($0) * 10_000).rounded()) } ?? 0, kvBlocksTotal: fraction == nil ? 0 : 10_000,
+                reportedAt: now
+            )
+        }
         let ranks: [[String: Any]]
         if let list = json as? [[String: Any]] { ranks = list }
         else if let object = json as? [String: Any] { ranks = [object] }
         else { throw StatusParseError(description: "expected an object or a list of objects") }
-        // Summed as doubles and clamped once: no rank's value, however absurd, can overflow.
-        func number(_ rank: [String: Any], _ keys: [String]) -> Double {
-            for key in keys { if let value = rank[key] as? NSNumber, value.doubleValue >= 0 { return value.doubleValue } }
-            return 0
-        }
         guard ranks.contains(where: { $0["num_reqs"] != nil || $0["num_running_reqs"] != nil || $0["load"] != nil }) else {
             throw StatusParseError(description: "no num_reqs in the response")
         }
+        func running(_ rank: [String: Any]) -> Double {
+            if let running = number(rank, "num_running_reqs") { return running }
+            if let all = number(rank, "num_reqs") { return max(0, all - (number(rank, "num_waiting_reqs") ?? 0)) }
+            return number(rank, "load") ?? 0
+        }
         return EngineLoad(
-            runningRequests: Bounds.count(ranks.reduce(0) { $0 + number($1, ["num_reqs", "num_running_reqs", "load"]) }, Bounds.requests),
-            waitingRequests: Bounds.count(ranks.reduce(0) { $0 + number($1, ["num_waiting_reqs"]) }, Bounds.requests),
-            queuedPrefillTokens: Bounds.count(ranks.reduce(0) { $0 + number($1, ["num_tokens"]) }, Bounds.tokens),
+            runningRequests: Bounds.count(sum(ranks, running), Bounds.requests),
+            waitingRequests: Bounds.count(sum(ranks) { number($0, "num_waiting_reqs") ?? 0 }, Bounds.requests),
+            queuedPrefillTokens: Bounds.count(sum(ranks) { number($0, "num_tokens") ?? 0 }, Bounds.tokens),
             reportedAt: now
         )
     }

@@ -5,7 +5,8 @@ import NIOCore
 import Synchronization
 
 /// A simulated inference engine behind an OpenAI-compatible HTTP API, with the status
-/// endpoints of real engines (Fulcrum's `/status`, vLLM's `/metrics`, SGLang's `/get_load`)
+/// endpoints of real engines (Fulcrum's `/status`, vLLM's `/metrics`, SGLang's `/v1/loads` and
+/// `/get_load`)
 /// and failure knobs for tests. This is the fast engine: tokens are paced by a fixed interval,
 /// no timing model; enough to exercise routing, proxying and streaming.
 public final class SimulatedEngine: Sendable {
@@ -142,6 +143,12 @@ public final class SimulatedEngine: Sendable {
         router.get("get_load") { _, _ in
             if let modelled = try await self.modelledStatus("sglang") { return modelled }
             return try await self.status { running in #"[{"dp_rank":0,"num_reqs":\#(running),"num_waiting_reqs":0,"num_tokens":0}]"# } }
+        router.get("v1/loads") { _, _ in
+            if let modelled = try await self.modelledStatus("sglang-loads") { return modelled }
+            return try await self.status { running in
+                Self.sglangLoads(running: running, waiting: 0, usedTokens: running * 8 * 16, totalTokens: 8_192 * 16)
+            }
+        }
         for path in ["model_info", "get_model_info"] {
             router.get(RouterPath(stringLiteral: path)) { _, _ in self.json(#"{"model_path":"\#(self.options.model)","is_generation":true}"#) }
         }
@@ -169,6 +176,14 @@ public final class SimulatedEngine: Sendable {
         router.post("v1/chat/completions") { request, _ in try await self.complete(request, chat: true) }
         router.post("generate") { request, _ in try await self.complete(request, chat: false) }
         return router
+    }
+
+    /// SGLang's `GET /v1/loads` body (sgl-project/sglang pull request #16976): one rank.
+    static func sglangLoads(running: Int, waiting: Int, usedTokens: Int, totalTokens: Int) -> String {
+        let usage = totalTokens > 0 ? Double(usedTokens) / Double(totalTokens) : 0
+        return #"{"timestamp":"\#(ISO8601DateFormatter().string(from: Date()))","version":"fulcrum-sim","dp_rank_count":1,"loads":[{"dp_rank":0,"#
+            + #""timestamp":\#(Date().timeIntervalSince1970),"num_running_reqs":\#(running),"num_waiting_reqs":\#(waiting),"#
+            + #""num_used_tokens":\#(usedTokens),"max_total_num_tokens":\#(totalTokens),"token_usage":\#(usage)}]}"#
     }
 
     private func json(_ text: String) -> Response {
@@ -201,7 +216,13 @@ public final class SimulatedEngine: Sendable {
 
                 """)
         case "sglang":
-            return json(#"[{"dp_rank":0,"num_reqs":\#(load.running),"num_waiting_reqs":\#(load.waiting),"num_tokens":\#(load.queuedPrefillTokens)}]"#)
+            // `num_reqs` counts running and waiting requests, as SGLang's scheduler reports it.
+            return json(#"[{"dp_rank":0,"num_reqs":\#(load.running + load.waiting),"num_waiting_reqs":\#(load.waiting),"num_tokens":\#(load.queuedPrefillTokens)}]"#)
+        case "sglang-loads":
+            let blockSize = options.profile?.blockSize ?? 16
+            return json(Self.sglangLoads(
+                running: load.running, waiting: load.waiting, usedTokens: load.kvBlocksUsed * blockSize, totalTokens: load.kvBlocksTotal * blockSize
+            ))
         default:
             return json(
                 #"{"running_requests":\#(load.running),"waiting_requests":\#(load.waiting),"queued_prefill_tokens":\#(load.queuedPrefillTokens),"#

@@ -68,13 +68,38 @@ import Testing
         #expect(old.runningRequests == 1 && abs(old.kvUsage - 0.5) < 1e-9 && old.waitingRequests == 0)
     }
 
+    /// `/get_load`'s `num_reqs` counts running and waiting requests (sgl-project/sglang's
+    /// scheduler), so a waiting request is counted once, as waiting.
     @Test func sglangLoadAcceptsRankListsAndObjects() throws {
         let ranks = try StatusParser.sglang(Array(#"[{"dp_rank":0,"num_reqs":2,"num_waiting_reqs":1,"num_tokens":100},{"dp_rank":1,"num_reqs":3,"num_waiting_reqs":0,"num_tokens":50}]"#.utf8), now: 1)
-        #expect(ranks.runningRequests == 5 && ranks.waitingRequests == 1 && ranks.queuedPrefillTokens == 150)
+        #expect(ranks.runningRequests == 4 && ranks.waitingRequests == 1 && ranks.queuedPrefillTokens == 150)
         let single = try StatusParser.sglang(Array(#"{"num_reqs":4}"#.utf8), now: 1)
         #expect(single.runningRequests == 4)
         #expect(throws: (any Error).self) { try StatusParser.sglang(Array(#"{"something":"else"}"#.utf8), now: 1) }
         #expect(throws: (any Error).self) { try StatusParser.sglang(Array("[1,2".utf8), now: 1) }
+    }
+
+    /// `GET /v1/loads` in the shape of sgl-project/sglang pull request #16976 (its response
+    /// schema: `timestamp`, `version`, `dp_rank_count`, `loads` with `dp_rank`,
+    /// `num_running_reqs`, `num_waiting_reqs`, ...), and sgl-model-gateway's reading of it
+    /// (`token_usage`).
+    @Test func sglangV1LoadsCountsEachRequestOnceAndReadsKVUsage() throws {
+        let body = #"""
+            {"timestamp":"2026-01-12T10:30:00.123456+00:00","version":"0.5.8","dp_rank_count":2,"loads":[
+             {"dp_rank":0,"timestamp":1736678400.123,"num_running_reqs":5,"num_waiting_reqs":2,"num_used_tokens":3000,"max_total_num_tokens":10000,"token_usage":0.3},
+             {"dp_rank":1,"timestamp":1736678400.124,"num_running_reqs":1,"num_waiting_reqs":0,"num_used_tokens":1000,"max_total_num_tokens":10000,"token_usage":0.1}]}
+            """#
+        let load = try StatusParser.sglang(Array(body.utf8), now: 1)
+        #expect(load.runningRequests == 6 && load.waitingRequests == 2)
+        #expect(abs(load.kvUsage - 0.2) < 1e-9)
+        let usageOnly = try StatusParser.sglang(Array(#"{"loads":[{"num_running_reqs":2,"num_waiting_reqs":1,"token_usage":0.5}]}"#.utf8), now: 1)
+        #expect(usageOnly.runningRequests == 2 && abs(usageOnly.kvUsage - 0.5) < 1e-9)
+        // Hostile values: negative, huge, not numbers; a list that is not one.
+        let hostile = try StatusParser.sglang(Array(#"{"loads":[{"num_running_reqs":-4,"num_waiting_reqs":1e300,"token_usage":7}]}"#.utf8), now: 1)
+        #expect(hostile.runningRequests == 0 && hostile.waitingRequests == Bounds.requests && hostile.kvUsage == 1)
+        #expect(throws: StatusParseError.self) { try StatusParser.sglang(Array(#"{"loads":"many"}"#.utf8), now: 1) }
+        #expect(throws: StatusParseError.self) { try StatusParser.sglang(Array(#"{"loads":[{"dp_rank":0}]}"#.utf8), now: 1) }
+        #expect(StatusFormat.sglang.path == "/v1/loads?include=core" && StatusFormat.sglangGetLoad.path == "/get_load")
     }
 
     @Test func theStatusLabelPicksTheFormat() {
