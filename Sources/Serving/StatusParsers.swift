@@ -117,11 +117,8 @@ extension StatusParser {
     public static func vllm(_ text: String, now: Milliseconds) throws -> EngineLoad {
         var running = 0.0, waiting = 0.0, usage: Double?
         var seen = false
-        for line in text.split(whereSeparator: \.isNewline) where !line.hasPrefix("#") {
-            let parts = line.split(separator: " ")
-            guard parts.count >= 2 else { continue }
-            let name = parts[0].split(separator: "{", maxSplits: 1)[0]
-            guard let value = Double(parts[1]), value.isFinite, value >= 0 else { continue }
+        for line in text.split(whereSeparator: \.isNewline) {
+            guard let (name, value) = PrometheusText.sample(line), value.isFinite, value >= 0 else { continue }
             switch name {
             case "vllm:num_requests_running": running += value; seen = true
             case "vllm:num_requests_waiting": waiting += value; seen = true
@@ -188,5 +185,43 @@ extension StatusParser {
             queuedPrefillTokens: Bounds.count(sum(ranks) { number($0, "num_tokens") ?? 0 }, Bounds.tokens),
             reportedAt: now
         )
+    }
+}
+
+/// Samples of the Prometheus text format (version 0.0.4): `name{label="value",...} value
+/// [timestamp]`. Label values may hold spaces, braces, quotes and commas (escaped as `\"`
+/// and `\\`); values are floats as Go writes them (`1e+06`, `NaN`, `+Inf`).
+enum PrometheusText {
+    /// The metric name and value of one line; nil for comments, blank and malformed lines.
+    static func sample(_ line: Substring) -> (name: Substring, value: Double)? {
+        let bytes = line.utf8
+        var index = bytes.startIndex
+        while index < bytes.endIndex, bytes[index] == UInt8(ascii: " ") || bytes[index] == UInt8(ascii: "\t") { index = bytes.index(after: index) }
+        guard index < bytes.endIndex, bytes[index] != UInt8(ascii: "#") else { return nil }
+        let nameStart = index
+        while index < bytes.endIndex, bytes[index] != UInt8(ascii: "{"), bytes[index] != UInt8(ascii: " "), bytes[index] != UInt8(ascii: "\t") {
+            index = bytes.index(after: index)
+        }
+        let name = line[nameStart..<index]
+        guard !name.isEmpty else { return nil }
+        if index < bytes.endIndex, bytes[index] == UInt8(ascii: "{") {
+            // Skip the label set: a closing brace counts only outside a quoted value.
+            var quoted = false
+            var escaped = false
+            index = bytes.index(after: index)
+            while index < bytes.endIndex {
+                let byte = bytes[index]
+                if escaped { escaped = false }
+                else if quoted && byte == UInt8(ascii: "\\") { escaped = true }
+                else if byte == UInt8(ascii: "\"") { quoted.toggle() }
+                else if !quoted && byte == UInt8(ascii: "}") { break }
+                index = bytes.index(after: index)
+            }
+            guard index < bytes.endIndex else { return nil }
+            index = bytes.index(after: index)
+        }
+        let rest = line[index...].split(whereSeparator: { $0 == " " || $0 == "\t" })
+        guard let first = rest.first, let value = Double(first) else { return nil }
+        return (name, value)
     }
 }

@@ -68,6 +68,27 @@ import Testing
         #expect(old.runningRequests == 1 && abs(old.kvUsage - 0.5) < 1e-9 && old.waitingRequests == 0)
     }
 
+    /// vLLM's `/metrics` as its Prometheus client writes it: quoted label values holding spaces,
+    /// braces, escaped quotes and commas; exponents, NaN, infinities and timestamps.
+    @Test func vllmMetricsAreParsedRobustly() throws {
+        let text = #"""
+            # HELP vllm:num_requests_running Number of requests in model execution batches.
+            # TYPE vllm:num_requests_running gauge
+            vllm:num_requests_running{engine="0",model_name="my model {v2}, "final""} 3.0
+            vllm:num_requests_running{engine="1",model_name="my model {v2}, "final""} 2e+00 1712345678000
+            vllm:num_requests_waiting{engine="0",model_name="a\b"} 1.0e1
+            vllm:num_requests_waiting{engine="1",model_name="x"} +Inf
+            vllm:num_requests_waiting{engine="2",model_name="x"} -3
+            vllm:kv_cache_usage_perc{engine="0",model_name="x"} 0.5
+            vllm:kv_cache_usage_perc{engine="1",model_name="x"} NaN
+            vllm:num_requests_running{engine="3",model_name="unterminated} 100
+            vllm:num_requests_running_total 100
+            """#
+        let load = try StatusParser.vllm(text, now: 1)
+        #expect(load.runningRequests == 5 && load.waitingRequests == 10)
+        #expect(abs(load.kvUsage - 0.5) < 1e-9)
+    }
+
     /// `/get_load`'s `num_reqs` counts running and waiting requests (sgl-project/sglang's
     /// scheduler), so a waiting request is counted once, as waiting.
     @Test func sglangLoadAcceptsRankListsAndObjects() throws {
