@@ -113,6 +113,25 @@ import Testing
         throw IntegrationError("timed out waiting for \(what)")
     }
 
+    /// Runs `body` with two simulated rtp-llm engines registered (through a follower) in a
+    /// 3-node cluster, and always stops both.
+    static func withRTPLLMCluster(
+        model: String, blockSize: Int, _ body: (ProcessCluster, _ base: Int, _ leader: UInt64, _ follower: UInt64) async throws -> Void
+    ) async throws {
+        let (engines, base) = try startRTPLLMEngines(model: model, blockSize: blockSize)
+        defer {
+            engines.terminate()
+            engines.waitUntilExit()
+        }
+        let cluster = try ProcessCluster(founders: 3, environment: ["FULCRUM_LOG_LEVEL": "warning"])
+        defer { cluster.stopAll() }
+        let leader = try await cluster.leader()
+        try await cluster.waitUntilReady()
+        guard let follower = cluster.founders.first(where: { $0 != leader }) else { throw IntegrationError("no follower") }
+        try await registerRTPLLMEngines(cluster, base: base, model: model, blockSize: blockSize, via: follower, leader: leader)
+        try await body(cluster, base, leader, follower)
+    }
+
     /// Two simulated rtp-llm engines (`fulcrum-sim engines --engine rtp-llm`): HTTP on `base` and
     /// `base + 2`, their engine gRPC on each + 1.
     static func startRTPLLMEngines(model: String, blockSize: Int) throws -> (Process, base: Int) {
@@ -150,37 +169,27 @@ import Testing
     func requestsFindTheCacheRTPLLMEnginesReportThroughAFollowerAndANewMaster() async throws {
         let generated = try Self.generateClient()
         defer { try? FileManager.default.removeItem(atPath: generated) }
-        let (engines, base) = try Self.startRTPLLMEngines(model: "qwen", blockSize: 16)
-        defer {
-            engines.terminate()
-            engines.waitUntilExit()
+        try await Self.withRTPLLMCluster(model: "qwen", blockSize: 16) { cluster, base, leader, follower in
+            // Engine 1 serves a 100-token prompt nobody scheduled: 6 full blocks of 16.
+            let warmed = try await Self.frontend(generated, cluster, ["generate", "127.0.0.1:\(base + 2)", "5001", "100", "7"])[0]
+            #expect(warmed["outputs"] as? Int == 4 && warmed["finished"] as? [Bool] == [true], "\(warmed)")
+            try await Self.waitFor("the leader's index to hold engine 1's blocks") { try await Self.worker(cluster, leader, "e1")?.cachedBlocks == 6 }
+
+            // The same prompt through a follower goes to engine 1, which reuses the 96 cached tokens.
+            let served = try await Self.frontend(generated, cluster, ["request", Self.address(cluster, follower), "5002", "100", "7"])[0]
+            #expect(served["code"] as? Int == 200 && served["server"] as? String == "127.0.0.1:\(base + 2)", "\(served)")
+            #expect(served["reuse_len"] as? Int == 96, "\(served)")
+            // Frontends never release: the engine's finished-request report ends the hold (30 s otherwise).
+            try await Self.waitFor("the hold to end", seconds: 10) { try await Self.worker(cluster, leader, "e1")?.reservedRequests == 0 }
+
+            // A new master reads the same engines and routes the same way.
+            cluster.kill9(leader)
+            let next = try await cluster.leader()
+            try await cluster.waitUntilReady()
+            let after = try await Self.frontend(generated, cluster, ["request", Self.address(cluster, next), "5003", "100", "7"])[0]
+            #expect(after["code"] as? Int == 200 && after["server"] as? String == "127.0.0.1:\(base + 2)", "\(after)")
+            #expect(after["reuse_len"] as? Int == 96, "\(after)")
         }
-        let cluster = try ProcessCluster(founders: 3, environment: ["FULCRUM_LOG_LEVEL": "warning"])
-        defer { cluster.stopAll() }
-        let leader = try await cluster.leader()
-        try await cluster.waitUntilReady()
-        let follower = try #require(cluster.founders.first { $0 != leader })
-        try await Self.registerRTPLLMEngines(cluster, base: base, model: "qwen", blockSize: 16, via: follower, leader: leader)
-
-        // Engine 1 serves a 100-token prompt nobody scheduled: 6 full blocks of 16.
-        let warmed = try await Self.frontend(generated, cluster, ["generate", "127.0.0.1:\(base + 2)", "5001", "100", "7"])[0]
-        #expect(warmed["outputs"] as? Int == 4 && warmed["finished"] as? [Bool] == [true], "\(warmed)")
-        try await Self.waitFor("the leader's index to hold engine 1's blocks") { try await Self.worker(cluster, leader, "e1")?.cachedBlocks == 6 }
-
-        // The same prompt through a follower goes to engine 1, which reuses the 96 cached tokens.
-        let served = try await Self.frontend(generated, cluster, ["request", Self.address(cluster, follower), "5002", "100", "7"])[0]
-        #expect(served["code"] as? Int == 200 && served["server"] as? String == "127.0.0.1:\(base + 2)", "\(served)")
-        #expect(served["reuse_len"] as? Int == 96, "\(served)")
-        // Frontends never release: the engine's finished-request report ends the hold (30 s otherwise).
-        try await Self.waitFor("the hold to end", seconds: 10) { try await Self.worker(cluster, leader, "e1")?.reservedRequests == 0 }
-
-        // A new master reads the same engines and routes the same way.
-        cluster.kill9(leader)
-        let next = try await cluster.leader()
-        try await cluster.waitUntilReady()
-        let after = try await Self.frontend(generated, cluster, ["request", Self.address(cluster, next), "5003", "100", "7"])[0]
-        #expect(after["code"] as? Int == 200 && after["server"] as? String == "127.0.0.1:\(base + 2)", "\(after)")
-        #expect(after["reuse_len"] as? Int == 96, "\(after)")
     }
 
     /// `fulcrum-sim replay --flexlb` (the rtp-llm path of `Scripts/sim-compare.sh`): a small
@@ -188,43 +197,34 @@ import Testing
     /// without errors and finds the prefixes cached.
     @Test(.timeLimit(.minutes(3)))
     func aTraceReplayedAsRTPLLMFrontendsServeItFindsItsPrefixes() async throws {
-        let (engines, base) = try Self.startRTPLLMEngines(model: "sim-model", blockSize: 64)
-        defer {
-            engines.terminate()
-            engines.waitUntilExit()
-        }
-        let cluster = try ProcessCluster(founders: 3, environment: ["FULCRUM_LOG_LEVEL": "warning"])
-        defer { cluster.stopAll() }
-        let leader = try await cluster.leader()
-        try await cluster.waitUntilReady()
-        let follower = try #require(cluster.founders.first { $0 != leader })
-        try await Self.registerRTPLLMEngines(cluster, base: base, model: "sim-model", blockSize: 64, via: follower, leader: leader)
-        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        // Two conversations, four turns each, 300 ms apart: each turn repeats the last one's blocks.
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-replay-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        var lines: [String] = []
-        for turn in 0..<4 {
-            for conversation in 0..<2 {
-                let blocks = (0..<(4 * (turn + 1))).map { String(conversation * 1_000 + $0) }
-                lines.append(#"{"timestamp": \#(300 * (2 * turn + conversation)), "input_length": \#(64 * blocks.count), "output_length": 2, "hash_ids": [\#(blocks.joined(separator: ", "))]}"#)
+        try await Self.withRTPLLMCluster(model: "sim-model", blockSize: 64) { cluster, _, _, follower in
+            let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            // Two conversations, four turns each, 300 ms apart: each turn repeats the last one's blocks.
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-replay-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            var lines: [String] = []
+            for turn in 0..<4 {
+                for conversation in 0..<2 {
+                    let blocks = (0..<(4 * (turn + 1))).map { String(conversation * 1_000 + $0) }
+                    lines.append(#"{"timestamp": \#(300 * (2 * turn + conversation)), "input_length": \#(64 * blocks.count), "output_length": 2, "hash_ids": [\#(blocks.joined(separator: ", "))]}"#)
+                }
             }
+            let trace = directory.appendingPathComponent("trace.jsonl").path
+            try lines.joined(separator: "\n").write(toFile: trace, atomically: true, encoding: .utf8)
+            let out = directory.appendingPathComponent("report").path
+            let (status, output) = try await Task.detached {
+                try runToEnd(binaries.appendingPathComponent("fulcrum-sim"), [
+                    "replay", "--flexlb", "--trace", trace, "--target", "http://\(Self.address(cluster, follower))", "--name", "flexlb", "--out", out,
+                ])
+            }.value
+            #expect(status == 0, "\(output)")
+            let summary = try #require(
+                try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/summary.json"))) as? [String: Any], "\(output)"
+            )
+            #expect(summary["completed"] as? Int == 8 && summary["errors"] as? Int == 0, "\(output)")
+            // Each later turn reuses at least its predecessor's full blocks when routed to them.
+            #expect((summary["hit_ratio"] as? Double ?? 0) > 0.3, "\(output)")
         }
-        let trace = directory.appendingPathComponent("trace.jsonl").path
-        try lines.joined(separator: "\n").write(toFile: trace, atomically: true, encoding: .utf8)
-        let out = directory.appendingPathComponent("report").path
-        let (status, output) = try await Task.detached {
-            try runToEnd(binaries.appendingPathComponent("fulcrum-sim"), [
-                "replay", "--flexlb", "--trace", trace, "--target", "http://\(Self.address(cluster, follower))", "--name", "flexlb", "--out", out,
-            ])
-        }.value
-        #expect(status == 0, "\(output)")
-        let summary = try #require(
-            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/summary.json"))) as? [String: Any], "\(output)"
-        )
-        #expect(summary["completed"] as? Int == 8 && summary["errors"] as? Int == 0, "\(output)")
-        // Each later turn reuses at least its predecessor's full blocks when routed to them.
-        #expect((summary["hit_ratio"] as? Double ?? 0) > 0.3, "\(output)")
     }
 }
