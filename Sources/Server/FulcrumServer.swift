@@ -44,13 +44,14 @@ public struct FulcrumServer: Sendable {
         metrics = ServerMetrics()
         client = HTTPClient.makeServingClient(settings: serving)
         proposer = CommandProposer(node: node, clock: clock, metrics: metrics)
+        let schedules = ScheduleBook()
         duties = LeaderDuties(
             proposer: proposer, clock: clock, settings: serving, metrics: metrics,
-            prober: HTTPWorkerProber(client: client, clock: clock), logger: logger
+            prober: HTTPWorkerProber(client: client, clock: clock), logger: logger, requestsFinished: { schedules.complete($0) }
         )
         routing = RoutingService(node: node, duties: duties, settings: serving, metrics: metrics, logger: logger)
         flexLB = FlexLBScheduler(
-            link: LeaderLink(routing: routing, client: client, settings: serving, metrics: metrics), settings: serving, schedules: ScheduleBook()
+            link: LeaderLink(routing: routing, client: client, settings: serving, metrics: metrics), settings: serving, schedules: schedules
         )
     }
 

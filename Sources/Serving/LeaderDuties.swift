@@ -29,6 +29,9 @@ public actor LeaderDuties {
     let proposer: CommandProposer
     let prober: any WorkerProber
     let logger: Logger
+    /// Told the request ids engines report finished on their last stage (DECODE or PDFUSION),
+    /// on the leader: FlexLB's request states follow them.
+    let requestsFinished: @Sendable ([String]) -> Void
 
     private var isLeader = false
     private var term: UInt64 = 0
@@ -51,8 +54,9 @@ public actor LeaderDuties {
 
     public init(
         proposer: CommandProposer, clock: ClusterClock, settings: ServingSettings, metrics: ServerMetrics,
-        prober: any WorkerProber, logger: Logger
+        prober: any WorkerProber, logger: Logger, requestsFinished: @escaping @Sendable ([String]) -> Void = { _ in }
     ) {
+        self.requestsFinished = requestsFinished
         self.node = proposer.node
         self.proposer = proposer
         self.clock = clock
@@ -248,6 +252,8 @@ public actor LeaderDuties {
             health[id] = tracker
         }
         if !finished.isEmpty || !reportedKeys.isEmpty { await apply(finished: finished, reportedKeys: reportedKeys) }
+        let completed = finished.filter { stateByID[$0.workerID].map { $0.role == .decode || $0.role == .pdfusion } ?? false }
+        if !completed.isEmpty { requestsFinished(completed.flatMap(\.requestIDs)) }
     }
 
     /// Ends the holds of requests engines report finished, and turns reported key sets into

@@ -189,6 +189,10 @@ import Testing
             let after = try await Self.frontend(generated, cluster, ["request", Self.address(cluster, next), "5003", "100", "7"])[0]
             #expect(after["code"] as? Int == 200 && after["server"] as? String == "127.0.0.1:\(base + 2)", "\(after)")
             #expect(after["reuse_len"] as? Int == 96, "\(after)")
+            // The master polls the engine: once it reports the request finished, so does GetRequestState.
+            try await Self.waitFor("the schedule to complete", seconds: 10) {
+                try await Self.frontend(generated, cluster, ["state", Self.address(cluster, next), "5003"])[0]["state"] as? String == "REQUEST_STATE_COMPLETED"
+            }
         }
     }
 

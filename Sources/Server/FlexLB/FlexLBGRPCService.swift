@@ -67,7 +67,7 @@ struct FlexLBGRPCService: FlexlbService.SimpleServiceProtocol {
         var response = FlexlbCancelResponsePB()
         guard let state = await scheduler.cancel(requestID: String(request.requestID), headers: [:]) else { return response }
         response.found = true
-        response.lifecycle = Self.lifecycle(request.requestID, state == .cancelled ? .requestStateCancelled : .requestStateAcknowledged)
+        response.lifecycle = Self.lifecycle(request.requestID, Self.requestState(state))
         return response
     }
 
@@ -75,8 +75,16 @@ struct FlexLBGRPCService: FlexlbService.SimpleServiceProtocol {
         var response = GetRequestStateResponsePB()
         guard let state = scheduler.schedules.state(of: String(request.requestID)) else { return response }
         response.found = true
-        response.lifecycle = Self.lifecycle(request.requestID, state == .cancelled ? .requestStateCancelled : .requestStateAcknowledged)
+        response.lifecycle = Self.lifecycle(request.requestID, Self.requestState(state))
         return response
+    }
+
+    static func requestState(_ state: ScheduleBook.State) -> RequestStatePB {
+        switch state {
+        case .acknowledged: .requestStateAcknowledged
+        case .cancelled: .requestStateCancelled
+        case .completed: .requestStateCompleted
+        }
     }
 
     static func lifecycle(_ requestID: Int64, _ state: RequestStatePB) -> RequestLifecyclePB {

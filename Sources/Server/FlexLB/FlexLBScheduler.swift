@@ -147,11 +147,15 @@ struct FlexLBScheduler: Sendable {
     }
 }
 
-/// The schedules a node answered, by request id (bounded: the oldest are forgotten first).
+/// The schedules a node answered, by request id, with their state (bounded: the oldest are
+/// forgotten first).
 final class ScheduleBook: Sendable {
     enum State: Sendable, Equatable {
         case acknowledged
         case cancelled
+        /// The engine of the request's last stage reported it finished (rtp-llm's
+        /// `finished_task_list`; known on the leader, which polls the engines).
+        case completed
     }
 
     private struct Book {
@@ -189,4 +193,14 @@ final class ScheduleBook: Sendable {
     }
 
     func state(of requestID: String) -> State? { book.withLock { $0.tokens[requestID]?.state } }
+
+    /// Marks acknowledged schedules completed; ids this node did not answer are ignored.
+    func complete(_ requestIDs: [String]) {
+        book.withLock { book in
+            for id in requestIDs {
+                guard let entry = book.tokens[id], entry.state == .acknowledged else { continue }
+                book.tokens[id] = (entry.token, .completed)
+            }
+        }
+    }
 }
