@@ -233,12 +233,11 @@ public struct BalancerConfig: Sendable, Hashable {
     /// At most this many aliases, each name at most 256 bytes.
     public static let maxAliases = 1_024
 
-    /// Why `alias` → `model` cannot be added to `existing`, or nil.
-    public static func aliasProblem(alias: String, model: String, existing: [String: String]) -> String? {
-        if alias.isEmpty || alias.utf8.count > 256 { return "alias: must be 1 to 256 bytes" }
-        if model.isEmpty || model.utf8.count > 256 { return "model: must be 1 to 256 bytes" }
-        if alias == model { return "model: an alias cannot name itself" }
-        if existing[alias] == nil && existing.count >= maxAliases { return "alias: at most \(maxAliases) aliases" }
-        return nil
+    /// Checks that `alias` → `model` can be added to `existing`; the error names the field.
+    public static func validateAlias(_ alias: String, model: String, existing: [String: String]) throws(BalancerError) {
+        if alias.isEmpty || alias.utf8.count > 256 { throw .invalidConfig(field: "alias", "must be 1 to 256 bytes") }
+        if model.isEmpty || model.utf8.count > 256 { throw .invalidConfig(field: "model", "must be 1 to 256 bytes") }
+        if alias == model { throw .invalidConfig(field: "model", "an alias cannot name itself") }
+        if existing[alias] == nil && existing.count >= maxAliases { throw .invalidConfig(field: "alias", "at most \(maxAliases) aliases") }
     }
 }

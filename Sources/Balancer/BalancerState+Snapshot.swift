@@ -116,7 +116,7 @@ extension BalancerState {
         if version >= 4 {
             for (alias, model) in try reader.readArray(minimumBytes: 2, { reader throws(DecodingError) in
                 (try reader.readString(), try reader.readString())
-            }) where BalancerConfig.aliasProblem(alias: alias, model: model, existing: config.aliases) == nil {
+            }) where (try? BalancerConfig.validateAlias(alias, model: model, existing: config.aliases)) != nil {
                 config.aliases[alias] = model
             }
         }

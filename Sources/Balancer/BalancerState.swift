@@ -151,7 +151,7 @@ public struct BalancerState: Sendable {
             return .applied
         case .setModelAlias(let alias, let model):
             guard let model else { return config.aliases.removeValue(forKey: alias) == nil ? .ignored("no alias \(alias)") : .applied }
-            if let problem = BalancerConfig.aliasProblem(alias: alias, model: model, existing: config.aliases) { return .ignored(problem) }
+            do { try BalancerConfig.validateAlias(alias, model: model, existing: config.aliases) } catch { return .ignored(error.message) }
             config.aliases[alias] = model
             return .applied
         case .batch(let commands):

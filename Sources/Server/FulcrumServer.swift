@@ -23,6 +23,8 @@ public struct FulcrumServer: Sendable {
     public let duties: LeaderDuties
     public let routing: RoutingService
     public let client: HTTPClient
+    /// Reads workers' status for the duties; its rtp-llm connections close with the duties.
+    let prober: HTTPWorkerProber
     public let clock: ClusterClock
     /// FlexLB's Schedule, shared by `/rtp_llm/schedule` and the gRPC `FlexlbService`.
     let flexLB: FlexLBScheduler
@@ -45,9 +47,10 @@ public struct FulcrumServer: Sendable {
         client = HTTPClient.makeServingClient(settings: serving)
         proposer = CommandProposer(node: node, clock: clock, metrics: metrics)
         let schedules = ScheduleBook()
+        prober = HTTPWorkerProber(client: client, clock: clock)
         duties = LeaderDuties(
             proposer: proposer, clock: clock, settings: serving, metrics: metrics,
-            prober: HTTPWorkerProber(client: client, clock: clock), logger: logger, requestsFinished: { schedules.complete($0) }
+            prober: prober, logger: logger, requestsFinished: { schedules.complete($0) }
         )
         routing = RoutingService(node: node, duties: duties, settings: serving, metrics: metrics, logger: logger)
         flexLB = FlexLBScheduler(
@@ -141,12 +144,13 @@ public struct FulcrumServer: Sendable {
     }
 
     /// The leader's duties as a service; shuts the shared HTTP client down at the end.
-    public var dutiesService: some Service { DutiesService(duties: duties, client: client) }
+    public var dutiesService: some Service { DutiesService(duties: duties, client: client, prober: prober) }
 }
 
 struct DutiesService: Service {
     let duties: LeaderDuties
     let client: HTTPClient
+    let prober: HTTPWorkerProber
 
     func run() async throws {
         do {
@@ -154,6 +158,7 @@ struct DutiesService: Service {
         } catch is CancellationError {
             // Stopped on purpose.
         }
+        prober.rtpLLM.shutdown()
         try await client.shutdown()
     }
 }

@@ -190,17 +190,16 @@ public actor LeaderDuties {
         let prober = prober
         let started = ContinuousClock.now
         let cacheInterval = Duration.milliseconds(settings.engineCacheIntervalMilliseconds)
+        let formats = workers.map(StatusFormat.init(worker:))
         var cursorByID: [String: EngineCursor] = [:]
-        for worker in workers where StatusFormat(worker: worker) == .rtpLLM {
+        for (worker, format) in zip(workers, formats) where format == .rtpLLM {
             var cursor = cursors[worker.id] ?? EngineCursor()
             cursor.readsCache = worker.role.prefillsPrompt && cacheReadAt[worker.id].map { started - $0 >= cacheInterval } ?? true
             if cursor.readsCache { cacheReadAt[worker.id] = started }
             cursorByID[worker.id] = cursor
         }
         let results = await withTaskGroup(of: (String, Result<EngineReport, any Error>, Double).self) { group in
-            for worker in workers {
-                let format = StatusFormat(worker: worker)
-                if format == .none { continue }
+            for (worker, format) in zip(workers, formats) where format != .none {
                 let cursor = cursorByID[worker.id] ?? EngineCursor()
                 group.addTask {
                     let start = ContinuousClock.now

@@ -3,7 +3,6 @@ import FlexLBProtocol
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
-import Synchronization
 
 /// A trace replayed as rtp-llm frontends serve it: each request's token ids (made up per trace
 /// block id, so equal blocks are equal tokens), `block_cache_keys` from rtp-llm's rolling hash
@@ -81,24 +80,5 @@ struct FlexLBReplayClient: Sendable {
         } catch {
             record.error = "\(error)"
         }
-    }
-}
-
-/// One gRPC client per `host:port`, each running its connections until ``shutdown()``.
-final class GRPCClientPool: Sendable {
-    private let clients = Mutex<[String: GRPCClient<HTTP2ClientTransport.Posix>]>([:])
-
-    func client(host: String, port: Int) throws -> GRPCClient<HTTP2ClientTransport.Posix> {
-        try clients.withLock { clients in
-            if let client = clients["\(host):\(port)"] { return client }
-            let client = GRPCClient(transport: try .http2NIOPosix(target: .dns(host: host, port: port), transportSecurity: .plaintext))
-            clients["\(host):\(port)"] = client
-            Task { try? await client.runConnections() }
-            return client
-        }
-    }
-
-    func shutdown() {
-        for client in clients.withLock({ $0.values }) { client.beginGracefulShutdown() }
     }
 }

@@ -63,12 +63,9 @@ public struct LiveReplay: Sendable {
             }
         }
         var flexLBClient: FlexLBReplayClient?
-        var schedulerClient: GRPCClient<HTTP2ClientTransport.Posix>?
         let pool = GRPCClientPool()
-        if flexLB, let url = URL(string: target), let host = url.host, let port = url.port,
-           let client = try? GRPCClient(transport: .http2NIOPosix(target: .dns(host: host, port: port + 2), transportSecurity: .plaintext)) {
-            schedulerClient = client
-            Task { try? await client.runConnections() }
+        // The node's FlexLB gRPC is on its HTTP port + 2.
+        if flexLB, let url = URL(string: target), let host = url.host, let port = url.port, let client = try? pool.client(host: host, port: port + 2) {
             flexLBClient = FlexLBReplayClient(
                 scheduler: FlexlbService.Client(wrapping: client), engines: pool, tokensPerBlock: tokensPerBlock, timeoutSeconds: timeoutSeconds
             )
@@ -106,7 +103,6 @@ public struct LiveReplay: Sendable {
             return records.sorted { $0.index < $1.index }
         }
         reporter.cancel()
-        schedulerClient?.beginGracefulShutdown()
         pool.shutdown()
         return records
     }

@@ -116,6 +116,7 @@ final class ServingHarness: Sendable {
         for server in servers { await server.stop() }
         for task in tasks { task.cancel() }
         for task in tasks { _ = await task.result }
+        server.prober.rtpLLM.shutdown()
         try? await server.client.shutdown()
         try? FileManager.default.removeItem(atPath: directory)
     }

@@ -33,10 +33,7 @@ struct ConfigAPI: Sendable {
             let alias = try parameter("alias", context)
             let model = try await request.decodeJSON(ModelAlias.self, context: context).model
             let existing = await node.withMachine { machine, _ in machine.state.config.aliases }
-            if let problem = BalancerConfig.aliasProblem(alias: alias, model: model, existing: existing) {
-                let parts = problem.split(separator: ":", maxSplits: 1)
-                throw APIError.badRequest(field: String(parts[0]), String(parts[1]).trimmingCharacters(in: .whitespaces))
-            }
+            do throws(BalancerError) { try BalancerConfig.validateAlias(alias, model: model, existing: existing) } catch { throw APIError(error) }
             return CommandResult(result: try await propose(.setModelAlias(alias: alias, model: model)))
         }
         config.delete("aliases/:alias") { _, context -> CommandResult in

@@ -3,30 +3,19 @@ import FlexLBProtocol
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Serving
-import Synchronization
 
 /// Polls rtp-llm engines as FlexLB does (alibaba/rtp-llm 4b8d39cd5,
 /// `GrpcWorkerStatusRunner.java`, `GrpcCacheStatusCheckRunner.java`, `EngineGrpcService.java`):
 /// `RpcService.GetWorkerStatus` with the newest finished-request version seen, and, when the
 /// cursor says so, `GetCacheStatus` with `need_cache_keys`, on the engine's HTTP port + 1 (or its
-/// `grpc_port` label). One HTTP/2 connection per engine, reused across polls; connections to
-/// engines not polled for a minute are closed.
+/// `grpc_port` label). One HTTP/2 connection per engine (a ``GRPCClientPool``), reused across
+/// polls; connections to engines not polled for a minute are closed.
 final class RTPLLMWorkerProber: Sendable {
-    private struct Connection {
-        let client: GRPCClient<HTTP2ClientTransport.Posix>
-        var lastUsed: ContinuousClock.Instant
-    }
-
-    private struct Pool {
-        var connections: [String: Connection] = [:]
-        var lastSweep = ContinuousClock.now
-    }
-
-    private let pool = Mutex(Pool())
-    private let idleLimit = Duration.seconds(60)
+    private let clients = GRPCClientPool()
 
     func probe(_ worker: Worker, cursor: EngineCursor, timeoutMilliseconds: Int, now: Milliseconds) async throws -> EngineReport {
-        let service = RpcService.Client(wrapping: try client(for: Self.grpcTarget(of: worker)))
+        let target = try Self.grpcTarget(of: worker)
+        let service = RpcService.Client(wrapping: try clients.client(host: target.host, port: target.port))
         var options = CallOptions.defaults
         options.timeout = .milliseconds(Int64(timeoutMilliseconds))
         var request = StatusVersionPB()
@@ -53,41 +42,8 @@ final class RTPLLMWorkerProber: Sendable {
         return (host, port)
     }
 
-    /// The engine's client, created on first use; connections idle past `idleLimit` (engines
-    /// that left) are closed by a sweep at most once per `idleLimit`.
-    private func client(for target: (host: String, port: Int)) throws -> GRPCClient<HTTP2ClientTransport.Posix> {
-        let key = "\(target.host):\(target.port)"
-        let now = ContinuousClock.now
-        let (client, idle) = try pool.withLock { pool -> (GRPCClient<HTTP2ClientTransport.Posix>, [GRPCClient<HTTP2ClientTransport.Posix>]) in
-            var idle: [GRPCClient<HTTP2ClientTransport.Posix>] = []
-            if now - pool.lastSweep > idleLimit {
-                pool.lastSweep = now
-                for (address, connection) in pool.connections where now - connection.lastUsed > idleLimit {
-                    idle.append(connection.client)
-                    pool.connections[address] = nil
-                }
-            }
-            if let client = pool.connections[key]?.client {
-                pool.connections[key]!.lastUsed = now
-                return (client, idle)
-            }
-            let client = GRPCClient(transport: try HTTP2ClientTransport.Posix(target: .dns(host: target.host, port: target.port), transportSecurity: .plaintext))
-            pool.connections[key] = Connection(client: client, lastUsed: now)
-            Task { try? await client.runConnections() }
-            return (client, idle)
-        }
-        for connection in idle { connection.beginGracefulShutdown() }
-        return client
-    }
-
     /// Closes every connection.
-    func shutdown() {
-        let all = pool.withLock { pool in
-            defer { pool.connections = [:] }
-            return pool.connections.values.map(\.client)
-        }
-        for client in all { client.beginGracefulShutdown() }
-    }
+    func shutdown() { clients.shutdown() }
 }
 
 /// An rtp-llm engine's status and cache status as one ``EngineReport``, every number clamped
