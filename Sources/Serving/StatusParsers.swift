@@ -136,10 +136,11 @@ extension StatusParser {
     }
 
     /// SGLang's load, either shape:
-    /// - `GET /v1/loads` (sgl-project/sglang pull request #16976, merged 2026-01): `{"loads":
-    ///   [...]}`, one entry per data-parallel rank with `num_running_reqs`, `num_waiting_reqs`
-    ///   and KV usage as `num_used_tokens` of `max_total_num_tokens`, or as the fraction
-    ///   `token_usage`;
+    /// - `GET /v1/loads` (sgl-project/sglang `python/sglang/srt/entrypoints/v1_loads.py`):
+    ///   `{"loads": [...]}`, one entry per data-parallel rank with `num_running_reqs`,
+    ///   `num_waiting_reqs`, KV usage as `num_used_tokens` of `max_total_num_tokens` (or the
+    ///   fraction `token_usage`), and prompt tokens waiting as `num_waiting_uncached_tokens`, or
+    ///   else `num_total_tokens` less `num_used_tokens`;
     /// - `GET /get_load` (older releases): an object or a list per rank with `num_reqs` —
     ///   running *and* waiting — `num_waiting_reqs` and `num_tokens` (prompt tokens waiting).
     ///
@@ -160,9 +161,13 @@ extension StatusParser {
             let capacity = sum(ranks) { number($0, "max_total_num_tokens") ?? 0 }
             let usages = ranks.compactMap { number($0, "token_usage") }
             let fraction: Double? = capacity > 0 ? used / capacity : usages.isEmpty ? nil : usages.reduce(0, +) / Double(usages.count)
+            let pending = sum(ranks) { rank in
+                number(rank, "num_waiting_uncached_tokens") ?? max(0, (number(rank, "num_total_tokens") ?? 0) - (number(rank, "num_used_tokens") ?? 0))
+            }
             return EngineLoad(
                 runningRequests: Bounds.count(sum(ranks) { number($0, "num_running_reqs") ?? 0 }, Bounds.requests),
                 waitingRequests: Bounds.count(sum(ranks) { number($0, "num_waiting_reqs") ?? 0 }, Bounds.requests),
+                queuedPrefillTokens: Bounds.count(pending, Bounds.tokens),
                 kvBlocksUsed: fraction.map { Int((Bounds.fraction($0) * 10_000).rounded()) } ?? 0, kvBlocksTotal: fraction == nil ? 0 : 10_000,
                 reportedAt: now
             )

@@ -178,12 +178,16 @@ public final class SimulatedEngine: Sendable {
         return router
     }
 
-    /// SGLang's `GET /v1/loads` body (sgl-project/sglang pull request #16976): one rank.
-    static func sglangLoads(running: Int, waiting: Int, usedTokens: Int, totalTokens: Int) -> String {
+    /// SGLang's `GET /v1/loads?include=core` body for one rank, as sgl-project/sglang's
+    /// `python/sglang/srt/entrypoints/v1_loads.py` (5b49fe622) writes it.
+    static func sglangLoads(running: Int, waiting: Int, usedTokens: Int, totalTokens: Int, waitingTokens: Int = 0) -> String {
         let usage = totalTokens > 0 ? Double(usedTokens) / Double(totalTokens) : 0
         return #"{"timestamp":"\#(ISO8601DateFormatter().string(from: Date()))","version":"fulcrum-sim","dp_rank_count":1,"loads":[{"dp_rank":0,"#
-            + #""timestamp":\#(Date().timeIntervalSince1970),"num_running_reqs":\#(running),"num_waiting_reqs":\#(waiting),"#
-            + #""num_used_tokens":\#(usedTokens),"max_total_num_tokens":\#(totalTokens),"token_usage":\#(usage)}]}"#
+            + #""num_running_reqs":\#(running),"num_waiting_reqs":\#(waiting),"num_waiting_uncached_tokens":\#(waitingTokens),"#
+            + #""num_used_tokens":\#(usedTokens),"num_total_tokens":\#(usedTokens + waitingTokens),"max_total_num_tokens":\#(totalTokens),"#
+            + #""token_usage":\#(usage),"utilization":\#(usage),"num_total_reqs":\#(running + waiting)}],"#
+            + #""aggregate":{"total_running_reqs":\#(running),"total_waiting_reqs":\#(waiting),"total_reqs":\#(running + waiting),"#
+            + #""avg_token_usage":\#(usage),"avg_utilization":\#(usage)}}"#
     }
 
     private func json(_ text: String) -> Response {
@@ -221,7 +225,8 @@ public final class SimulatedEngine: Sendable {
         case "sglang-loads":
             let blockSize = options.profile?.blockSize ?? 16
             return json(Self.sglangLoads(
-                running: load.running, waiting: load.waiting, usedTokens: load.kvBlocksUsed * blockSize, totalTokens: load.kvBlocksTotal * blockSize
+                running: load.running, waiting: load.waiting, usedTokens: load.kvBlocksUsed * blockSize, totalTokens: load.kvBlocksTotal * blockSize,
+                waitingTokens: load.queuedPrefillTokens
             ))
         default:
             return json(

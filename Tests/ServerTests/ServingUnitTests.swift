@@ -68,8 +68,11 @@ import Testing
         #expect(old.runningRequests == 1 && abs(old.kvUsage - 0.5) < 1e-9 && old.waitingRequests == 0)
     }
 
-    /// vLLM's `/metrics` as its Prometheus client writes it: quoted label values holding spaces,
-    /// braces, escaped quotes and commas; exponents, NaN, infinities and timestamps.
+    /// vLLM's `/metrics` as its Prometheus client writes it: the gauges of vllm-project/vllm
+    /// `vllm/v1/metrics/loggers.py` at a6f0308 (`vllm:num_requests_running`,
+    /// `vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc`, labels `engine` and
+    /// `model_name`), with quoted label values holding spaces, braces, escaped quotes and commas;
+    /// exponents, NaN, infinities and timestamps.
     @Test func vllmMetricsAreParsedRobustly() throws {
         let text = #"""
             # HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -100,19 +103,25 @@ import Testing
         #expect(throws: (any Error).self) { try StatusParser.sglang(Array("[1,2".utf8), now: 1) }
     }
 
-    /// `GET /v1/loads` in the shape of sgl-project/sglang pull request #16976 (its response
-    /// schema: `timestamp`, `version`, `dp_rank_count`, `loads` with `dp_rank`,
-    /// `num_running_reqs`, `num_waiting_reqs`, ...), and sgl-model-gateway's reading of it
-    /// (`token_usage`).
+    /// `GET /v1/loads` as SGLang writes it: sgl-project/sglang
+    /// `python/sglang/srt/entrypoints/v1_loads.py` at 5b49fe622 (`get_loads`: `timestamp`,
+    /// `version`, `dp_rank_count`, `loads` — each `GetLoadsReqOutput` without its `timestamp`
+    /// and `None` fields, plus `num_total_reqs` — and `aggregate`), the fields of
+    /// `GetLoadsReqOutput` from `python/sglang/srt/managers/io_struct.py` at f11d231
+    /// (`num_used_tokens`, `num_total_tokens` = used plus pending prefill tokens,
+    /// `max_total_num_tokens`, `token_usage`, `num_waiting_uncached_tokens`).
     @Test func sglangV1LoadsCountsEachRequestOnceAndReadsKVUsage() throws {
         let body = #"""
-            {"timestamp":"2026-01-12T10:30:00.123456+00:00","version":"0.5.8","dp_rank_count":2,"loads":[
-             {"dp_rank":0,"timestamp":1736678400.123,"num_running_reqs":5,"num_waiting_reqs":2,"num_used_tokens":3000,"max_total_num_tokens":10000,"token_usage":0.3},
-             {"dp_rank":1,"timestamp":1736678400.124,"num_running_reqs":1,"num_waiting_reqs":0,"num_used_tokens":1000,"max_total_num_tokens":10000,"token_usage":0.1}]}
+            {"timestamp":"2026-08-01T10:30:00.123456+00:00","version":"0.5.8","dp_rank_count":2,"loads":[
+             {"dp_rank":0,"num_running_reqs":5,"num_waiting_reqs":2,"num_waiting_uncached_tokens":700,"num_used_tokens":3000,"num_total_tokens":3900,"max_total_num_tokens":10000,"token_usage":0.3,"gen_throughput":120.5,"cache_hit_rate":0.4,"utilization":0.3,"max_running_requests":256,"num_total_reqs":7},
+             {"dp_rank":1,"num_running_reqs":1,"num_waiting_reqs":0,"num_used_tokens":1000,"num_total_tokens":1250,"max_total_num_tokens":10000,"token_usage":0.1,"gen_throughput":40.0,"cache_hit_rate":0.2,"utilization":0.1,"max_running_requests":256,"num_total_reqs":1}],
+             "aggregate":{"total_running_reqs":6,"total_waiting_reqs":2,"total_reqs":8,"avg_token_usage":0.2,"avg_throughput":80.25,"avg_utilization":0.2}}
             """#
         let load = try StatusParser.sglang(Array(body.utf8), now: 1)
         #expect(load.runningRequests == 6 && load.waitingRequests == 2)
         #expect(abs(load.kvUsage - 0.2) < 1e-9)
+        // Prompt tokens waiting: the uncached count where the engine reports it, else total − used.
+        #expect(load.queuedPrefillTokens == 700 + 250)
         let usageOnly = try StatusParser.sglang(Array(#"{"loads":[{"num_running_reqs":2,"num_waiting_reqs":1,"token_usage":0.5}]}"#.utf8), now: 1)
         #expect(usageOnly.runningRequests == 2 && abs(usageOnly.kvUsage - 0.5) < 1e-9)
         // Hostile values: negative, huge, not numbers; a list that is not one.
