@@ -137,9 +137,13 @@ struct FlexLBScheduler: Sendable {
     /// included).
     func resolveModel(_ named: String) async throws -> String {
         if !named.isEmpty && named != "engine_service" { return named }
-        let (aliased, models) = await link.node.withMachine { machine, _ in (machine.state.config.aliases["engine_service"], machine.state.models) }
-        if let aliased { return aliased }
-        if let model = settings.defaultModel { return model }
+        let defaultModel = settings.defaultModel
+        // The list of models is built only when neither the alias nor the default names one.
+        let (chosen, models) = await link.node.withMachine { machine, _ -> (String?, [String]) in
+            if let model = machine.state.config.aliases["engine_service"] ?? defaultModel { return (model, []) }
+            return (nil, machine.state.models)
+        }
+        if let chosen { return chosen }
         guard models.count == 1 else {
             throw APIError.badRequest(field: "model", "required: the cluster serves \(models.count) models (\(models.joined(separator: ", ")))")
         }
