@@ -27,6 +27,8 @@ public struct WorkerRegistration: Codable, Sendable, Hashable {
     /// The engine behind the worker: `fulcrum` (the simulator's dialect, the default), `vllm`,
     /// `sglang` or `rtp-llm`; it chooses how its status is read (a `status` label overrides).
     public var engine: String?
+    /// Read only to refuse it: an engine's key is named (`labels.api_key_ref`), never sent.
+    public var apiKey: String?
 
     public init(
         id: String, model: String, role: String, address: String, group: String? = nil, labels: [String: String]? = nil,

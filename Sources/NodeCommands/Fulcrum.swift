@@ -51,6 +51,7 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         var configuration = NodeConfiguration()
         var security = SecuritySettings()
+        var engineKeys = EngineKeys.none
         let nodeSettings: NodeSettings
         do {
             if let config {
@@ -75,6 +76,7 @@ struct Serve: AsyncParsableCommand {
             }
             try configuration.validate()
             security = try configuration.securitySettings()
+            engineKeys = try configuration.engineKeys()
             nodeSettings = try configuration.nodeSettings()
         } catch let error as ConfigurationError {
             throw ValidationError(error.description)
@@ -96,7 +98,8 @@ struct Serve: AsyncParsableCommand {
         let machine = BalancerMachine()
         let node = try ClusterNode(settings: nodeSettings, machine: machine, logger: logger)
         let server = FulcrumServer(
-            node: node, clock: machine.clock, serving: configuration.servingSettings, security: security, extensions: extensions, logger: logger
+            node: node, clock: machine.clock, serving: configuration.servingSettings, security: security, engineKeys: engineKeys,
+            extensions: extensions, logger: logger
         )
         let http = try server.httpService(host: configuration.httpListen.host, port: configuration.httpListen.port)
         var members: [ServiceGroupConfiguration.ServiceConfiguration] = [

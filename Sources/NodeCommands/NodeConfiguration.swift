@@ -44,6 +44,9 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var security = SecuritySettings()
     /// File of API keys, one per line: `KEY scope[,scope…]` (`#` starts a comment).
     public var apiKeyFile: String?
+    /// The keys Fulcrum presents to engines (`labels.api_key_ref` names one): a file of
+    /// `NAME KEY` lines, or a directory with a file per name (a mounted Kubernetes Secret).
+    public var engineKeysFile: String?
     public var logLevel = "info"
 
     public init() {}
@@ -54,7 +57,7 @@ public struct NodeConfiguration: Sendable, Equatable {
         "peer_secret", "peer_secret_file", "insecure_peers", "flexlb_grpc_listen",
         "http_advertise", "fail_open", "status_interval_ms", "status_timeout_ms", "flush_interval_ms", "healthy_successes",
         "unhealthy_failures", "circuit_failures", "circuit_open_ms", "forward_timeout_ms", "leader_wait_ms", "upstream_connect_timeout_ms",
-        "upstream_retries", "upstream_timeout_ms", "default_model", "flexlb_schedule_hold_ms", "engine_cache_interval_ms", "api_keys", "api_key_file", "allow_cidrs", "worker_cidrs", "rate_limit_rps",
+        "upstream_retries", "upstream_timeout_ms", "default_model", "flexlb_schedule_hold_ms", "engine_cache_interval_ms", "api_keys", "api_key_file", "engine_keys_file", "allow_cidrs", "worker_cidrs", "rate_limit_rps",
         "rate_limit_burst", "max_body_bytes", "header_timeout_ms", "idle_timeout_ms", "body_timeout_ms", "max_connections", "http_tls_cert", "http_tls_key",
         "cors_origins", "log_level", "fault_injection",
     ]
@@ -169,6 +172,7 @@ public struct NodeConfiguration: Sendable, Equatable {
         case "api_keys":
             security.apiKeys = try apiKeys(value, fail: fail)
         case "api_key_file": apiKeyFile = try string()
+        case "engine_keys_file": engineKeysFile = try string()
         case "allow_cidrs": security.allowedNetworks = try networks()
         case "worker_cidrs": security.workerNetworks = try networks()
         case "rate_limit_rps": security.rateLimitPerSecond = try number(0...1_000_000)
@@ -311,6 +315,15 @@ public struct NodeConfiguration: Sendable, Equatable {
         let host = httpListen.host == "0.0.0.0" || httpListen.host == "::" ? "127.0.0.1" : httpListen.host
         settings.advertisedURL = httpAdvertise ?? "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(httpListen.port)"
         return settings
+    }
+
+    /// The engine keys of `engine_keys_file` (none when unset).
+    public func engineKeys() throws -> EngineKeys {
+        do {
+            return try EngineKeys(path: engineKeysFile)
+        } catch {
+            throw ConfigurationError(source: engineKeysFile ?? "", key: "engine_keys_file", error.description)
+        }
     }
 
     /// Security settings with the keys of `api_key_file` added.

@@ -26,6 +26,8 @@ public struct FulcrumServer: Sendable {
     /// Reads workers' status for the duties; its rtp-llm connections close with the duties.
     let prober: HTTPWorkerProber
     public let clock: ClusterClock
+    /// The keys this node presents to engines started with `--api-key`.
+    public let engineKeys: EngineKeys
     /// FlexLB's Schedule, shared by `/rtp_llm/schedule` and the gRPC `FlexlbService`.
     let flexLB: FlexLBScheduler
     /// Routes a build adds to every node's API (the fault-injection test build's `/admin/fault`).
@@ -35,8 +37,9 @@ public struct FulcrumServer: Sendable {
     /// `clock` is the node's machine's clock.
     public init(
         node: ClusterNode<BalancerMachine>, clock: ClusterClock, serving: ServingSettings, security: SecuritySettings,
-        extensions: [ServerExtension] = [], logger: Logger
+        engineKeys: EngineKeys = .none, extensions: [ServerExtension] = [], logger: Logger
     ) {
+        self.engineKeys = engineKeys
         self.node = node
         self.extensions = extensions
         self.clock = clock
@@ -47,7 +50,7 @@ public struct FulcrumServer: Sendable {
         client = HTTPClient.makeServingClient(settings: serving)
         proposer = CommandProposer(node: node, clock: clock, metrics: metrics)
         let schedules = ScheduleBook()
-        prober = HTTPWorkerProber(client: client, clock: clock)
+        prober = HTTPWorkerProber(client: client, clock: clock, keys: engineKeys)
         duties = LeaderDuties(
             proposer: proposer, clock: clock, settings: serving, metrics: metrics,
             prober: prober, logger: logger, requestsFinished: { schedules.complete($0) }
@@ -81,7 +84,7 @@ public struct FulcrumServer: Sendable {
         WorkerAPI(link: link, duties: duties, proposer: proposer, workerNetworks: security.workerNetworks).addRoutes(to: scoped(.worker))
         let routes = scoped(.route)
         RouteAPI(link: link, settings: serving, scheduler: flexLB).addRoutes(to: routes)
-        ProxyAPI(link: link, client: client, settings: serving, metrics: metrics, logger: logger).addRoutes(to: routes)
+        ProxyAPI(link: link, client: client, settings: serving, metrics: metrics, engineKeys: engineKeys, logger: logger).addRoutes(to: routes)
         for added in extensions { added.addRoutes(admin, clock) }
         let metrics = metrics
         scoped(.metrics).get("metrics") { _, _ -> Response in

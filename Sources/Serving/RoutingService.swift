@@ -193,6 +193,16 @@ public struct RoutingService: Sendable {
         return .forward(endpoint: endpoint)
     }
 
+    /// The workers named, as this node's replicated state has them (their labels say which
+    /// engine serves them and how to call it); unknown ids are left out.
+    public func workers(_ ids: [String]) async -> [String: Worker] {
+        await node.withMachine { machine, _ in
+            var found: [String: Worker] = [:]
+            for id in ids { found[id] = machine.state.worker(id: id) }
+            return found
+        }
+    }
+
     /// This node's view of the leadership and the leader's HTTP endpoint, when known.
     public func leaderEndpoint() async -> (leadership: Leadership, endpoint: String?) {
         let own = settings.advertisedURL

@@ -109,7 +109,7 @@ public struct LiveReplay: Sendable {
 
     func body(for request: TraceRequest) -> String {
         let text = PromptBlocks.text(forBlockIDs: request.blockIDs, inputTokens: request.inputTokens, tokensPerBlock: tokensPerBlock)
-        var body = #"{"model":"\#(model)","stream":true,"max_tokens":\#(request.outputTokens),"prompt":"\#(text)""#
+        var body = #"{"model":"\#(model)","stream":true,"stream_options":{"include_usage":true},"max_tokens":\#(request.outputTokens),"prompt":"\#(text)""#
         if sendHashes {
             body += #","fulcrum_block_hashes":[\#(request.blockIDs.map(String.init).joined(separator: ","))],"#
                 + #""fulcrum_tokens_per_block":\#(tokensPerBlock),"fulcrum_input_tokens":\#(request.inputTokens)"#

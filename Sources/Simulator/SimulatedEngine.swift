@@ -21,11 +21,22 @@ public final class SimulatedEngine: Sendable {
         public var defaultOutputTokens: Int
         /// The timing model; nil for the fast engine (tokens every `tokenIntervalMilliseconds`).
         public var profile: EngineProfile?
+        /// Which real engine it speaks as (API key rule, PD hand-off).
+        public var dialect: EngineDialect
+        /// Like `--api-key`: requests the dialect guards must carry `Authorization: Bearer <key>`.
+        public var apiKey: String?
+        /// vLLM's NIXL side channel, named in a prefill answer's `kv_transfer_params`.
+        public var sideChannelHost = "127.0.0.1"
+        public var sideChannelPort = 5600
+        /// How long an SGLang decode waits for its prefill's bootstrap room.
+        public var bootstrapWaitMilliseconds = 30_000
 
         public init(
             id: String, model: String = "sim-model", role: String = "PDFUSION", tokenIntervalMilliseconds: Int = 0,
-            defaultOutputTokens: Int = 16, profile: EngineProfile? = nil
+            defaultOutputTokens: Int = 16, profile: EngineProfile? = nil, dialect: EngineDialect = .fulcrum, apiKey: String? = nil
         ) {
+            self.dialect = dialect
+            self.apiKey = apiKey
             self.id = id
             self.model = model
             self.role = role
@@ -74,6 +85,17 @@ public final class SimulatedEngine: Sendable {
         public var decodeWorker: String?
         public var maxTokens: Int?
         public var stream: Bool
+        /// The request's `Authorization` header.
+        public var authorization: String?
+        /// vLLM: the request's `kv_transfer_params`, as JSON.
+        public var kvTransferParams: String?
+        /// SGLang: the request's bootstrap fields.
+        public var bootstrapHost: String?
+        public var bootstrapPort: Int?
+        public var bootstrapRoom: UInt64?
+        /// How the request ended here: `ok`, `refused` (a hand-off it would not take) or
+        /// `cancelled` (the caller went away first).
+        public var outcome = "ok"
     }
 
     private struct State {
@@ -81,6 +103,9 @@ public final class SimulatedEngine: Sendable {
         var running = 0
         var served: [Served] = []
         var faults = Faults()
+        /// SGLang bootstrap rooms this engine (a prefill) has seen, oldest first.
+        var rooms: [UInt64: BootstrapRoom] = [:]
+        var roomOrder: [UInt64] = []
         var random = SystemRandomNumberGenerator()
     }
 
@@ -119,7 +144,13 @@ public final class SimulatedEngine: Sendable {
     public func makeRouter() -> Hummingbird.Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: CrashMiddleware(engine: self))
+        router.add(middleware: EngineKeyMiddleware(engine: self))
         router.get("health") { _, _ in HTTPResponse.Status.ok }
+        router.get("fulcrum-sim/bootstrap/:room") { _, context -> Response in
+            let room = context.parameters.get("room").flatMap(UInt64.init)
+            let state = room.flatMap { room in self.state.withLock { $0.rooms[room] } } ?? .pending
+            return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: state.rawValue)))
+        }
         router.post("reset") { _, _ -> HTTPResponse.Status in
             await self.runtime?.reset()
             return .ok
@@ -244,53 +275,178 @@ public final class SimulatedEngine: Sendable {
         }
         let stream = object["stream"] as? Bool ?? false
         let maxTokens = (object["max_tokens"] as? Int) ?? (object["max_completion_tokens"] as? Int)
-        let served = Served(
+        var served = Served(
             path: request.uri.path, role: request.headers[HTTPField.Name("X-Fulcrum-Role")!],
             prefillWorker: request.headers[HTTPField.Name("X-Fulcrum-Prefill-Worker")!],
-            decodeWorker: request.headers[HTTPField.Name("X-Fulcrum-Decode-Worker")!], maxTokens: maxTokens, stream: stream
+            decodeWorker: request.headers[HTTPField.Name("X-Fulcrum-Decode-Worker")!], maxTokens: maxTokens, stream: stream,
+            authorization: request.headers[.authorization]
         )
-        let (faults, fail) = state.withLock { state in
+        if let params = object["kv_transfer_params"], let data = try? JSONSerialization.data(withJSONObject: params, options: [.sortedKeys]) {
+            served.kvTransferParams = String(decoding: data, as: UTF8.self)
+        }
+        served.bootstrapHost = object["bootstrap_host"] as? String
+        served.bootstrapPort = (object["bootstrap_port"] as? NSNumber)?.intValue
+        served.bootstrapRoom = (object["bootstrap_room"] as? NSNumber)?.uint64Value
+        let part: HandoffPart
+        switch handoffPart(object, served: served) {
+        case .success(let value):
+            part = value
+        case .failure(let refusal):
+            served.outcome = "refused"
+            state.withLock { $0.served.append(served) }
+            return Response(
+                status: refusal.status, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"\#(refusal.message)"}}"#))
+            )
+        }
+        let (faults, fail, index) = state.withLock { state in
             state.served.append(served)
-            return (state.faults, Double.random(in: 0..<1, using: &state.random) < state.faults.errorRate)
+            if let room = part.bootstrap?.room, part.prefillOnly { Self.openRoom(room, in: &state) }
+            return (state.faults, Double.random(in: 0..<1, using: &state.random) < state.faults.errorRate, state.served.count - 1)
         }
         if fail { return Response(status: .internalServerError, body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"injected"}}"#))) }
-        while state.withLock({ $0.faults.stall }) { try await Task.sleep(for: .milliseconds(20)) }
-        if let runtime {
-            return try await modelled(runtime, object: object, served: served, chat: chat, stream: stream, maxTokens: maxTokens, faults: faults)
+        do {
+            while state.withLock({ $0.faults.stall }) { try await Task.sleep(for: .milliseconds(20)) }
+            if let bootstrap = part.bootstrap, part.transferred, let refusal = try await awaitBootstrap(bootstrap) {
+                setOutcome(index, "refused")
+                return Response(
+                    status: refusal.status, headers: [.contentType: "application/json"],
+                    body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"\#(refusal.message)"}}"#))
+                )
+            }
+        } catch {
+            setOutcome(index, "cancelled")
+            throw error
         }
-        let count = max(0, min(maxTokens ?? options.defaultOutputTokens, 100_000))
-        let id = "cmpl-\(options.id)-\(UInt32.random(in: 0...UInt32.max))"
+        let reply = Reply(
+            engine: self, index: index, id: "cmpl-\(options.id)-\(UInt32.random(in: 0...UInt32.max))", model: (object["model"] as? String) ?? options.model,
+            chat: chat, created: Int(Date().timeIntervalSince1970), includeUsage: Self.includeUsage(object), part: part
+        )
+        if let runtime {
+            return try await modelled(runtime, object: object, reply: reply, stream: stream, maxTokens: maxTokens, faults: faults)
+        }
+        let count = part.prefillOnly ? 1 : max(0, min(maxTokens ?? options.defaultOutputTokens, 100_000))
         let interval = options.tokenIntervalMilliseconds
-        let engine = options.id
-        let model = (object["model"] as? String) ?? options.model
         state.withLock { $0.running += 1 }
         if !stream {
             defer { state.withLock { $0.running -= 1 } }
-            if interval > 0 { try await Task.sleep(for: .milliseconds(interval * count)) }
-            let text = (0..<count).map { "t\($0)" }.joined(separator: " ")
-            let choice = chat ? #"{"index":0,"message":{"role":"assistant","content":"\#(text)"},"finish_reason":"length"}"#
-                : #"{"index":0,"text":"\#(text)","finish_reason":"length"}"#
-            return json(#"{"id":"\#(id)","object":"\#(chat ? "chat.completion" : "text_completion")","model":"\#(model)","engine":"\#(engine)","choices":[\#(choice)],"usage":{"completion_tokens":\#(count)}}"#)
+            do {
+                if interval > 0 { try await Task.sleep(for: .milliseconds(interval * count)) }
+            } catch {
+                reply.ended(prefilled: false)
+                throw error
+            }
+            reply.ended(prefilled: true)
+            return reply.whole(tokens: count, promptTokens: 0, cached: 0, blocks: 0)
         }
         let sse = ResponseBody { writer in
             defer { self.state.withLock { $0.running -= 1 } }
-            for index in 0..<count {
-                if let abort = faults.abortAfterTokens, index >= abort { throw SimulatedFailure() }
-                if interval > 0 { try await Task.sleep(for: .milliseconds(interval)) }
-                let delta = chat ? #"{"index":0,"delta":{"content":"t\#(index) "}}"# : #"{"index":0,"text":"t\#(index) "}"#
-                try await writer.write(ByteBuffer(string: #"data: {"id":"\#(id)","engine":"\#(engine)","model":"\#(model)","choices":[\#(delta)]}"# + "\n\n"))
+            do {
+                for index in 0..<count {
+                    if let abort = faults.abortAfterTokens, index >= abort { throw SimulatedFailure() }
+                    if interval > 0 { try await Task.sleep(for: .milliseconds(interval)) }
+                    if index == 0 { reply.prefilled() }
+                    try await writer.write(reply.token(index))
+                }
+                try await writer.write(reply.end(promptTokens: 0, completionTokens: count, cached: 0))
+                reply.ended(prefilled: true)
+            } catch {
+                reply.ended(prefilled: false)
+                throw error
             }
-            try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: sse)
+    }
+
+    /// Opens a prefill's bootstrap room (bounded: the oldest rooms are forgotten).
+    private static func openRoom(_ room: UInt64, in state: inout State) {
+        if state.rooms.updateValue(.pending, forKey: room) == nil { state.roomOrder.append(room) }
+        if state.roomOrder.count > BootstrapRoom.maxRooms {
+            let dropped = state.roomOrder.count - BootstrapRoom.maxRooms
+            for old in state.roomOrder.prefix(dropped) { state.rooms.removeValue(forKey: old) }
+            state.roomOrder.removeFirst(dropped)
+        }
+    }
+
+    fileprivate func closeRoom(_ room: UInt64, _ outcome: BootstrapRoom) {
+        state.withLock { state in
+            if state.rooms[room] == .pending { state.rooms[room] = outcome }
+        }
+    }
+
+    fileprivate func setOutcome(_ index: Int, _ outcome: String) {
+        state.withLock { state in
+            if state.served.indices.contains(index) { state.served[index].outcome = outcome }
+        }
+    }
+}
+
+/// One answer being written: its chunks in the engine's dialect, and the hand-off bookkeeping
+/// (a prefill's bootstrap room opens for its decode when the prompt is computed).
+struct Reply: Sendable {
+    let engine: SimulatedEngine
+    let index: Int
+    let id: String
+    let model: String
+    let chat: Bool
+    let created: Int
+    let includeUsage: Bool
+    let part: HandoffPart
+
+    /// The prompt is computed: an SGLang decode waiting on this prefill may take its KV.
+    func prefilled() {
+        if let room = part.bootstrap?.room, part.prefillOnly { engine.closeRoom(room, .done) }
+    }
+
+    /// The answer ended; one that ended before the prompt was computed fails its room.
+    func ended(prefilled done: Bool) {
+        if done { prefilled() }
+        if let room = part.bootstrap?.room, part.prefillOnly { engine.closeRoom(room, .failed) }
+        if !done { engine.setOutcome(index, "cancelled") }
+    }
+
+    func token(_ index: Int) -> ByteBuffer {
+        let delta = chat ? #"{"index":0,"delta":{"content":"t\#(index) "},"finish_reason":null}"# : #"{"index":0,"text":"t\#(index) ","finish_reason":null}"#
+        return SimulatedEngine.chunk(id: id, engine: engine.options.id, model: model, chat: chat, created: created, choices: delta)
+    }
+
+    static func usage(prompt: Int, completion: Int, cached: Int) -> String {
+        #"{"prompt_tokens":\#(prompt),"completion_tokens":\#(completion),"total_tokens":\#(prompt + completion),"prompt_tokens_details":{"cached_tokens":\#(cached)}}"#
+    }
+
+    /// The last chunk (`finish_reason`), the usage chunk when asked for, and `[DONE]`.
+    func end(promptTokens: Int, completionTokens: Int, cached: Int) -> ByteBuffer {
+        let finish = chat ? #"{"index":0,"delta":{},"finish_reason":"length"}"# : #"{"index":0,"text":"","finish_reason":"length"}"#
+        var buffer = SimulatedEngine.chunk(id: id, engine: engine.options.id, model: model, chat: chat, created: created, choices: finish)
+        if includeUsage {
+            var usage = SimulatedEngine.chunk(
+                id: id, engine: engine.options.id, model: model, chat: chat, created: created, choices: "",
+                usage: Self.usage(prompt: promptTokens, completion: completionTokens, cached: cached)
+            )
+            buffer.writeBuffer(&usage)
+        }
+        buffer.writeString("data: [DONE]\n\n")
+        return buffer
+    }
+
+    /// A whole (non-streamed) answer; a vLLM prefill's carries `kv_transfer_params`.
+    func whole(tokens: Int, promptTokens: Int, cached: Int, blocks: Int) -> Response {
+        let text = (0..<tokens).map { "t\($0)" }.joined(separator: " ")
+        let choice = chat ? #"{"index":0,"message":{"role":"assistant","content":"\#(text)"},"finish_reason":"length"}"#
+            : #"{"index":0,"text":"\#(text)","finish_reason":"length"}"#
+        let object = chat ? "chat.completion" : "text_completion"
+        let usage = Self.usage(prompt: promptTokens, completion: tokens, cached: cached)
+        let extra = engine.prefillAnswerFields(part, blocks: blocks)
+        let body = #"{"id":"\#(id)","object":"\#(object)","created":\#(created),"model":"\#(model)","engine":"\#(engine.options.id)","choices":[\#(choice)],"usage":\#(usage)\#(extra)}"#
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 }
 
 extension SimulatedEngine {
     /// A completion through the timing model: tokens leave when the model produces them.
     func modelled(
-        _ runtime: EngineRuntime, object: [String: Any], served: Served, chat: Bool, stream: Bool, maxTokens: Int?, faults: Faults
+        _ runtime: EngineRuntime, object: [String: Any], reply: Reply, stream: Bool, maxTokens: Int?, faults: Faults
     ) async throws -> Response {
         let blockSize = options.profile?.blockSize ?? 16
         var blocks: [UInt64]
@@ -301,7 +457,7 @@ extension SimulatedEngine {
             inputTokens = (object["fulcrum_input_tokens"] as? Int) ?? blocks.count * perBlock
         } else {
             let text: String
-            if chat {
+            if reply.chat {
                 text = ((object["messages"] as? [[String: Any]]) ?? []).map { message in
                     "\(message["role"] as? String ?? ""): \(message["content"] as? String ?? "")\n"
                 }.joined()
@@ -312,60 +468,69 @@ extension SimulatedEngine {
             }
             (blocks, inputTokens) = PromptBlocks.blocks(text: text, tokensPerBlock: blockSize)
         }
-        let prefillOnly = served.role == "prefill"
-        let outputTokens = prefillOnly ? 1 : max(1, min(maxTokens ?? options.defaultOutputTokens, 100_000))
-        let transferred = served.role == "decode" && served.prefillWorker != nil
+        let outputTokens = reply.part.prefillOnly ? 1 : max(1, min(maxTokens ?? options.defaultOutputTokens, 100_000))
         let outputBlocks = (outputTokens + blockSize - 1) / blockSize
         let capacity = options.profile?.kvCapacityBlocks ?? .max
         if blocks.count + outputBlocks > capacity {
+            reply.ended(prefilled: false)
             let reason = "needs \(blocks.count + outputBlocks) KV blocks, the engine has \(capacity)"
             return Response(status: .badRequest, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"\#(reason)"}}"#)))
         }
-        let events = await runtime.submit(blocks: blocks, inputTokens: inputTokens, outputTokens: outputTokens, transferredPrompt: transferred)
-        let id = "cmpl-\(options.id)-\(UInt32.random(in: 0...UInt32.max))"
-        let engine = options.id
-        let model = (object["model"] as? String) ?? options.model
+        let events = await runtime.submit(blocks: blocks, inputTokens: inputTokens, outputTokens: outputTokens, transferredPrompt: reply.part.transferred)
         let promptTokens = inputTokens
-        @Sendable func usage(cached: Int) -> String {
-            #"{"prompt_tokens":\#(promptTokens),"completion_tokens":\#(outputTokens),"prompt_tokens_details":{"cached_tokens":\#(cached)}}"#
-        }
         let abortAfter = faults.abortAfterTokens
         if !stream {
             var cached = 0
             for await event in events {
-                if case .firstToken(_, _, let tokens) = event { cached = tokens }
+                if case .firstToken(_, _, let tokens) = event {
+                    cached = tokens
+                    reply.prefilled()
+                }
             }
-            let text = (0..<outputTokens).map { "t\($0)" }.joined(separator: " ")
-            let choice = chat ? #"{"index":0,"message":{"role":"assistant","content":"\#(text)"},"finish_reason":"length"}"#
-                : #"{"index":0,"text":"\#(text)","finish_reason":"length"}"#
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string:
-                #"{"id":"\#(id)","object":"\#(chat ? "chat.completion" : "text_completion")","model":"\#(model)","engine":"\#(engine)","choices":[\#(choice)],"usage":\#(usage(cached: cached))}"#
-            )))
+            reply.ended(prefilled: !Task.isCancelled)
+            return reply.whole(tokens: outputTokens, promptTokens: promptTokens, cached: cached, blocks: blocks.count)
         }
         let sse = ResponseBody { writer in
-            func chunk(_ index: Int) -> ByteBuffer {
-                let delta = chat ? #"{"index":0,"delta":{"content":"t\#(index) "}}"# : #"{"index":0,"text":"t\#(index) "}"#
-                return ByteBuffer(string: #"data: {"id":"\#(id)","engine":"\#(engine)","model":"\#(model)","choices":[\#(delta)]}"# + "\n\n")
-            }
             var cached = 0
             var index = 0
-            for await event in events {
-                switch event {
-                case .firstToken(_, _, let tokens):
-                    cached = tokens
-                case .token:
-                    break
-                case .finished, .rejected:
-                    continue
+            do {
+                for await event in events {
+                    switch event {
+                    case .firstToken(_, _, let tokens):
+                        cached = tokens
+                        reply.prefilled()
+                    case .token:
+                        break
+                    case .finished, .rejected:
+                        continue
+                    }
+                    if let abortAfter, index >= abortAfter { throw SimulatedFailure() }
+                    try await writer.write(reply.token(index))
+                    index += 1
                 }
-                if let abortAfter, index >= abortAfter { throw SimulatedFailure() }
-                try await writer.write(chunk(index))
-                index += 1
+                try await writer.write(reply.end(promptTokens: promptTokens, completionTokens: index, cached: cached))
+                reply.ended(prefilled: true)
+            } catch {
+                reply.ended(prefilled: false)
+                throw error
             }
-            try await writer.write(ByteBuffer(string: #"data: {"id":"\#(id)","engine":"\#(engine)","model":"\#(model)","choices":[],"usage":\#(usage(cached: cached))}"# + "\n\ndata: [DONE]\n\n"))
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: sse)
+    }
+}
+
+/// Engines started with `--api-key` refuse what their dialect guards without the key.
+struct EngineKeyMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let engine: SimulatedEngine
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let key = engine.options.apiKey, engine.options.dialect.requiresKey(request.uri.path),
+           request.headers[.authorization] != "Bearer \(key)" {
+            return Response(status: .unauthorized, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"error":"Unauthorized"}"#)))
+        }
+        return try await next(request, context)
     }
 }
 

@@ -30,15 +30,18 @@ struct Engines: AsyncParsableCommand {
     @Option(help: "KV-cache capacity in tokens.") var kvTokens: Int?
     @Option(help: "fast profile: milliseconds between streamed tokens.") var tokenIntervalMs = 0
     @Option(help: "Tokens generated when a request sets no max_tokens.") var outputTokens = 16
-    @Option(help: "Personality: fulcrum (HTTP only: the simulator's status, vLLM's /metrics and SGLang's /get_load), or rtp-llm (also rtp-llm's engine gRPC on the HTTP port + 1; engines then take every other port).")
+    @Option(help: "Personality: fulcrum (Fulcrum's PD headers), vllm (NIXL's kv_transfer_params hand-off), sglang (the bootstrap hand-off; the bootstrap server is on the HTTP port), or rtp-llm (also rtp-llm's engine gRPC on the HTTP port + 1; engines then take every other port). Every engine serves all status formats.")
     var engine = "fulcrum"
+    @Option(help: "Like the engines' --api-key: guarded routes want Authorization: Bearer KEY.") var apiKey: String?
 
     /// Ports between consecutive engines: rtp-llm engines use their HTTP port and the next.
     var portStride: Int { engine == "rtp-llm" ? 2 : 1 }
 
     func validate() throws {
         guard (1...1024).contains(count) else { throw ValidationError("--count must be in 1...1024") }
-        guard ["fulcrum", "rtp-llm"].contains(engine) else { throw ValidationError("--engine must be fulcrum or rtp-llm") }
+        guard EngineDialect(rawValue: engine) != nil else {
+            throw ValidationError("--engine must be one of \(EngineDialect.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
         guard (1...65_535).contains(basePort), basePort + count * portStride - 1 <= 65_535 else { throw ValidationError("--base-port leaves no room for \(count) engines") }
         guard ["VIT", "PREFILL", "DECODE", "PDFUSION"].contains(role) else { throw ValidationError("--role must be VIT, PREFILL, DECODE or PDFUSION") }
         guard tokenIntervalMs >= 0, outputTokens >= 0 else { throw ValidationError("--token-interval-ms and --output-tokens must not be negative") }
@@ -85,7 +88,7 @@ struct Engines: AsyncParsableCommand {
         for index in 0..<count {
             let engine = SimulatedEngine(options: .init(
                 id: "engine-\(index + 1)", model: model, role: role, tokenIntervalMilliseconds: tokenIntervalMs, defaultOutputTokens: outputTokens,
-                profile: timing
+                profile: timing, dialect: EngineDialect(rawValue: engine) ?? .fulcrum, apiKey: apiKey
             ))
             let port = basePort + index * portStride
             let app = Application(router: engine.makeRouter(), configuration: .init(address: .hostname(host, port: port)), logger: logger)

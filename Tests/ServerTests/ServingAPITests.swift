@@ -181,7 +181,9 @@ import Testing
                 text += String(buffer: chunk)
             }
             #expect(text.hasSuffix("data: [DONE]\n\n"))
-            #expect(text.components(separatedBy: "data: {").count - 1 == 5)
+            // Five tokens and the chunk that carries `finish_reason`.
+            #expect(text.components(separatedBy: #"{"content":"t"#).count - 1 == 5)
+            #expect(text.components(separatedBy: "data: {").count - 1 == 6)
             // Tokens come 60 ms apart: a buffering proxy would deliver them at once.
             #expect(arrivals.count >= 5)
             #expect(arrivals.last! - arrivals.first! >= .milliseconds(200))

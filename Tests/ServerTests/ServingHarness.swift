@@ -45,7 +45,7 @@ final class ServingHarness: Sendable {
 
     init(
         engines engineOptions: [SimulatedEngine.Options], serving: (inout ServingSettings) -> Void = { _ in },
-        security: SecuritySettings = SecuritySettings(), tls: Bool = false, rtpLLM: Bool = false
+        security: SecuritySettings = SecuritySettings(), tls: Bool = false, rtpLLM: Bool = false, engineKeys: EngineKeys = .none
     ) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-serving-\(UUID().uuidString)").path
         var ports = freePorts(2 + engineOptions.count)
@@ -71,7 +71,7 @@ final class ServingHarness: Sendable {
         serving(&servingSettings)
         var logger = Logger(label: "serving-test")
         logger.logLevel = ProcessInfo.processInfo.environment["FULCRUM_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
-        server = FulcrumServer(node: node, clock: machine.clock, serving: servingSettings, security: security, logger: logger)
+        server = FulcrumServer(node: node, clock: machine.clock, serving: servingSettings, security: security, engineKeys: engineKeys, logger: logger)
         var tasks: [Task<Void, any Error>] = []
         let node = node
         let server = server
@@ -124,9 +124,10 @@ final class ServingHarness: Sendable {
     /// Runs `body` against a fresh harness and always stops it, also when `body` throws.
     static func with(
         engines: [SimulatedEngine.Options], serving: (inout ServingSettings) -> Void = { _ in },
-        security: SecuritySettings = SecuritySettings(), tls: Bool = false, rtpLLM: Bool = false, _ body: (ServingHarness) async throws -> Void
+        security: SecuritySettings = SecuritySettings(), tls: Bool = false, rtpLLM: Bool = false, engineKeys: EngineKeys = .none,
+        _ body: (ServingHarness) async throws -> Void
     ) async throws {
-        let harness = try await ServingHarness(engines: engines, serving: serving, security: security, tls: tls, rtpLLM: rtpLLM)
+        let harness = try await ServingHarness(engines: engines, serving: serving, security: security, tls: tls, rtpLLM: rtpLLM, engineKeys: engineKeys)
         do {
             try await body(harness)
         } catch {

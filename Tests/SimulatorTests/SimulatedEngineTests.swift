@@ -45,7 +45,7 @@ import Testing
             // Text prompts: equal prefixes give equal blocks (here 2 of 3 cached).
             let text = String(repeating: "a", count: 512 * 4 * 2)
             try await client.execute(uri: "/v1/completions", method: .post, body: ByteBuffer(string: #"{"model":"m","prompt":"\#(text)","max_tokens":1}"#)) { _ in }
-            try await client.execute(uri: "/v1/completions", method: .post, body: ByteBuffer(string: #"{"model":"m","prompt":"\#(text + String(repeating: "b", count: 2_048))","max_tokens":1,"stream":true}"#)) { response in
+            try await client.execute(uri: "/v1/completions", method: .post, body: ByteBuffer(string: #"{"model":"m","prompt":"\#(text + String(repeating: "b", count: 2_048))","max_tokens":1,"stream":true,"stream_options":{"include_usage":true}}"#)) { response in
                 let text = String(buffer: response.body)
                 #expect(text.hasSuffix("data: [DONE]\n\n"))
                 #expect(Self.usage(text)?.cached == 1_024, "\(text.suffix(300))")

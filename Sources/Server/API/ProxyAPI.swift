@@ -20,6 +20,7 @@ struct ProxyAPI: Sendable {
     let client: HTTPClient
     let settings: ServingSettings
     let metrics: ServerMetrics
+    let engineKeys: EngineKeys
     let logger: Logger
 
     static let maxMessages = 4_096
@@ -208,28 +209,55 @@ struct ProxyAPI: Sendable {
             throw APIError(.badGateway, code: "no_target", "the decision named no worker")
         }
         let requestID = answer.requestId
+        let engines = EngineCalls(workers: await link.routing.workers(answer.targets.map(\.workerId)), keys: engineKeys)
         // `upstream_timeout_ms` bounds the whole exchange: prefill, decode and the streamed body.
         let deadline = ContinuousClock.now + .milliseconds(settings.upstreamTimeoutMilliseconds)
         var common: [(String, String)] = [("X-Request-ID", requestID)]
         if let vit = byRole["VIT"] { common.append(("X-Fulcrum-Vit-Worker", vit.address)) }
+        var finalBody = body
+        var prefillLeg: ConcurrentLeg?
         if let prefill = byRole["PREFILL"], final.role == "DECODE" {
-            try await prefillStep(
-                prefill, decode: final, completion: completion, path: path, headers: common, answer: answer, requestHeaders: headers, deadline: deadline
+            let step = PrefillStep(
+                prefill: prefill, path: path, headers: common, answer: answer,
+                requestHeaders: headers, deadline: deadline
             )
-            common.append(("X-Fulcrum-Prefill-Worker", prefill.address))
+            switch engines.handoff(prefill: prefill, decode: final) {
+            case .fulcrum:
+                var object = completion.object
+                Handoff.makeOneToken(&object)
+                _ = try await prefillStep(step, body: object, extraHeaders: [("X-Fulcrum-Decode-Worker", final.address)], engines: engines)
+                common.append(("X-Fulcrum-Prefill-Worker", prefill.address))
+            case .vllm:
+                let answered = try await prefillStep(step, body: Handoff.vllmPrefillBody(completion.object), extraHeaders: [], engines: engines)
+                finalBody = try Handoff.vllmDecodeBody(completion.object, prefillAnswer: answered)
+            case .sglang:
+                let shared = Handoff.sglangBody(completion.object, prefillAddress: prefill.address, bootstrapPort: engines.bootstrapPort(prefill))
+                finalBody = shared
+                prefillLeg = startPrefillLeg(step, body: shared, engines: engines)
+            }
         }
         var upstream = HTTPClientRequest(url: "http://\(final.address)\(path)")
         upstream.method = .POST
         upstream.headers.add(name: "Content-Type", value: "application/json")
         upstream.headers.add(name: "X-Fulcrum-Role", value: final.role.lowercased())
         for (name, value) in common { upstream.headers.add(name: name, value: value) }
-        upstream.body = .bytes(body)
+        engines.authorize(&upstream, for: final)
+        upstream.body = .bytes(finalBody)
         let response: HTTPClientResponse
         do {
-            response = try await client.execute(upstream, deadline: .now() + .nanoseconds(Int64((deadline - .now).nanoseconds)))
+            let client = client
+            let request = upstream
+            response = try await Handoff.race(prefillLeg) {
+                try await client.execute(request, deadline: .now() + .nanoseconds(Int64((deadline - .now).nanoseconds)))
+            }
+        } catch let failure as ConcurrentLeg.Failure {
+            // The prefill leg failed first: the decode leg (waiting for its KV) is abandoned.
+            throw await prefillFailed(failure, answer: answer, headers: headers)
         } catch where Self.isConnectFailure(error) {
+            prefillLeg?.cancel()
             throw ConnectFailure(workerID: final.workerId, underlying: error)
         } catch {
+            prefillLeg?.cancel()
             metrics.upstream(model: answer.model, role: final.role, outcome: UpstreamOutcome.timeout.rawValue)
             await release(answer, outcome: .timeout, workerID: final.workerId, headers: headers)
             throw APIError(.gatewayTimeout, code: "upstream_failed", "worker \(final.workerId) failed before answering: \(error)")
@@ -248,12 +276,30 @@ struct ProxyAPI: Sendable {
         let proxy = self
         let model = answer.model
         let role = final.role
+        let leg = prefillLeg
+        var abortWhen: (@Sendable () async -> (any Error)?)?
+        if let leg {
+            abortWhen = { () async -> (any Error)? in
+                guard let failure = await leg.failure() else { return nil }
+                return failure
+            }
+        }
+        let abort = abortWhen
         let responseBody = ResponseBody { writer in
             var outcome = UpstreamOutcome(status: status)
+            // Whatever ends the answer ends the prefill leg with it (it has finished by then
+            // unless something failed).
+            defer { leg?.cancel() }
             do {
-                try await ChunkPump.pump(response.body, into: &writer, deadline: deadline) { metrics.upstreamTTFT(model: model, .now - started) }
+                try await ChunkPump.pump(response.body, into: &writer, deadline: deadline, abortWhen: abort) {
+                    metrics.upstreamTTFT(model: model, .now - started)
+                }
                 try await writer.finish(nil)
             } catch let failure as ChunkPump.Failure {
+                if case .upstream(let error) = failure, let legFailure = error as? ConcurrentLeg.Failure {
+                    _ = await proxy.prefillFailed(legFailure, answer: answer, headers: headers)
+                    throw failure
+                }
                 let clientGone: Bool
                 switch failure {
                 case .client: clientGone = true
@@ -274,49 +320,96 @@ struct ProxyAPI: Sendable {
         return Response(status: .init(code: status), headers: fields, body: responseBody)
     }
 
-    /// PREFILL → DECODE: the prefill worker computes the prompt's KV cache (a one-token,
-    /// non-streaming request naming the decode worker) before the decode worker is called.
+    /// What a prefill call needs to know of the exchange it belongs to.
+    struct PrefillStep: Sendable {
+        var prefill: RouteResponse.Target
+        var path: String
+        var headers: [(String, String)]
+        var answer: RouteResponse
+        var requestHeaders: HTTPFields
+        var deadline: ContinuousClock.Instant
+    }
+
+    /// A sequential hand-off's first leg: the prefill worker computes the prompt's KV cache
+    /// (a one-token, non-streaming request) before the decode worker is called. Returns the
+    /// prefill worker's answer (vLLM's carries the `kv_transfer_params` the decode needs).
     private func prefillStep(
-        _ prefill: RouteResponse.Target, decode: RouteResponse.Target, completion: Completion, path: String,
-        headers: [(String, String)], answer: RouteResponse, requestHeaders: HTTPFields, deadline: ContinuousClock.Instant
-    ) async throws {
-        var object = completion.object
-        object["max_tokens"] = 1
-        object.removeValue(forKey: "max_completion_tokens")
-        object["stream"] = false
-        object.removeValue(forKey: "stream_options")
+        _ step: PrefillStep, body object: [String: Any], extraHeaders: [(String, String)], engines: EngineCalls
+    ) async throws -> ByteBuffer {
         let bytes = try JSONSerialization.data(withJSONObject: object)
-        var request = HTTPClientRequest(url: "http://\(prefill.address)\(path)")
-        request.method = .POST
-        request.headers.add(name: "Content-Type", value: "application/json")
-        request.headers.add(name: "X-Fulcrum-Role", value: "prefill")
-        request.headers.add(name: "X-Fulcrum-Decode-Worker", value: decode.address)
-        for (name, value) in headers { request.headers.add(name: name, value: value) }
-        request.body = .bytes(ByteBuffer(bytes: bytes))
-        let status: Int
+        let request = prefillRequest(step, body: ByteBuffer(bytes: bytes), extraHeaders: extraHeaders, engines: engines)
+        let answered: (status: Int, body: ByteBuffer)
         do {
             let client = client
-            let request = request
-            status = try await withDeadline(deadline, "the prefill of \(prefill.workerId)") {
+            answered = try await withDeadline(step.deadline, "the prefill of \(step.prefill.workerId)") {
                 let response = try await client.execute(request, deadline: .distantFuture)
-                _ = try await response.body.collect(upTo: 16 << 20)
-                return Int(response.status.code)
+                return (Int(response.status.code), try await response.body.collect(upTo: Handoff.maxPrefillAnswerBytes))
             }
         } catch where Self.isConnectFailure(error) {
-            throw ConnectFailure(workerID: prefill.workerId, underlying: error)
+            throw ConnectFailure(workerID: step.prefill.workerId, underlying: error)
         } catch {
             // A timeout, a broken or oversized answer: the reservation is released and the
             // prefill worker's breaker hears of it, as for an error status.
-            metrics.upstream(model: answer.model, role: "PREFILL", outcome: UpstreamOutcome.timeout.rawValue)
-            await release(answer, outcome: .timeout, workerID: prefill.workerId, headers: requestHeaders)
-            throw APIError(.gatewayTimeout, code: "prefill_failed", "prefill worker \(prefill.workerId) failed: \(error)")
+            throw await prefillFailed(.init(workerID: step.prefill.workerId, status: nil, reason: "\(error)"), answer: step.answer, headers: step.requestHeaders)
         }
-        let outcome = UpstreamOutcome(status: status)
-        metrics.upstream(model: answer.model, role: "PREFILL", outcome: outcome.rawValue)
+        let outcome = UpstreamOutcome(status: answered.status)
         guard outcome == .ok else {
-            await release(answer, outcome: outcome, workerID: prefill.workerId, headers: requestHeaders)
-            throw APIError(.badGateway, code: "prefill_failed", "prefill worker \(prefill.workerId) answered \(status)")
+            throw await prefillFailed(
+                .init(workerID: step.prefill.workerId, status: answered.status, reason: "answered \(answered.status)"), answer: step.answer,
+                headers: step.requestHeaders
+            )
         }
+        metrics.upstream(model: step.answer.model, role: "PREFILL", outcome: outcome.rawValue)
+        return answered.body
+    }
+
+    /// SGLang's hand-off: the same body goes to the prefill worker beside the decode call; the
+    /// prefill's answer is read to its end and dropped (the client gets the decode's).
+    private func startPrefillLeg(_ step: PrefillStep, body: ByteBuffer, engines: EngineCalls) -> ConcurrentLeg {
+        let request = prefillRequest(step, body: body, extraHeaders: [], engines: engines)
+        let client = client
+        let metrics = metrics
+        let workerID = step.prefill.workerId
+        let model = step.answer.model
+        return ConcurrentLeg(workerID: workerID) {
+            do {
+                let status = try await withDeadline(step.deadline, "the prefill of \(workerID)") {
+                    let response = try await client.execute(request, deadline: .distantFuture)
+                    for try await _ in response.body {}
+                    return Int(response.status.code)
+                }
+                guard UpstreamOutcome(status: status) == .ok else { return .init(workerID: workerID, status: status, reason: "answered \(status)") }
+                metrics.upstream(model: model, role: "PREFILL", outcome: UpstreamOutcome.ok.rawValue)
+                return nil
+            } catch is CancellationError {
+                return nil
+            } catch {
+                return Task.isCancelled ? nil : .init(workerID: workerID, status: nil, reason: "\(error)")
+            }
+        }
+    }
+
+    private func prefillRequest(_ step: PrefillStep, body: ByteBuffer, extraHeaders: [(String, String)], engines: EngineCalls) -> HTTPClientRequest {
+        var request = HTTPClientRequest(url: "http://\(step.prefill.address)\(step.path)")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.headers.add(name: "X-Fulcrum-Role", value: "prefill")
+        for (name, value) in step.headers + extraHeaders { request.headers.add(name: name, value: value) }
+        engines.authorize(&request, for: step.prefill)
+        request.body = .bytes(body)
+        return request
+    }
+
+    /// A failed prefill leg: counted, the decision's reservations handed back with the prefill
+    /// worker's outcome (its breaker hears of it), and the client's error.
+    private func prefillFailed(_ failure: ConcurrentLeg.Failure, answer: RouteResponse, headers: HTTPFields) async -> APIError {
+        let outcome = failure.status.map(UpstreamOutcome.init(status:)) ?? .timeout
+        metrics.upstream(model: answer.model, role: "PREFILL", outcome: outcome.rawValue)
+        await release(answer, outcome: outcome, workerID: failure.workerID, headers: headers)
+        if failure.status != nil {
+            return APIError(.badGateway, code: "prefill_failed", "prefill worker \(failure.workerID) \(failure.reason)")
+        }
+        return APIError(.gatewayTimeout, code: "prefill_failed", "prefill worker \(failure.workerID) failed: \(failure.reason)")
     }
 
     private func release(_ answer: RouteResponse, outcome: UpstreamOutcome, workerID: String, headers: HTTPFields) async {

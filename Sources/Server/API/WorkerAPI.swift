@@ -143,6 +143,20 @@ extension WorkerRegistration {
         } else if let engine = labels["engine"], EngineKind(rawValue: engine) == nil {
             throw APIError.badRequest(field: "labels.engine", "one of \(EngineKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
+        if apiKey != nil || labels["api_key"] != nil {
+            throw APIError.badRequest(
+                field: apiKey != nil ? "api_key" : "labels.api_key",
+                "an engine key is never registered in clear (it would be replicated to every node): put it in engine_keys_file and name it with labels.api_key_ref"
+            )
+        }
+        if let name = labels["api_key_ref"], !EngineKeys.isValidName(name) {
+            throw APIError.badRequest(field: "labels.api_key_ref", "expected 1 to 128 letters, digits, '.', '_' or '-'")
+        }
+        for key in ["bootstrap_port", "grpc_port"] {
+            if let text = labels[key], Int(text).map({ (1...65_535).contains($0) }) != true {
+                throw APIError.badRequest(field: "labels.\(key)", "expected a port in 1...65535")
+            }
+        }
         var capacityValue = WorkerCapacity()
         if let capacity {
             for (field, value) in [("kv_blocks", capacity.kvBlocks), ("block_size", capacity.blockSize), ("max_batch", capacity.maxBatch), ("max_requests", capacity.maxRequests)] {

@@ -10,7 +10,8 @@ import Synchronization
 /// Two bounds: the queue holds at most `maxQueuedBytes` (past it the reader waits for the
 /// writer, so a client that reads slowly slows the worker's stream instead of growing this
 /// node's memory), and the whole answer must end by `deadline` (`upstream_timeout_ms`), or the
-/// pump stops with ``Failure/upstream(_:)``.
+/// pump stops with ``Failure/upstream(_:)``. `abortWhen`, when given, is awaited beside the
+/// stream: an error it returns stops the pump the same way (a PD hand-off's other leg failed).
 enum ChunkPump {
     enum Failure: Error {
         /// The upstream body failed (the worker broke the stream or passed the deadline).
@@ -26,17 +27,20 @@ enum ChunkPump {
         var bytes = 0
         var finished = false
         var error: (any Error)?
+        /// Set with `error` when the deadline passed or `abortWhen` fired: nothing more goes out,
+        /// even what was queued.
+        var halted = false
         /// The reader, waiting for the writer to drain the queue below the cap.
         var readerWaiting: CheckedContinuation<Void, Never>?
 
         /// Takes everything queued, and the reader's continuation if it waits for room.
-        mutating func drain() -> ([ByteBuffer], (any Error)?, CheckedContinuation<Void, Never>?) {
+        mutating func drain() -> ([ByteBuffer], (any Error)?, CheckedContinuation<Void, Never>?, halted: Bool) {
             defer {
                 buffers.removeAll(keepingCapacity: true)
                 bytes = 0
                 readerWaiting = nil
             }
-            return (buffers, error, readerWaiting)
+            return (buffers, error, readerWaiting, halted)
         }
     }
 
@@ -44,7 +48,8 @@ enum ChunkPump {
     /// arrive from upstream.
     static func pump<Body: AsyncSequence & Sendable>(
         _ body: Body, into writer: inout any ResponseBodyWriter, deadline: ContinuousClock.Instant,
-        maxQueuedBytes: Int = defaultMaxQueuedBytes, firstByte: @Sendable () -> Void
+        maxQueuedBytes: Int = defaultMaxQueuedBytes, abortWhen: (@Sendable () async -> (any Error)?)? = nil,
+        firstByte: @Sendable () -> Void
     ) async throws(Failure) where Body.Element == ByteBuffer {
         let queue = Shared()
         let (signals, signal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -69,16 +74,29 @@ enum ChunkPump {
             }
             signal.finish()
         }
-        let timer = Task {
-            guard (try? await Task.sleep(until: deadline, clock: .continuous)) != nil else { return }
+        @Sendable func halt(_ error: any Error) {
             queue.withLock { queue in
-                if !queue.finished { queue.error = DeadlineExceeded(what: "the worker's answer"); queue.finished = true }
+                if !queue.finished {
+                    queue.error = error
+                    queue.finished = true
+                    queue.halted = true
+                }
             }
             signal.yield()
             reader.cancel()
         }
+        let timer = Task {
+            guard (try? await Task.sleep(until: deadline, clock: .continuous)) != nil else { return }
+            halt(DeadlineExceeded(what: "the worker's answer"))
+        }
+        let watcher = abortWhen.map { abortWhen in
+            Task {
+                if let error = await abortWhen() { halt(error) }
+            }
+        }
         defer {
             timer.cancel()
+            watcher?.cancel()
             reader.cancel()
             // A reader parked for room must not wait for a writer that has gone.
             queue.withLock { queue in queue.drain() }.2?.resume()
@@ -95,17 +113,16 @@ enum ChunkPump {
             do { try await writer.write(merged) } catch { throw .client(error) }
         }
         for await _ in signals {
-            let (buffers, error, waiting) = queue.withLock { $0.drain() }
+            let (buffers, error, waiting, halted) = queue.withLock { $0.drain() }
             waiting?.resume()
-            // After the deadline nothing more goes out, even what was queued.
-            if let error = error as? DeadlineExceeded { throw .upstream(error) }
+            if halted, let error { throw .upstream(error) }
             try await write(buffers)
             if let error { throw .upstream(error) }
         }
         // The stream finished; take what the last signal may not have covered.
-        let (rest, error, waiting) = queue.withLock { $0.drain() }
+        let (rest, error, waiting, halted) = queue.withLock { $0.drain() }
         waiting?.resume()
-        if let error = error as? DeadlineExceeded { throw .upstream(error) }
+        if halted, let error { throw .upstream(error) }
         try await write(rest)
         if let error { throw .upstream(error) }
     }

@@ -11,6 +11,8 @@ import FulcrumAPI
 struct HTTPWorkerProber: WorkerProber {
     let client: HTTPClient
     let clock: ClusterClock
+    /// Engines started with `--api-key` want theirs on status calls too.
+    let keys: EngineKeys
     /// rtp-llm engines are read over their gRPC instead.
     let rtpLLM = RTPLLMWorkerProber()
 
@@ -32,6 +34,7 @@ struct HTTPWorkerProber: WorkerProber {
         }
         var request = HTTPClientRequest(url: "http://\(worker.address)\(path)")
         request.method = .GET
+        if let authorization = keys.authorization(for: worker) { request.headers.add(name: "Authorization", value: authorization) }
         let response = try await client.execute(request, timeout: .milliseconds(Int64(timeoutMilliseconds)))
         guard (200..<300).contains(response.status.code) else {
             throw StatusParseError(description: "status \(response.status.code)")
