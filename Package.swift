@@ -60,6 +60,14 @@ let package = Package(
         .target(name: "RaftCoding", dependencies: ["Raft", "WireCoding"], swiftSettings: strict),
         // The system liblz4, for snapshot compression.
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        // The system libzmq: engines publish KV-cache events over ZeroMQ.
+        // (No pkgConfig: Debian's libzmq.pc adds -isystem flags SwiftPM refuses; the header is in
+        // /usr/include and the module map links -lzmq.)
+        .systemLibrary(name: "CZMQ", providers: [.apt(["libzmq3-dev"])]),
+        // Engines' KV-cache events: MessagePack, vLLM's and SGLang's event batches, ordering and
+        // replay over ZeroMQ, and their translation into Fulcrum's prefix-index blocks.
+        .target(name: "KVEvents", dependencies: ["Balancer", "CZMQ"], swiftSettings: strict),
+        .testTarget(name: "KVEventsTests", dependencies: ["KVEvents", "Balancer"], swiftSettings: strict),
         // A SQLite VFS that undoes unsynced writes at a simulated power loss, delays fsyncs and
         // fails writes (fault-injection runs only; SQLite's crash tests work the same way).
         .target(name: "CFaultVFS", linkerSettings: [.linkedLibrary("sqlite3")]),
@@ -114,7 +122,7 @@ let package = Package(
         .target(
             name: "Serving",
             dependencies: [
-                "Balancer", "Cluster", "FulcrumAPI",
+                "Balancer", "Cluster", "FulcrumAPI", "KVEvents",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
@@ -182,7 +190,7 @@ let package = Package(
         .target(
             name: "Simulator",
             dependencies: [
-                "Balancer", "WireCoding", "FlexLBProtocol",
+                "Balancer", "WireCoding", "FlexLBProtocol", "KVEvents",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -280,7 +288,7 @@ let package = Package(
         .target(
             name: "Fuzzing",
             dependencies: [
-                "Balancer", "FulcrumAPI", "Raft", "RaftStorage", "RaftTransport", "WireCoding",
+                "Balancer", "FulcrumAPI", "KVEvents", "Raft", "RaftStorage", "RaftTransport", "WireCoding",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -57,7 +57,16 @@ public struct BlockHasher: Sendable, Hashable {
         }
     }
 
-    static func root(_ model: String) -> UInt64 {
+    /// The hash of the block of `tokens` that follows `previous` (``root(_:)`` for a prompt's
+    /// first block): what ``blocks(tokens:model:)`` computes block by block, for index updates
+    /// built from an engine's own events.
+    public static func extend(_ previous: BlockHash, tokens: some Collection<UInt32>) -> BlockHash {
+        var hasher = StableHasher(seed: previous)
+        for token in tokens { hasher.combine(UInt64(token)) }
+        return hasher.finalized
+    }
+
+    public static func root(_ model: String) -> UInt64 {
         var hasher = StableHasher()
         hasher.combine(bytes: model.utf8)
         return hasher.finalized

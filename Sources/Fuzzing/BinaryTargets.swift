@@ -1,4 +1,5 @@
 import Balancer
+import KVEvents
 import NIOCore
 import NIOEmbedded
 import Raft
@@ -10,7 +11,7 @@ import WireCoding
 public enum FuzzTargets {
     public static let all: [any FuzzTarget] = [
         FrameStreamTarget(), MessagesTarget(), HelloTarget(), ChunksTarget(), CommandTarget(), CommandsThenRouteTarget(),
-        BalancerSnapshotTarget(), StoredSnapshotTarget(),
+        BalancerSnapshotTarget(), StoredSnapshotTarget(), KVEventsTarget(),
     ]
 
     public static func named(_ name: String) -> (any FuzzTarget)? { all.first { $0.name == name } }
@@ -295,6 +296,36 @@ struct StoredSnapshotTarget: FuzzTarget {
     func run(_ input: [UInt8]) throws(FuzzFinding) -> Bool {
         guard let data = try? SnapshotCodec.decompress(input) else { return false }
         guard (try? SnapshotCodec.decompress(SnapshotCodec.compress(data))) == data else { throw FuzzFinding("snapshot does not survive recompression") }
+        return true
+    }
+}
+
+/// An engine's KV-event batch (MessagePack from a ZeroMQ peer): decoded, re-encoded in both
+/// encodings to the same events, and applied to a prefix mapper — nothing may trap.
+struct KVEventsTarget: FuzzTarget {
+    let name = "kv-events"
+
+    func seeds() -> [[UInt8]] {
+        let batch = KVEventBatch(timestamp: 1.5, events: [
+            .stored(hashes: [1, 2], parent: nil, tokens: Array(1...8), blockSize: 4), .stored(hashes: [3], parent: 2, tokens: [9, 9, 9, 9], blockSize: 4),
+            .removed(hashes: [1, 99]), .allCleared,
+        ], dataParallelRank: 0)
+        return [batch.encoded(.maps), batch.encoded(.arrays)]
+    }
+
+    func run(_ input: [UInt8]) throws(FuzzFinding) -> Bool {
+        guard let batch = try? KVEventBatch.decode(input) else { return false }
+        for encoding in [KVEventBatch.Encoding.maps, .arrays] {
+            guard (try? KVEventBatch.decode(batch.encoded(encoding)))?.events == batch.events else {
+                throw FuzzFinding("a decoded batch does not survive re-encoding as \(encoding)")
+            }
+        }
+        var mapper = BlockMapper(model: "m", capacity: 64)
+        let change = mapper.apply(batch)
+        guard mapper.count <= 64, change.stored.count <= batch.events.reduce(0, { total, event in
+            if case .stored(let hashes, _, _, _) = event { return total + hashes.count }
+            return total
+        }) else { throw FuzzFinding("the mapper grew past its bounds") }
         return true
     }
 }
