@@ -171,7 +171,7 @@ let package = Package(
             name: "ServerTests",
             dependencies: [
                 "Server", "Serving", "FulcrumAgent", "NodeCommands", "Cluster", "Raft", "RaftTransport", "Balancer", "Simulator", "NetworkTestSupport", "Fuzzing",
-                "FlexLBProtocol",
+                "FlexLBProtocol", "KVEvents",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -215,7 +215,7 @@ let package = Package(
         .executableTarget(
             name: "SimulatorTool",
             dependencies: [
-                "Simulator", "Balancer", "FulcrumAPI", "FlexLBProtocol",
+                "Simulator", "Balancer", "FulcrumAPI", "FlexLBProtocol", "KVEvents",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

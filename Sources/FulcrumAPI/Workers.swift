@@ -29,6 +29,20 @@ public struct WorkerRegistration: Codable, Sendable, Hashable {
     public var engine: String?
     /// Read only to refuse it: an engine's key is named (`labels.api_key_ref`), never sent.
     public var apiKey: String?
+    /// Where the engine publishes its KV-cache events (vLLM's and SGLang's
+    /// `--kv-events-config`): a ZeroMQ PUB `endpoint` and, optionally, its ROUTER
+    /// `replay_endpoint`, both `tcp://HOST:PORT`.
+    public var kvEvents: KVEventsEndpoints?
+
+    public struct KVEventsEndpoints: Codable, Sendable, Hashable {
+        public var endpoint: String
+        public var replayEndpoint: String?
+
+        public init(endpoint: String, replayEndpoint: String? = nil) {
+            self.endpoint = endpoint
+            self.replayEndpoint = replayEndpoint
+        }
+    }
 
     public init(
         id: String, model: String, role: String, address: String, group: String? = nil, labels: [String: String]? = nil,

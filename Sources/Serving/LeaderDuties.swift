@@ -1,5 +1,6 @@
 public import Balancer
 import Cluster
+public import KVEvents
 import Foundation
 public import Logging
 
@@ -74,6 +75,9 @@ public actor LeaderDuties {
             }
             group.addTask { try await self.every(milliseconds: self.settings.statusIntervalMilliseconds) { await self.pollRound() } }
             group.addTask { try await self.every(milliseconds: self.settings.flushIntervalMilliseconds) { await self.flush() } }
+            // Engines' KV events: followed on every node, handed to the duties on the leader.
+            let ingest = KVEventIngest(node: self.node, duties: self, metrics: self.metrics, logger: self.logger)
+            group.addTask { try await ingest.run() }
             try await group.next()
             group.cancelAll()
         }
@@ -275,6 +279,34 @@ public actor LeaderDuties {
         pendingRecords += records
         pendingEvictions += evictions
         if ended > 0 { logger.trace("\(ended) holds ended by engines' finished-request reports") }
+    }
+
+    /// Index changes from engines' KV events (on the leader; a follower's are dropped, its
+    /// own leader proposes the same). A cleared engine loses every block it is held for.
+    public func absorb(engineEvents changes: [String: BlockMapper.Change]) async {
+        guard isLeader else { return }
+        let cleared = changes.filter(\.value.cleared).map(\.key)
+        var held: [String: [BlockHash]] = [:]
+        if !cleared.isEmpty {
+            held = await node.withMachine { machine, _ in
+                Dictionary(uniqueKeysWithValues: cleared.map { ($0, machine.state.cachedBlocks(workerID: $0)) })
+            }
+        }
+        for workerID in changes.keys.sorted() {
+            let change = changes[workerID]!
+            if change.cleared { pendingRecords.removeAll { $0.workerID == workerID } }
+            let evicted = (held[workerID] ?? []) + change.removed
+            if !evicted.isEmpty {
+                // The flush evicts before it records: a block stored earlier in this flush
+                // interval and removed now must not be recorded after all.
+                let gone = Set(evicted)
+                for index in pendingRecords.indices where pendingRecords[index].workerID == workerID {
+                    pendingRecords[index].blocks.removeAll { gone.contains($0) }
+                }
+                pendingEvictions.append(PrefixRecord(workerID: workerID, blocks: evicted))
+            }
+            if !change.stored.isEmpty { pendingRecords.append(PrefixRecord(workerID: workerID, blocks: change.stored)) }
+        }
     }
 
     // MARK: Flushing to the log

@@ -92,6 +92,18 @@ public final class ServerMetrics: Sendable {
         catchUp("fulcrum_peer_connections_refused_total", help: "Peer connections refused or closed for cause, by reason.", to: counts)
     }
 
+    /// `fulcrum_kv_events_total{outcome}`: engine KV events applied, blocks whose chain was
+    /// unknown, resets.
+    public func kvEvents(outcome: String, count: Int) {
+        registry.makeCounter(descriptor: .fulcrum("fulcrum_kv_events_total", help: "Engine KV-cache events applied to the index, unmapped blocks and resets."),
+            labels: [("outcome", outcome)]).increment(by: Int64(count))
+    }
+
+    /// Brings `fulcrum_kv_event_frames_total{reason}` up to the subscriber's counts.
+    public func kvEventFrames(_ counts: [String: Int]) {
+        catchUp("fulcrum_kv_event_frames_total", help: "KV-event batches received (batches), dropped as malformed, replayed, and gaps and resets seen.", to: counts)
+    }
+
     /// Brings a counter whose counts are kept elsewhere (by reason) up to them.
     private func catchUp(_ name: String, help: String, to counts: [String: Int]) {
         let deltas = externalSeen.withLock { all in

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import Hummingbird
+public import KVEvents
 import NIOCore
 
 /// Which real engine a simulated engine speaks as: its API-key rule, its PD hand-off and its
@@ -16,6 +17,12 @@ public enum EngineDialect: String, Sendable, CaseIterable {
     case sglang
     /// rtp-llm (its engine gRPC beside the HTTP API).
     case rtpLLM = "rtp-llm"
+
+    /// How the dialect's engine encodes its KV events: vLLM's current releases as maps,
+    /// SGLang's as tagged arrays.
+    public var kvEventEncoding: KVEventBatch.Encoding {
+        self == .sglang ? .arrays : .maps
+    }
 
     /// Whether a request to `path` must carry the engine's key. vLLM's `--api-key` guards the
     /// `/v1` routes (vllm `entrypoints/openai/api_server.py`); SGLang's every route but those

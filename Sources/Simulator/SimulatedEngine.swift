@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 public import Hummingbird
+public import KVEvents
 import NIOCore
 import Synchronization
 
@@ -114,9 +115,15 @@ public final class SimulatedEngine: Sendable {
     /// The timing model's runtime, when the engine has a profile.
     public let runtime: EngineRuntime?
 
-    public init(options: Options) {
+    /// Where the engine publishes its KV events (vLLM and SGLang dialects, modelled engines).
+    public let kvEvents: KVEventPublisher?
+
+    /// `kvEvents`: the publisher of a modelled engine's KV-cache events (see
+    /// ``EngineDialect/kvEventEncoding``).
+    public init(options: Options, kvEvents: KVEventPublisher? = nil) {
         self.options = options
-        runtime = options.profile.map(EngineRuntime.init(profile:))
+        self.kvEvents = kvEvents
+        runtime = options.profile.map { EngineRuntime(profile: $0, publisher: kvEvents) }
     }
 
     public var served: [Served] { state.withLock { $0.served } }
@@ -201,6 +208,24 @@ public final class SimulatedEngine: Sendable {
                 var response = self.json(#"{"error":"invalid fault knob","field":"\#(field)"}"#)
                 response.status = .badRequest
                 return response
+            }
+        }
+        // vLLM's `POST /tokenize` (a prompt, or messages through the chat template) and SGLang's
+        // `POST /v1/tokenize` (prompts only), with the simulator's tokenizer.
+        for path in ["tokenize", "v1/tokenize"] {
+            router.post(RouterPath(stringLiteral: path)) { request, _ -> Response in
+                var request = request
+                let body = try await request.collectBody(upTo: 16 << 20)
+                guard let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any] else {
+                    return Response(status: .badRequest, body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"bad JSON"}}"#)))
+                }
+                let tokens: [UInt32]
+                if path == "tokenize", let messages = object["messages"] {
+                    tokens = PromptBlocks.tokens(text: Self.chatText(messages))
+                } else {
+                    tokens = Self.promptTokens(object["prompt"])
+                }
+                return self.json(#"{"count":\#(tokens.count),"max_model_len":131072,"tokens":[\#(tokens.map(String.init).joined(separator: ","))],"token_strs":null}"#)
             }
         }
         router.post("v1/completions") { request, _ in try await self.complete(request, chat: false) }
@@ -451,22 +476,16 @@ extension SimulatedEngine {
         let blockSize = options.profile?.blockSize ?? 16
         var blocks: [UInt64]
         var inputTokens: Int
+        var promptTokens: [UInt32]?
         if let hashes = object["fulcrum_block_hashes"] as? [NSNumber], !hashes.isEmpty {
             let perBlock = (object["fulcrum_tokens_per_block"] as? Int) ?? blockSize
             blocks = hashes.map(\.uint64Value)
             inputTokens = (object["fulcrum_input_tokens"] as? Int) ?? blocks.count * perBlock
         } else {
-            let text: String
-            if reply.chat {
-                text = ((object["messages"] as? [[String: Any]]) ?? []).map { message in
-                    "\(message["role"] as? String ?? ""): \(message["content"] as? String ?? "")\n"
-                }.joined()
-            } else if let prompt = object["prompt"] as? String {
-                text = prompt
-            } else {
-                text = ((object["prompt"] as? [Any]) ?? []).map { "\($0) " }.joined()
-            }
-            (blocks, inputTokens) = PromptBlocks.blocks(text: text, tokensPerBlock: blockSize)
+            let tokens = reply.chat ? PromptBlocks.tokens(text: Self.chatText(object["messages"])) : Self.promptTokens(object["prompt"])
+            blocks = PromptBlocks.blocks(tokens: tokens, tokensPerBlock: blockSize)
+            inputTokens = max(1, tokens.count)
+            promptTokens = tokens
         }
         let outputTokens = reply.part.prefillOnly ? 1 : max(1, min(maxTokens ?? options.defaultOutputTokens, 100_000))
         let outputBlocks = (outputTokens + blockSize - 1) / blockSize
@@ -476,8 +495,10 @@ extension SimulatedEngine {
             let reason = "needs \(blocks.count + outputBlocks) KV blocks, the engine has \(capacity)"
             return Response(status: .badRequest, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"\#(reason)"}}"#)))
         }
-        let events = await runtime.submit(blocks: blocks, inputTokens: inputTokens, outputTokens: outputTokens, transferredPrompt: reply.part.transferred)
-        let promptTokens = inputTokens
+        let events = await runtime.submit(
+            blocks: blocks, inputTokens: inputTokens, outputTokens: outputTokens, transferredPrompt: reply.part.transferred, tokens: promptTokens
+        )
+        let promptTokenCount = inputTokens
         let abortAfter = faults.abortAfterTokens
         if !stream {
             var cached = 0
@@ -488,7 +509,7 @@ extension SimulatedEngine {
                 }
             }
             reply.ended(prefilled: !Task.isCancelled)
-            return reply.whole(tokens: outputTokens, promptTokens: promptTokens, cached: cached, blocks: blocks.count)
+            return reply.whole(tokens: outputTokens, promptTokens: promptTokenCount, cached: cached, blocks: blocks.count)
         }
         let sse = ResponseBody { writer in
             var cached = 0
@@ -508,7 +529,7 @@ extension SimulatedEngine {
                     try await writer.write(reply.token(index))
                     index += 1
                 }
-                try await writer.write(reply.end(promptTokens: promptTokens, completionTokens: index, cached: cached))
+                try await writer.write(reply.end(promptTokens: promptTokenCount, completionTokens: index, cached: cached))
                 reply.ended(prefilled: true)
             } catch {
                 reply.ended(prefilled: false)
@@ -517,6 +538,27 @@ extension SimulatedEngine {
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: sse)
+    }
+}
+
+extension SimulatedEngine {
+    /// The conversation as the simulator's chat template writes it: `role: content` lines.
+    static func chatText(_ messages: Any?) -> String {
+        ((messages as? [[String: Any]]) ?? []).map { message in
+            "\(message["role"] as? String ?? ""): \(message["content"] as? String ?? "")\n"
+        }.joined()
+    }
+
+    /// A completion's prompt as tokens: text through the simulator's tokenizer, token ids as
+    /// they are (the first prompt of a batch).
+    static func promptTokens(_ prompt: Any?) -> [UInt32] {
+        switch prompt {
+        case let text as String: return PromptBlocks.tokens(text: text)
+        case let texts as [String]: return PromptBlocks.tokens(text: texts.first ?? "")
+        case let ids as [NSNumber]: return ids.map { UInt32(truncatingIfNeeded: $0.int64Value) }
+        case let batches as [[NSNumber]]: return (batches.first ?? []).map { UInt32(truncatingIfNeeded: $0.int64Value) }
+        default: return []
+        }
     }
 }
 

@@ -6,6 +6,7 @@ import Hummingbird
 import Logging
 import ServiceLifecycle
 import Simulator
+import KVEvents
 
 @main
 struct SimulatorTool: AsyncParsableCommand {
@@ -33,6 +34,8 @@ struct Engines: AsyncParsableCommand {
     @Option(help: "Personality: fulcrum (Fulcrum's PD headers), vllm (NIXL's kv_transfer_params hand-off), sglang (the bootstrap hand-off; the bootstrap server is on the HTTP port), or rtp-llm (also rtp-llm's engine gRPC on the HTTP port + 1; engines then take every other port). Every engine serves all status formats.")
     var engine = "fulcrum"
     @Option(help: "Like the engines' --api-key: guarded routes want Authorization: Bearer KEY.") var apiKey: String?
+    @Option(help: "Publish KV-cache events over ZeroMQ as --kv-events-config does (modelled engines): engine i's PUB on this port + 2i, its replay ROUTER on the next; vllm engines encode maps, sglang engines tagged arrays.")
+    var kvEventsBasePort: Int?
 
     /// Ports between consecutive engines: rtp-llm engines use their HTTP port and the next.
     var portStride: Int { engine == "rtp-llm" ? 2 : 1 }
@@ -44,6 +47,10 @@ struct Engines: AsyncParsableCommand {
         }
         guard (1...65_535).contains(basePort), basePort + count * portStride - 1 <= 65_535 else { throw ValidationError("--base-port leaves no room for \(count) engines") }
         guard ["VIT", "PREFILL", "DECODE", "PDFUSION"].contains(role) else { throw ValidationError("--role must be VIT, PREFILL, DECODE or PDFUSION") }
+        if let kvEventsBasePort {
+            guard (1...65_535).contains(kvEventsBasePort), kvEventsBasePort + 2 * count - 1 <= 65_535 else { throw ValidationError("--kv-events-base-port leaves no room for \(count) engines") }
+            guard profile != "fast" else { throw ValidationError("--kv-events-base-port needs a timing model (the fast profile has no KV cache)") }
+        }
         guard tokenIntervalMs >= 0, outputTokens >= 0 else { throw ValidationError("--token-interval-ms and --output-tokens must not be negative") }
     }
 
@@ -86,10 +93,18 @@ struct Engines: AsyncParsableCommand {
         let timing = try engineProfile()
         FileHandle.standardOutput.write(Data("profile: \(timing.map(\.description) ?? "fast (no timing model, \(tokenIntervalMs) ms per token)")\n".utf8))
         for index in 0..<count {
-            let engine = SimulatedEngine(options: .init(
+            let dialect = EngineDialect(rawValue: engine) ?? .fulcrum
+            var publisher: KVEventPublisher?
+            if let kvEventsBasePort {
+                let port = kvEventsBasePort + 2 * index
+                publisher = try KVEventPublisher(endpoint: "tcp://\(host):\(port)", replayEndpoint: "tcp://\(host):\(port + 1)", encoding: dialect.kvEventEncoding)
+            }
+            var options = SimulatedEngine.Options(
                 id: "engine-\(index + 1)", model: model, role: role, tokenIntervalMilliseconds: tokenIntervalMs, defaultOutputTokens: outputTokens,
-                profile: timing, dialect: EngineDialect(rawValue: engine) ?? .fulcrum, apiKey: apiKey
-            ))
+                profile: timing, dialect: dialect, apiKey: apiKey
+            )
+            options.sideChannelHost = host
+            let engine = SimulatedEngine(options: options, kvEvents: publisher)
             let port = basePort + index * portStride
             let app = Application(router: engine.makeRouter(), configuration: .init(address: .hostname(host, port: port)), logger: logger)
             services.append(.init(service: app))

@@ -5,6 +5,7 @@ import FulcrumAPI
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Hummingbird
+import KVEvents
 import Logging
 import NetworkTestSupport
 import NIOCore
@@ -45,7 +46,8 @@ final class ServingHarness: Sendable {
 
     init(
         engines engineOptions: [SimulatedEngine.Options], serving: (inout ServingSettings) -> Void = { _ in },
-        security: SecuritySettings = SecuritySettings(), tls: Bool = false, rtpLLM: Bool = false, engineKeys: EngineKeys = .none
+        security: SecuritySettings = SecuritySettings(), tls: Bool = false, rtpLLM: Bool = false, engineKeys: EngineKeys = .none,
+        kvEvents: [Int: KVEventPublisher] = [:]
     ) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-serving-\(UUID().uuidString)").path
         var ports = freePorts(2 + engineOptions.count)
@@ -79,7 +81,7 @@ final class ServingHarness: Sendable {
         tasks.append(Task { try await server.duties.run() })
         let http = try server.httpService(host: "127.0.0.1", port: ports[1])
         var servers = [RunningServices([http], logger: logger)]
-        engines = engineOptions.map { SimulatedEngine(options: $0) }
+        engines = engineOptions.enumerated().map { SimulatedEngine(options: $0.element, kvEvents: kvEvents[$0.offset]) }
         engineAddresses = engineOptions.indices.map { "127.0.0.1:\(ports[2 + $0])" }
         for (index, engine) in engines.enumerated() {
             let app = Application(router: engine.makeRouter(), configuration: .init(address: .hostname("127.0.0.1", port: ports[2 + index])), logger: logger)
@@ -125,9 +127,11 @@ final class ServingHarness: Sendable {
     static func with(
         engines: [SimulatedEngine.Options], serving: (inout ServingSettings) -> Void = { _ in },
         security: SecuritySettings = SecuritySettings(), tls: Bool = false, rtpLLM: Bool = false, engineKeys: EngineKeys = .none,
-        _ body: (ServingHarness) async throws -> Void
+        kvEvents: [Int: KVEventPublisher] = [:], _ body: (ServingHarness) async throws -> Void
     ) async throws {
-        let harness = try await ServingHarness(engines: engines, serving: serving, security: security, tls: tls, rtpLLM: rtpLLM, engineKeys: engineKeys)
+        let harness = try await ServingHarness(
+            engines: engines, serving: serving, security: security, tls: tls, rtpLLM: rtpLLM, engineKeys: engineKeys, kvEvents: kvEvents
+        )
         do {
             try await body(harness)
         } catch {

@@ -113,6 +113,14 @@ enum PeerAddressText {
 }
 
 extension WorkerRegistration {
+    /// The host of a ZeroMQ `tcp://HOST:PORT` endpoint (no wildcards: Fulcrum connects to it).
+    static func zmqTCPHost(_ endpoint: String) -> String? {
+        guard endpoint.hasPrefix("tcp://"), endpoint.utf8.count <= 300 else { return nil }
+        let address = String(endpoint.dropFirst(6))
+        guard PeerAddressText.isValid(address), !address.contains("*") else { return nil }
+        return splitHostPort(address).0
+    }
+
     func worker(allowedNetworks: [CIDR] = []) throws -> Worker {
         guard !id.isEmpty, id.utf8.count <= 256 else { throw APIError.badRequest(field: "id", "must be 1 to 256 bytes") }
         guard !model.isEmpty, model.utf8.count <= 256 else { throw APIError.badRequest(field: "model", "must be 1 to 256 bytes") }
@@ -155,6 +163,26 @@ extension WorkerRegistration {
         for key in ["bootstrap_port", "grpc_port"] {
             if let text = labels[key], Int(text).map({ (1...65_535).contains($0) }) != true {
                 throw APIError.badRequest(field: "labels.\(key)", "expected a port in 1...65535")
+            }
+        }
+        if let kvEvents {
+            for (field, endpoint) in [("kv_events.endpoint", kvEvents.endpoint), ("kv_events.replay_endpoint", kvEvents.replayEndpoint)] {
+                guard let endpoint else { continue }
+                guard let host = Self.zmqTCPHost(endpoint) else {
+                    throw APIError.badRequest(field: field, "expected tcp://HOST:PORT")
+                }
+                if !allowedNetworks.isEmpty && !allowedNetworks.contains(where: { $0.contains(host) }) {
+                    throw APIError.badRequest(field: field, "\(host) is not an IP address in worker_cidrs")
+                }
+            }
+            // Kept as labels: replicated, shown with the worker, followed by every node.
+            labels["kv_events"] = kvEvents.endpoint
+            if let replay = kvEvents.replayEndpoint { labels["kv_events_replay"] = replay } else { labels["kv_events_replay"] = nil }
+        } else {
+            for key in ["kv_events", "kv_events_replay"] {
+                if let endpoint = labels[key], Self.zmqTCPHost(endpoint) == nil {
+                    throw APIError.badRequest(field: "labels.\(key)", "expected tcp://HOST:PORT")
+                }
             }
         }
         var capacityValue = WorkerCapacity()

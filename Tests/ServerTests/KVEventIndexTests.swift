@@ -1,0 +1,93 @@
+import AsyncHTTPClient
+import Balancer
+import Foundation
+import KVEvents
+import NIOCore
+@testable import Serving
+import Simulator
+import Testing
+
+/// The prefix index follows what engines report they hold: a modelled engine publishes its
+/// cache's changes over ZeroMQ (vLLM's maps, SGLang's arrays), and the node subscribes.
+/// Requests go to the engine directly, around Fulcrum, so only the events can tell the index.
+@Suite(.serialized) struct KVEventIndexTests {
+    static func profile() -> EngineProfile {
+        var profile = EngineProfile.h100_8b
+        profile.blockSize = 16
+        profile.kvCapacityTokens = 16 * 40
+        return profile
+    }
+
+    static func direct(_ address: String, tokens: [UInt32]) async throws {
+        let answer = try await ServingHarness.raw(
+            "POST", "http://\(address)/v1/completions", body: #"{"model":"m","max_tokens":1,"prompt":[\#(tokens.map(String.init).joined(separator: ","))]}"#
+        )
+        guard answer.status == 200 else { throw HarnessError("the engine answered \(answer.status): \(answer.text)") }
+    }
+
+    @Test(.timeLimit(.minutes(1)), arguments: [EngineDialect.vllm, .sglang])
+    func theIndexHoldsWhatTheEngineReports(dialect: EngineDialect) async throws {
+        let publisher = try KVEventPublisher(endpoint: "tcp://127.0.0.1:*", replayEndpoint: "tcp://127.0.0.1:*", encoding: dialect.kvEventEncoding)
+        defer { publisher.stop() }
+        try await ServingHarness.with(
+            engines: [.init(id: "e", model: "m", profile: Self.profile(), dialect: dialect)], kvEvents: [0: publisher]
+        ) { harness in
+            let registered = try await harness.post("/v1/workers", #"""
+                {"id":"w","model":"m","role":"PDFUSION","address":"\#(harness.engineAddresses[0])","engine":"\#(dialect.rawValue)",
+                 "kv_events":{"endpoint":"\#(publisher.endpoint)","replay_endpoint":"\#(publisher.replayEndpoint!)"}}
+                """#)
+            #expect(registered.status == 200, "\(registered.text)")
+            let hasher = BlockHasher(tokensPerBlock: 16)
+            // Four full blocks and a partial one: the engine caches (and reports) the four.
+            let first: [UInt32] = Array(1...72)
+            let expected = Array(hasher.blocks(tokens: first, model: "m"))
+            #expect(expected.count == 4)
+            // The subscription starts with a replay from 0; give it a moment to connect.
+            try await Task.sleep(for: .milliseconds(300))
+            try await Self.direct(harness.engineAddresses[0], tokens: first)
+            try await harness.waitForState("the stored blocks reach the index") { machine in
+                Set(machine.state.cachedBlocks(workerID: "w")).isSuperset(of: expected)
+            }
+            // A lost live batch is replayed: the next batch shows the gap.
+            publisher.dropLive(1)
+            let second: [UInt32] = Array(1_001...1_032)
+            try await Self.direct(harness.engineAddresses[0], tokens: second)
+            let third: [UInt32] = Array(2_001...2_032)
+            try await Self.direct(harness.engineAddresses[0], tokens: third)
+            let later = hasher.blocks(tokens: second, model: "m") + hasher.blocks(tokens: third, model: "m")
+            try await harness.waitForState("the dropped batch came back through the replay socket") { machine in
+                Set(machine.state.cachedBlocks(workerID: "w")).isSuperset(of: later)
+            }
+            // Filling the cache with other prompts evicts the first: the index drops it too.
+            for round in 0..<4 {
+                try await Self.direct(harness.engineAddresses[0], tokens: (0..<160).map { UInt32(10_000 * (round + 3) + $0) })
+            }
+            try await harness.waitForState("evicted blocks leave the index") { machine in
+                Set(machine.state.cachedBlocks(workerID: "w")).isDisjoint(with: expected)
+            }
+            // A reset engine (AllBlocksCleared) holds nothing.
+            _ = try await ServingHarness.raw("POST", "http://\(harness.engineAddresses[0])/reset")
+            try await harness.waitForState("a cleared engine holds nothing") { $0.state.cachedBlocks(workerID: "w").isEmpty }
+            // The gap was seen and filled from the replay socket (not from later live batches).
+            var metrics = ""
+            for _ in 0..<40 {
+                metrics = try await harness.get("/metrics").text
+                if metrics.contains(#"fulcrum_kv_event_frames_total{reason="gaps"} 1"#) { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(metrics.contains(#"fulcrum_kv_event_frames_total{reason="gaps"} 1"#), "\(metrics.split(separator: "\n").filter { $0.contains("kv_event") })")
+            #expect(!metrics.contains(#"fulcrum_kv_event_frames_total{reason="replayed"} 0"#))
+        }
+    }
+
+    @Test func registrationChecksTheEndpoints() async throws {
+        try await ServingHarness.with(engines: [.init(id: "e", model: "m")]) { harness in
+            for (endpoint, field) in [("http://x:1", "kv_events.endpoint"), ("tcp://*:5557", "kv_events.endpoint"), ("tcp://host", "kv_events.endpoint")] {
+                let answer = try await harness.post("/v1/workers", #"{"id":"w","model":"m","role":"PDFUSION","address":"\#(harness.engineAddresses[0])","kv_events":{"endpoint":"\#(endpoint)"}}"#)
+                #expect(answer.status == 400 && answer.errorField == field, "\(endpoint): \(answer.text)")
+            }
+            let replay = try await harness.post("/v1/workers", #"{"id":"w","model":"m","role":"PDFUSION","address":"\#(harness.engineAddresses[0])","kv_events":{"endpoint":"tcp://127.0.0.1:5557","replay_endpoint":"ipc:///x"}}"#)
+            #expect(replay.status == 400 && replay.errorField == "kv_events.replay_endpoint")
+        }
+    }
+}
