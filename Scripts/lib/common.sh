@@ -6,7 +6,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 1
 # Installs the Debian packages Fulcrum builds against, when any is missing.
 install_system_dependencies() {
     local missing=()
-    for package in libsqlite3-dev liblz4-dev "$@"; do
+    for package in libsqlite3-dev liblz4-dev libzmq3-dev "$@"; do
         dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
     done
     [ ${#missing[@]} -eq 0 ] && return 0

@@ -57,7 +57,7 @@ public struct NodeConfiguration: Sendable, Equatable {
         "peer_secret", "peer_secret_file", "insecure_peers", "flexlb_grpc_listen",
         "http_advertise", "fail_open", "status_interval_ms", "status_timeout_ms", "flush_interval_ms", "healthy_successes",
         "unhealthy_failures", "circuit_failures", "circuit_open_ms", "forward_timeout_ms", "leader_wait_ms", "upstream_connect_timeout_ms",
-        "upstream_retries", "upstream_timeout_ms", "default_model", "flexlb_schedule_hold_ms", "engine_cache_interval_ms", "api_keys", "api_key_file", "engine_keys_file", "allow_cidrs", "worker_cidrs", "rate_limit_rps",
+        "upstream_retries", "upstream_timeout_ms", "default_model", "flexlb_schedule_hold_ms", "engine_cache_interval_ms", "api_keys", "api_key_file", "engine_keys_file", "tokenizers", "tokenizer_timeout_ms", "allow_cidrs", "worker_cidrs", "rate_limit_rps",
         "rate_limit_burst", "max_body_bytes", "header_timeout_ms", "idle_timeout_ms", "body_timeout_ms", "max_connections", "http_tls_cert", "http_tls_key",
         "cors_origins", "log_level", "fault_injection",
     ]
@@ -173,6 +173,29 @@ public struct NodeConfiguration: Sendable, Equatable {
             security.apiKeys = try apiKeys(value, fail: fail)
         case "api_key_file": apiKeyFile = try string()
         case "engine_keys_file": engineKeysFile = try string()
+        case "tokenizer_timeout_ms": serving.tokenizerTimeoutMilliseconds = try integer(1...60_000)
+        case "tokenizers":
+            // model: URL of its tokenizer (YAML mapping), or model=URL,… from a flag or the environment.
+            var urls: [String: String] = [:]
+            if let map = value as? [String: Any] {
+                for (model, url) in map {
+                    guard let url = url as? String else { throw fail("\(model): expected a URL") }
+                    urls[model] = url
+                }
+            } else {
+                for item in try list() {
+                    let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+                    guard parts.count == 2 else { throw fail("expected model=URL, got \(item)") }
+                    urls[parts[0]] = parts[1]
+                }
+            }
+            for (model, url) in urls {
+                guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil,
+                      url.hasSuffix("/tokenize") else {
+                    throw fail("\(model): expected http(s)://HOST:PORT/tokenize (vLLM) or …/v1/tokenize (SGLang), got \(url)")
+                }
+            }
+            serving.tokenizerURLs = urls
         case "allow_cidrs": security.allowedNetworks = try networks()
         case "worker_cidrs": security.workerNetworks = try networks()
         case "rate_limit_rps": security.rateLimitPerSecond = try number(0...1_000_000)

@@ -84,7 +84,11 @@ public struct FulcrumServer: Sendable {
         WorkerAPI(link: link, duties: duties, proposer: proposer, workerNetworks: security.workerNetworks).addRoutes(to: scoped(.worker))
         let routes = scoped(.route)
         RouteAPI(link: link, settings: serving, scheduler: flexLB).addRoutes(to: routes)
-        ProxyAPI(link: link, client: client, settings: serving, metrics: metrics, engineKeys: engineKeys, logger: logger).addRoutes(to: routes)
+        ProxyAPI(
+            link: link, client: client, settings: serving, metrics: metrics, engineKeys: engineKeys,
+            tokenizer: Tokenizer(client: client, urls: serving.tokenizerURLs, timeoutMilliseconds: serving.tokenizerTimeoutMilliseconds, metrics: metrics),
+            logger: logger
+        ).addRoutes(to: routes)
         for added in extensions { added.addRoutes(admin, clock) }
         let metrics = metrics
         scoped(.metrics).get("metrics") { _, _ -> Response in

@@ -99,6 +99,13 @@ public final class ServerMetrics: Sendable {
             labels: [("outcome", outcome)]).increment(by: Int64(count))
     }
 
+    /// `fulcrum_tokenizer_requests_total{outcome}`: ok, cached, prefix (a follow-up turn routed
+    /// on its cached earlier messages), error (routed on the history index).
+    public func tokenizer(outcome: String) {
+        registry.makeCounter(descriptor: .fulcrum("fulcrum_tokenizer_requests_total", help: "Prompts tokenised for routing, by outcome."),
+            labels: [("outcome", outcome)]).increment()
+    }
+
     /// Brings `fulcrum_kv_event_frames_total{reason}` up to the subscriber's counts.
     public func kvEventFrames(_ counts: [String: Int]) {
         catchUp("fulcrum_kv_event_frames_total", help: "KV-event batches received (batches), dropped as malformed, replayed, and gaps and resets seen.", to: counts)

@@ -37,6 +37,11 @@ public struct ServingSettings: Sendable, Equatable {
     /// How often the leader reads the cached block keys of engines that report them (rtp-llm's
     /// `GetCacheStatus`, PREFILL and PDFUSION workers); FlexLB adapts between 50 and 3,000 ms.
     public var engineCacheIntervalMilliseconds = 500
+    /// Each model's tokenizer endpoint (vLLM's `/tokenize` or SGLang's `/v1/tokenize`): text
+    /// prompts are routed on token ids, the keys engines' KV events are translated to.
+    public var tokenizerURLs: [String: String] = [:]
+    /// How long routing waits for a tokenizer before using the history index.
+    public var tokenizerTimeoutMilliseconds = 200
     /// Serves `/admin/fault` (storage faults, clock jumps, power loss) for fault-injection
     /// runs; the node must also have installed the fault VFS before opening its log.
     public var faultInjection = false

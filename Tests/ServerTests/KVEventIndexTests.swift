@@ -5,6 +5,7 @@ import KVEvents
 import NIOCore
 @testable import Serving
 import Simulator
+import NetworkTestSupport
 import Testing
 
 /// The prefix index follows what engines report they hold: a modelled engine publishes its
@@ -77,6 +78,38 @@ import Testing
             }
             #expect(metrics.contains(#"fulcrum_kv_event_frames_total{reason="gaps"} 1"#), "\(metrics.split(separator: "\n").filter { $0.contains("kv_event") })")
             #expect(!metrics.contains(#"fulcrum_kv_event_frames_total{reason="replayed"} 0"#))
+        }
+    }
+
+    /// Text prompts routed through the model's tokenizer (vLLM's `/tokenize`) land on the blocks
+    /// the engine reported: the prompt went to the engine directly, so only its events could
+    /// have told the index; the next turn of a conversation routes on its cached prefix.
+    @Test(.timeLimit(.minutes(1)))
+    func textPromptsMatchReportedBlocksThroughTheTokenizer() async throws {
+        let publisher = try KVEventPublisher(endpoint: "tcp://127.0.0.1:*", replayEndpoint: nil, encoding: .maps)
+        defer { publisher.stop() }
+        let port = freePorts(1)[0]
+        try await ServingHarness.with(
+            engines: [.init(id: "e", model: "m", profile: Self.profile(), dialect: .vllm)],
+            serving: { $0.tokenizerURLs = ["m": "http://127.0.0.1:\(port)/tokenize"] }, kvEvents: [0: publisher], enginePorts: [0: port]
+        ) { harness in
+            let registered = try await harness.post("/v1/workers", #"{"id":"w","model":"m","role":"PDFUSION","address":"\#(harness.engineAddresses[0])","engine":"vllm","kv_events":{"endpoint":"\#(publisher.endpoint)"}}"#)
+            #expect(registered.status == 200, "\(registered.text)")
+            try await Task.sleep(for: .milliseconds(300))
+            let text = String(repeating: "abcd", count: 16 * 5)
+            let direct = try await ServingHarness.raw("POST", "http://\(harness.engineAddresses[0])/v1/completions", body: #"{"model":"m","max_tokens":1,"prompt":"\#(text)"}"#)
+            #expect(direct.status == 200)
+            let expected = BlockHasher(tokensPerBlock: 16).blocks(tokens: PromptBlocks.tokens(text: text), model: "m")
+            try await harness.waitForState("the engine's blocks reach the index") { Set($0.state.cachedBlocks(workerID: "w")).isSuperset(of: expected) }
+            let routed = try await harness.post("/v1/completions", #"{"model":"m","max_tokens":1,"prompt":"\#(text)xyz"}"#)
+            #expect(routed.status == 200, "\(routed.text)")
+            #expect(routed.headers.first(name: "X-Fulcrum-Matched-Blocks") == "5", "\(routed.headers)")
+            // A conversation: the second turn routes on the first turn's tokens, without waiting.
+            let first = #"{"role":"user","content":"hello there"}"#
+            _ = try await harness.post("/v1/chat/completions", #"{"model":"m","max_tokens":1,"messages":[\#(first)]}"#)
+            _ = try await harness.post("/v1/chat/completions", #"{"model":"m","max_tokens":1,"messages":[\#(first),{"role":"assistant","content":"t0"},{"role":"user","content":"more"}]}"#)
+            let metrics = try await harness.get("/metrics").text
+            #expect(metrics.contains(#"fulcrum_tokenizer_requests_total{outcome="prefix"} 1"#), "\(metrics.split(separator: "\n").filter { $0.contains("tokenizer") })")
         }
     }
 

@@ -47,10 +47,11 @@ final class ServingHarness: Sendable {
     init(
         engines engineOptions: [SimulatedEngine.Options], serving: (inout ServingSettings) -> Void = { _ in },
         security: SecuritySettings = SecuritySettings(), tls: Bool = false, rtpLLM: Bool = false, engineKeys: EngineKeys = .none,
-        kvEvents: [Int: KVEventPublisher] = [:]
+        kvEvents: [Int: KVEventPublisher] = [:], enginePorts: [Int: Int] = [:]
     ) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-serving-\(UUID().uuidString)").path
         var ports = freePorts(2 + engineOptions.count)
+        for (index, port) in enginePorts { ports[2 + index] = port }
         if rtpLLM {
             // rtp-llm engines also serve gRPC on their HTTP port + 1.
             for index in engineOptions.indices {
@@ -127,10 +128,11 @@ final class ServingHarness: Sendable {
     static func with(
         engines: [SimulatedEngine.Options], serving: (inout ServingSettings) -> Void = { _ in },
         security: SecuritySettings = SecuritySettings(), tls: Bool = false, rtpLLM: Bool = false, engineKeys: EngineKeys = .none,
-        kvEvents: [Int: KVEventPublisher] = [:], _ body: (ServingHarness) async throws -> Void
+        kvEvents: [Int: KVEventPublisher] = [:], enginePorts: [Int: Int] = [:], _ body: (ServingHarness) async throws -> Void
     ) async throws {
         let harness = try await ServingHarness(
-            engines: engines, serving: serving, security: security, tls: tls, rtpLLM: rtpLLM, engineKeys: engineKeys, kvEvents: kvEvents
+            engines: engines, serving: serving, security: security, tls: tls, rtpLLM: rtpLLM, engineKeys: engineKeys, kvEvents: kvEvents,
+            enginePorts: enginePorts
         )
         do {
             try await body(harness)

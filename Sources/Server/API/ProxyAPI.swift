@@ -21,6 +21,7 @@ struct ProxyAPI: Sendable {
     let settings: ServingSettings
     let metrics: ServerMetrics
     let engineKeys: EngineKeys
+    let tokenizer: Tokenizer
     let logger: Logger
 
     static let maxMessages = 4_096
@@ -95,6 +96,12 @@ struct ProxyAPI: Sendable {
                 throw APIError.badRequest(field: "fulcrum_block_hashes", "expected at most \(RoutingRequest.maxBlocks) unsigned integers")
             }
             prompt = .blocks(list.map(\.uint64Value))
+        } else if let ids = object["input_ids"] {
+            // SGLang's native field: the prompt as token ids.
+            guard let list = ids as? [NSNumber], list.allSatisfy({ !isJSONBoolean($0) && $0.int64Value >= 0 && $0.int64Value <= Int64(UInt32.max) }) else {
+                throw APIError.badRequest(field: "input_ids", "expected token ids (integers in 0...4294967295)")
+            }
+            prompt = .tokens(list.map(\.uint32Value))
         } else if chat {
             prompt = .text(try chatText(object["messages"]))
         } else {
@@ -173,9 +180,13 @@ struct ProxyAPI: Sendable {
         let data = Data(bodyBuffer.readableBytesView)
         let completion = try Self.parse(data, chat: path.contains("chat"))
         let started = ContinuousClock.now
+        var prompt = completion.prompt.routing
+        if case .text = completion.prompt, let tokens = await tokenizer.tokens(model: completion.model, object: completion.object, chat: path.contains("chat")) {
+            prompt = .tokens(tokens)
+        }
         var route = RoutingRequest(
             model: completion.model, requestID: request.headers[.xRequestID] ?? UUID().uuidString,
-            sessionKey: request.headers[.xSessionID] ?? completion.user, prompt: completion.prompt.routing,
+            sessionKey: request.headers[.xSessionID] ?? completion.user, prompt: prompt,
             promptTokens: completion.inputTokens ?? 0, tokensPerBlock: completion.tokensPerBlock ?? 16,
             expectedOutputTokens: completion.maxTokens ?? 0
         )
