@@ -133,7 +133,8 @@ final class EngineFleet: Sendable {
                 arrivals.append(.now)
                 text += String(buffer: chunk)
             }
-            #expect(text.components(separatedBy: "data: {").count - 1 == 6 && text.hasSuffix("data: [DONE]\n\n"))
+            // Six tokens, then the chunk with `finish_reason`.
+            #expect(text.components(separatedBy: "data: {").count - 1 == 7 && text.hasSuffix("data: [DONE]\n\n"))
             #expect(arrivals.count >= 4 && arrivals.last! - arrivals.first! >= .milliseconds(150))
 
             // Give the leader a flush interval to replicate the prefixes it decided.

@@ -12,7 +12,7 @@ import FulcrumAPI
 
 /// OpenAI-compatible `/v1/chat/completions` and `/v1/completions`: route, then proxy to the
 /// chosen worker, streaming the answer chunk by chunk as it arrives. PREFILL → DECODE pools get
-/// the two-step worker protocol of `Docs/api.md`. A failed connection is retried on another
+/// the hand-off protocol of their engine (`Handoff`, `Docs/engines.md`). A failed connection is retried on another
 /// worker before the first byte; never after. Reservations are released, with the outcome,
 /// when the stream ends or the client goes away.
 struct ProxyAPI: Sendable {
