@@ -286,11 +286,9 @@ public actor LeaderDuties {
     public func absorb(engineEvents changes: [String: BlockMapper.Change]) async {
         guard isLeader else { return }
         let cleared = changes.filter(\.value.cleared).map(\.key)
-        var held: [String: [BlockHash]] = [:]
-        if !cleared.isEmpty {
-            held = await node.withMachine { machine, _ in
-                Dictionary(uniqueKeysWithValues: cleared.map { ($0, machine.state.cachedBlocks(workerID: $0)) })
-            }
+        let (held, cap) = await node.withMachine { machine, _ in
+            (Dictionary(uniqueKeysWithValues: cleared.map { ($0, machine.state.cachedBlocks(workerID: $0)) }),
+             machine.state.config.settings.prefixBlocksPerWorker)
         }
         for workerID in changes.keys.sorted() {
             let change = changes[workerID]!
@@ -305,7 +303,9 @@ public actor LeaderDuties {
                 }
                 pendingEvictions.append(PrefixRecord(workerID: workerID, blocks: evicted))
             }
-            if !change.stored.isEmpty { pendingRecords.append(PrefixRecord(workerID: workerID, blocks: change.stored)) }
+            // An engine can report more than the index keeps for a worker; only the newest
+            // `cap` would survive the index's own bound, so no more enter the log.
+            if !change.stored.isEmpty { pendingRecords.append(PrefixRecord(workerID: workerID, blocks: Array(change.stored.suffix(cap)))) }
         }
     }
 
