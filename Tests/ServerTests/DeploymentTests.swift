@@ -17,7 +17,7 @@ import Yams
     }
 
     static func documents(_ name: String) throws -> [[String: Any]] {
-        let text = try String(contentsOf: root.appendingPathComponent("Deploy/kubernetes/\(name)"), encoding: .utf8)
+        let text = try String(contentsOf: root.appendingPathComponent("Deploy/kubernetes/base/\(name)"), encoding: .utf8)
         return try Yams.load_all(yaml: text).compactMap { $0 as? [String: Any] }
     }
 
