@@ -14,6 +14,13 @@
 # PREFIX_CAP sets Fulcrum's prefix_blocks_per_worker (25000); FAILOVER=0 skips the failover run.
 # The rtp-llm path (FLEXLB=0 skips it): the same trace served as rtp-llm frontends serve it, with
 # Fulcrum (FLEXLB_STRATEGY, cache_aware) routing on the keys simulated rtp-llm engines report.
+# ENGINE=vllm: the same trace under eviction pressure on simulated vLLM engines (vLLM's dialect,
+# KV blocks of 16 tokens, 400 k tokens of KV cache each against a working set of 2.8 M tokens per
+# engine, KV events over ZeroMQ, /tokenize): Fulcrum with the precise index (workers registered
+# with kv_events, prompts tokenised by an engine's /tokenize) and with the history index (the
+# same workers without either), each with every strategy in FULCRUM_STRATEGIES (cache_aware,
+# the default), and sglang-router cache_aware; each run's hit ratio set against the one Fulcrum
+# expected (its matched blocks). No rtp-llm or failover runs in this mode.
 #   Scripts/sim-compare.sh [SPEED] [DURATION]     (DURATION 0 or empty: the whole trace)
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -37,21 +44,40 @@ fi
 sglang_version=$("$venv/bin/pip" show sglang-router | awk '/^Version/ {print $2}')
 
 sim=.build/release/fulcrum-sim
-"$sim" engines --count 8 --base-port 19101 --block-size 512 >"$work/engines.log" 2>&1 &
+engine="${ENGINE:-fulcrum}"
+case "$engine" in
+    fulcrum)
+        engine_flags=(--block-size 512)
+        capacity='"kv_blocks":781,"block_size":512'
+        indexes="history" ;;
+    vllm)
+        engine_flags=(--engine vllm --block-size 16 --kv-tokens 399872 --kv-events-base-port 19301)
+        capacity='"kv_blocks":24992,"block_size":16'
+        indexes="${INDEXES:-precise history}"
+        FLEXLB=0 FAILOVER=0
+        FULCRUM_STRATEGIES="${FULCRUM_STRATEGIES:-cache_aware}"
+        SGLANG_POLICIES="${SGLANG_POLICIES:-cache_aware}" ;;
+    *) echo "error: ENGINE must be fulcrum or vllm, not $engine" >&2; exit 1 ;;
+esac
+"$sim" engines --count 8 --base-port 19101 "${engine_flags[@]}" >"$work/engines.log" 2>&1 &
 pids+=($!)
 engines=""
 for port in $(seq 19101 19108); do wait_for "http://127.0.0.1:$port/health"; engines+="http://127.0.0.1:$port,"; done
 profile=$(head -1 "$work/engines.log" | sed 's/^profile: //')
 
 # A fresh Fulcrum cluster per run: its replicated prefix index must start as cold as the engines.
+# fresh_fulcrum [precise|history]: precise registers vLLM engines with their KV events and
+# tokenises prompts on engine 1's /tokenize.
 node_pids=()
 fresh_fulcrum() {
+    local index="${1:-history}" registration tokenizers=""
     for pid in "${node_pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     node_pids=()
     rm -rf "$work"/fulcrum-*
     local bootstrap="1=127.0.0.1:17501,2=127.0.0.1:17502,3=127.0.0.1:17503" i
     for i in 1 2 3; do
-        FULCRUM_LOG_LEVEL=warning FULCRUM_FLEXLB_GRPC_LISTEN=off .build/release/fulcrum serve --cluster-id simcompare --node-id "$i" --data-dir "$work/fulcrum-$i" \
+        [ "$index" = precise ] && tokenizers="sim-model=http://127.0.0.1:19101/tokenize"
+        FULCRUM_TOKENIZERS="$tokenizers" FULCRUM_LOG_LEVEL=warning FULCRUM_FLEXLB_GRPC_LISTEN=off .build/release/fulcrum serve --cluster-id simcompare --node-id "$i" --data-dir "$work/fulcrum-$i" \
             --peer-listen "127.0.0.1:1750$i" --http-listen "127.0.0.1:1850$i" --bootstrap "$bootstrap" >>"$work/fulcrum-$i.log" 2>&1 &
         node_pids[$i]=$!
         pids+=($!)
@@ -60,7 +86,12 @@ fresh_fulcrum() {
     leader=$(curl -s http://127.0.0.1:18501/admin/cluster | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"])')
     follower=$(( leader % 3 + 1 ))
     for i in $(seq 1 8); do
-        curl -sf -X POST "http://127.0.0.1:1850$follower/v1/workers" -H 'Content-Type: application/json' -d "{\"id\":\"engine-$i\",\"model\":\"sim-model\",\"role\":\"PDFUSION\",\"address\":\"127.0.0.1:$((19100 + i))\",\"capacity\":{\"kv_blocks\":781,\"block_size\":512,\"prefill_tokens_per_second\":48000}}" >/dev/null
+        registration="\"id\":\"engine-$i\",\"model\":\"sim-model\",\"role\":\"PDFUSION\",\"address\":\"127.0.0.1:$((19100 + i))\",\"capacity\":{$capacity,\"prefill_tokens_per_second\":48000}"
+        if [ "$engine" = vllm ]; then
+            registration+=",\"engine\":\"vllm\""
+            [ "$index" = precise ] && registration+=",\"kv_events\":{\"endpoint\":\"tcp://127.0.0.1:$((19299 + 2 * i))\",\"replay_endpoint\":\"tcp://127.0.0.1:$((19300 + 2 * i))\"}"
+        fi
+        curl -sf -X POST "http://127.0.0.1:1850$follower/v1/workers" -H 'Content-Type: application/json' -d "{$registration}" >/dev/null
     done
     # The router's prefix index should not believe a worker holds more than its KV cache does:
     # 400 k tokens per engine is 25,000 of the router's text blocks (64 bytes, 16 tokens each).
@@ -90,10 +121,14 @@ done
 window=()
 [ -n "$duration" ] && [ "$duration" != 0 ] && window=(--duration "$duration")
 for strategy in ${FULCRUM_STRATEGIES:-shortest_ttft cache_aware consistent_hash least_load power_of_two random round_robin}; do
-    rm -rf "$out/runs-fulcrum-$strategy"
-    fresh_fulcrum
-    "$sim" compare --trace "$trace" --engines "$engines" --speed "$speed" "${window[@]}" --out "$out/runs-fulcrum-$strategy" --profile "$profile" \
-        --target "fulcrum-$strategy=http://127.0.0.1:1850$follower#strategy=$strategy" | grep -v '^t=' | tail -1
+    for index in $indexes; do
+        name="fulcrum-$strategy"
+        [ "$engine" = vllm ] && name="fulcrum-$index-$strategy"
+        rm -rf "$out/runs-$name"
+        fresh_fulcrum "$index"
+        "$sim" compare --trace "$trace" --engines "$engines" --speed "$speed" "${window[@]}" --out "$out/runs-$name" --profile "$profile" \
+            --target "$name=http://127.0.0.1:1850$follower#strategy=$strategy" | grep -v '^t=' | tail -1
+    done
 done
 if [ "${FLEXLB:-1}" != 0 ]; then
     # The rtp-llm path: 8 engines of the same profile with rtp-llm's engine gRPC (HTTP on 19201,
@@ -154,12 +189,22 @@ for path in sorted(glob.glob(f"{out}/runs-*/*/summary.json")):
     data = json.load(open(path))
     summaries[data["name"]] = data
 print()
-print("| run | completed | errors | hit ratio | TTFT mean s | p50 s | p90 s | p99 s | req/s | max/mean per worker |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| run | completed | errors | hit ratio (engines) | expected by Fulcrum | TTFT mean s | p50 s | p90 s | p99 s | req/s | max/mean per worker |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for name, d in summaries.items():
-    print(f"| {name} | {d['completed']} | {d['errors']} | {100*d['hit_ratio']:.1f} % | {d['ttft_mean']:.3f} | {d['ttft_p50']:.3f} | "
+    expected = f"{100*d['predicted_hit_ratio']:.1f} %" if d.get("predicted_hit_ratio") is not None else "—"
+    print(f"| {name} | {d['completed']} | {d['errors']} | {100*d['hit_ratio']:.1f} % | {expected} | {d['ttft_mean']:.3f} | {d['ttft_p50']:.3f} | "
           f"{d['ttft_p90']:.3f} | {d['ttft_p99']:.3f} | {d['throughput']:.2f} | {d['max_over_mean_requests_per_worker']:.2f} |")
 print()
+for name, d in summaries.items():
+    if d.get("predicted_hit_ratio") is not None and name.startswith("fulcrum-"):
+        print(f"{name}: Fulcrum expected {100*d['predicted_hit_ratio']:.1f} % hits, the engines found {100*d['hit_ratio']:.1f} % "
+              f"({100*(d['predicted_hit_ratio']-d['hit_ratio']):+.1f} points)")
+for name, precise in summaries.items():
+    history = summaries.get(name.replace("fulcrum-precise-", "fulcrum-history-"))
+    if name.startswith("fulcrum-precise-") and history and history["ttft_p99"]:
+        print(f"{name} vs {history['name']}: TTFT p99 {precise['ttft_p99']:.3f} vs {history['ttft_p99']:.3f} s "
+              f"({precise['ttft_p99']/history['ttft_p99']:.2f}x), hit ratio {100*(precise['hit_ratio']-history['hit_ratio']):+.1f} points")
 s = summaries.get("sglang-cache_aware")
 for name, f in summaries.items():
     if not s or not name.startswith("fulcrum-"):

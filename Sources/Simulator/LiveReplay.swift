@@ -23,6 +23,10 @@ public struct LiveReplay: Sendable {
     /// Serve each request as an rtp-llm frontend does instead: `Schedule` on the target's FlexLB
     /// gRPC (its port + 2), then `GenerateStreamCall` on the chosen rtp-llm engine.
     public var flexLB = false
+    /// Tokens in one of the router's prefix blocks, to read `X-Fulcrum-Matched-Blocks` as tokens:
+    /// the trace's blocks when their ids are sent, else 16 (Fulcrum's token blocks, and its
+    /// 64-byte text blocks over the simulator's 4-byte tokens).
+    public var routerTokensPerBlock: Int { sendHashes ? tokensPerBlock : 16 }
 
     public init(target: String, speed: Double = 1, duration: Double? = nil, model: String = "sim-model", tokensPerBlock: Int = Trace.mooncakeTokensPerBlock, sendHashes: Bool = false, timeoutSeconds: Int64 = 600) {
         self.target = target
@@ -127,6 +131,9 @@ public struct LiveReplay: Sendable {
         do {
             let response = try await client.execute(http, timeout: .seconds(timeoutSeconds))
             record.worker = response.headers.first(name: "X-Fulcrum-Worker")
+            if let matched = response.headers.first(name: "X-Fulcrum-Matched-Blocks").flatMap(Int.init), matched >= 0 {
+                record.predictedCachedTokens = min(min(matched, request.inputTokens) * routerTokensPerBlock, request.inputTokens)
+            }
             guard response.status.code == 200 else {
                 let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
                 record.error = "HTTP \(response.status.code): \(text.prefix(200))"

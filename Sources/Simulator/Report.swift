@@ -11,6 +11,9 @@ public struct RequestRecord: Sendable, Codable, Hashable {
     public var cachedTokens: Int
     public var worker: String?
     public var error: String?
+    /// The prompt tokens the router expected the chosen worker to hold (its matched blocks, from
+    /// `X-Fulcrum-Matched-Blocks`); nil where the router does not say.
+    public var predictedCachedTokens: Int?
 
     public init(index: Int, sentAt: Double, ttft: Double? = nil, endToEnd: Double? = nil, inputTokens: Int, cachedTokens: Int = 0, worker: String? = nil, error: String? = nil) {
         self.index = index
@@ -32,6 +35,9 @@ public struct ReplaySummary: Sendable, Codable, Equatable {
     public var errors: Int
     /// Cached prompt tokens / prompt tokens, over completed requests.
     public var hitRatio: Double
+    /// The router's expected hits / prompt tokens, over completed requests it answered for (nil
+    /// when it never said): set against `hitRatio`, how well the router knows the engines' caches.
+    public var predictedHitRatio: Double?
     public var ttftMean: Double
     public var ttftP50: Double
     public var ttftP90: Double
@@ -50,6 +56,9 @@ public struct ReplaySummary: Sendable, Codable, Equatable {
         errors = records.count - done.count
         let input = done.reduce(0) { $0 + $1.inputTokens }
         hitRatio = input == 0 ? 0 : Double(done.reduce(0) { $0 + $1.cachedTokens }) / Double(input)
+        let predicted = done.filter { $0.predictedCachedTokens != nil }
+        let predictedInput = predicted.reduce(0) { $0 + $1.inputTokens }
+        predictedHitRatio = predictedInput == 0 ? nil : Double(predicted.reduce(0) { $0 + ($1.predictedCachedTokens ?? 0) }) / Double(predictedInput)
         let ttfts = done.compactMap(\.ttft).sorted()
         ttftMean = ttfts.isEmpty ? 0 : ttfts.reduce(0, +) / Double(ttfts.count)
         ttftP50 = Self.percentile(ttfts, 0.5)
@@ -111,7 +120,7 @@ public enum ReportWriter {
             \(summary.tableRow)
 
             - requests sent \(summary.requests), completed \(summary.completed), errors \(summary.errors)
-            - hit ratio (cached / prompt tokens): \(String(format: "%.2f %%", summary.hitRatio * 100))
+            - hit ratio (cached / prompt tokens): \(String(format: "%.2f %%", summary.hitRatio * 100))\(summary.predictedHitRatio.map { String(format: "; the router expected %.2f %%", $0 * 100) } ?? "")
             - TTFT mean \(String(format: "%.3f", summary.ttftMean)) s, p50 \(String(format: "%.3f", summary.ttftP50)) s, p90 \(String(format: "%.3f", summary.ttftP90)) s, p99 \(String(format: "%.3f", summary.ttftP99)) s; end to end mean \(String(format: "%.3f", summary.endToEndMean)) s
             - requests per worker: \(summary.requestsPerWorker.keys.sorted().map { "\($0) \(summary.requestsPerWorker[$0]!)" }.joined(separator: ", ")) (max/mean \(String(format: "%.2f", summary.maxOverMeanRequestsPerWorker)))
 
