@@ -260,7 +260,8 @@ let package = Package(
         .executableTarget(
             name: "FulcrumCtl",
             dependencies: [
-                "FulcrumAPI",
+                "FulcrumAPI", "Cluster", "WireCoding",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -13,6 +13,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
 install_system_dependencies
+# promtool (Debian's prometheus package) checks the alert rules.
+install_system_dependencies prometheus
 # The nemesis partitions nodes in network namespaces with nftables where the machine allows it
 # (root); without them it falls back to a TCP proxy, so a failed install is not fatal.
 install_system_dependencies iproute2 nftables || echo "warning: iproute2/nftables not installed; the nemesis partitions through its TCP proxy"

@@ -19,6 +19,16 @@ extension ClusterNode {
         try await addLearner(member, address: address)
     }
 
+    /// Changes a member's peer address (it moved, or was re-addressed): the new address goes
+    /// through the log, so every node — and a node that joins later — dials it.
+    public func updateAddress(_ member: UInt64, peerAddress text: String) async throws {
+        guard let address = PeerAddress(text) else { throw ClusterError(.rejected, "bad peer address '\(text)': expected host:port") }
+        let member = NodeID(member)
+        guard raft.confState.allMembers.contains(member) else { throw ClusterError(.rejected, "node \(member) is not a member") }
+        guard raft.role == .leader else { throw notLeader() }
+        _ = try await proposeTagged(.memberAddress, ClusterLog.memberAddress(member, address))
+    }
+
     /// Makes a caught-up learner a voter.
     public func promote(_ member: NodeID, maxLag: LogIndex = 1_000) async throws {
         guard raft.confState.isLearner(member) else { throw ClusterError(.rejected, "node \(member) is not a learner") }

@@ -28,6 +28,8 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     public nonisolated let leadershipFeed: LeadershipFeed
     /// Peer messages dropped before the core, by reason (``RaftNode/screen(_:)``).
     public nonisolated let droppedMessages = DropCounts()
+    /// Fsyncs, applies, snapshots and campaigns as they happen (for metrics).
+    public nonisolated let events = NodeEvents()
     /// Peer connections the transport refused or closed for cause, by reason.
     public nonisolated var peerRefusals: [String: Int] { transport.refusals.snapshot }
     let transport: RaftTransport
@@ -219,13 +221,16 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
             // A batch that only moves the commit index need not be durable (a restarted node
             // relearns it); skipping it saves an fsync per acknowledgement on the leader.
             if ready.mustSync || !ready.entries.isEmpty || ready.snapshot != nil {
+                let started = ContinuousClock.now
                 try storage.persist(ready)
+                events.emit(.persisted(.now - started))
             }
             if !ready.mayGoBeforePersist { transport.send(ready.messages) }
             var becameLeader = false
             if let soft = ready.softState {
                 logger.info("role changed", metadata: ["role": "\(soft.role)", "leader": "\(soft.leader)", "term": "\(raft.term)"])
                 becameLeader = soft.role == .leader
+                if soft.role == .candidate { events.emit(.campaign) }
             }
             if let snapshot = ready.snapshot {
                 let (book, state) = try SnapshotEnvelope.decode(snapshot.data)
@@ -233,7 +238,11 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
                 addresses.adopt(book)
                 appliedSinceSnapshot = 0
             }
-            apply(ready.committedEntries)
+            if !ready.committedEntries.isEmpty {
+                let started = ContinuousClock.now
+                apply(ready.committedEntries)
+                events.emit(.applied(entries: ready.committedEntries.count, .now - started))
+            }
             for state in ready.readStates { confirmRead(state) }
             let membersBefore = raft.confState
             raft.advance(ready)
@@ -303,11 +312,13 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     }
 
     private func takeSnapshot() throws {
+        let started = ContinuousClock.now
         let state = cell.withLock { machine in machine.snapshot() }
         let data = SnapshotEnvelope.encode(addresses: addresses.replicated, state: state)
         let snapshot = try raft.takeSnapshot(data: data)
         try storage.compact(to: snapshot)
         appliedSinceSnapshot = 0
+        events.emit(.snapshot(bytes: data.count, .now - started))
         logger.debug("snapshot taken", metadata: ["index": "\(snapshot.metadata.index)", "bytes": "\(data.count)"])
     }
 

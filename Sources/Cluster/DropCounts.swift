@@ -16,9 +16,9 @@ public final class DropCounts: Sendable {
         }
     }
 
-    /// Every reason's count, by its name.
+    /// Every reason's count, by its name (reasons never seen at 0).
     public var snapshot: [String: Int] {
-        counts.withLock { counts in Dictionary(uniqueKeysWithValues: counts.map { ($0.key.rawValue, $0.value) }) }
+        counts.withLock { counts in Dictionary(uniqueKeysWithValues: MessageDropReason.allCases.map { ($0.rawValue, counts[$0, default: 0]) }) }
     }
 }
 

@@ -6,12 +6,15 @@ public struct ClusterStatus: Codable, Sendable, Hashable {
         public var voter: Bool
         /// The leader's knowledge of the member's log; nil on followers.
         public var match: UInt64?
+        /// The member's HTTP endpoint as it announced it (`http_advertise`), when known.
+        public var endpoint: String?
 
-        public init(id: UInt64, address: String, voter: Bool, match: UInt64?) {
+        public init(id: UInt64, address: String, voter: Bool, match: UInt64?, endpoint: String? = nil) {
             self.id = id
             self.address = address
             self.voter = voter
             self.match = match
+            self.endpoint = endpoint
         }
     }
 
@@ -42,6 +45,24 @@ public struct ClusterStatus: Codable, Sendable, Hashable {
         self.lastIndex = lastIndex
         self.firstIndex = firstIndex
         self.members = members
+    }
+}
+
+/// `PUT /admin/members/{id}`: the member's new peer address.
+public struct UpdateMember: Codable, Sendable, Hashable {
+    public var address: String?
+
+    public init(address: String?) { self.address = address }
+}
+
+/// `GET /version`: what this node runs.
+public struct VersionAnswer: Codable, Sendable, Hashable {
+    public var version: String
+    public var swiftVersion: String
+
+    public init(version: String, swiftVersion: String) {
+        self.version = version
+        self.swiftVersion = swiftVersion
     }
 }
 

@@ -34,21 +34,80 @@ public enum FulcrumJSON {
     }
 }
 
-/// The body of every error answer: `{"error": {"code", "message", "field", …}}`.
+/// The body of every error answer, in OpenAI's shape — `{"error": {"message", "type", "param",
+/// "code"}}` — with Fulcrum's extras beside (`field`, the leader's id and address), which
+/// OpenAI's clients ignore.
 public struct ErrorBody: Codable, Sendable, Hashable {
     public struct Detail: Codable, Sendable, Hashable {
-        public var code: String
         public var message: String
+        /// OpenAI's error class (`invalid_request_error`, `rate_limit_error`, …), from the status.
+        public var type: String
+        /// The request field at fault (OpenAI's `param`; always present, null when none).
+        public var param: String?
+        /// Fulcrum's machine-readable code (`invalid_request`, `no_leader`, …).
+        public var code: String
+        /// The same as `param`, kept for Fulcrum's own clients.
         public var field: String?
         public var leaderId: UInt64?
         public var leaderPeerAddress: String?
 
-        public init(code: String, message: String, field: String? = nil, leaderId: UInt64? = nil, leaderPeerAddress: String? = nil) {
-            self.code = code
+        public init(
+            code: String, message: String, type: String = "invalid_request_error", field: String? = nil,
+            leaderId: UInt64? = nil, leaderPeerAddress: String? = nil
+        ) {
             self.message = message
+            self.type = type
+            self.param = field
+            self.code = code
             self.field = field
             self.leaderId = leaderId
             self.leaderPeerAddress = leaderPeerAddress
+        }
+
+        /// OpenAI's error type for an HTTP status.
+        public static func type(forStatus status: Int) -> String {
+            switch status {
+            case 401: "authentication_error"
+            case 403: "permission_error"
+            case 404: "not_found_error"
+            case 409: "conflict_error"
+            case 429: "rate_limit_error"
+            case 500...: "server_error"
+            default: "invalid_request_error"
+            }
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case message, type, param, code, field, leaderId, leaderPeerAddress
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            message = try container.decode(String.self, forKey: .message)
+            type = try container.decodeIfPresent(String.self, forKey: .type) ?? ""
+            code = try Self.decodeCode(container)
+            field = try container.decodeIfPresent(String.self, forKey: .field)
+            param = try container.decodeIfPresent(String.self, forKey: .param) ?? field
+            leaderId = try container.decodeIfPresent(UInt64.self, forKey: .leaderId)
+            leaderPeerAddress = try container.decodeIfPresent(String.self, forKey: .leaderPeerAddress)
+        }
+
+        /// Engines' errors carry a string code (OpenAI), a number (vLLM: the status) or none.
+        private static func decodeCode(_ container: KeyedDecodingContainer<CodingKeys>) throws -> String {
+            if let text = try? container.decodeIfPresent(String.self, forKey: .code) { return text }
+            if let number = try? container.decodeIfPresent(Int.self, forKey: .code) { return String(number) }
+            return ""
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(message, forKey: .message)
+            try container.encode(type, forKey: .type)
+            try container.encode(param, forKey: .param)
+            try container.encode(code, forKey: .code)
+            try container.encodeIfPresent(field, forKey: .field)
+            try container.encodeIfPresent(leaderId, forKey: .leaderId)
+            try container.encodeIfPresent(leaderPeerAddress, forKey: .leaderPeerAddress)
         }
     }
 

@@ -200,7 +200,7 @@ public struct NodeConfiguration: Sendable, Equatable {
         case "worker_cidrs": security.workerNetworks = try networks()
         case "rate_limit_rps": security.rateLimitPerSecond = try number(0...1_000_000)
         case "rate_limit_burst": security.rateLimitBurst = try integer(0...10_000_000)
-        case "max_body_bytes": security.maxBodyBytes = try integer(1_024...(64 << 20))
+        case "max_body_bytes": security.maxBodyBytes = try integer(1_024...FulcrumRequestContext.maxBodyBytesCeiling)
         case "header_timeout_ms": security.headerTimeoutMilliseconds = try integer(100...600_000)
         case "idle_timeout_ms": security.idleTimeoutMilliseconds = try integer(100...86_400_000)
         case "body_timeout_ms": security.bodyTimeoutMilliseconds = try integer(100...3_600_000)

@@ -125,6 +125,10 @@ public final class RefusalCounts: Sendable {
         counts.withLock { $0[reason, default: 0] += 1 }
     }
 
-    /// Every reason's count.
-    public var snapshot: [String: Int] { counts.withLock { $0 } }
+    /// Every reason's count, known reasons at 0 included (so their series exist from the start).
+    public var snapshot: [String: Int] {
+        var all = Dictionary(uniqueKeysWithValues: (TransportError.Code.allCases.map(\.rawValue) + ["tls_handshake", "connection_error"]).map { ($0, 0) })
+        all.merge(counts.withLock { $0 }) { _, recorded in recorded }
+        return all
+    }
 }

@@ -1,7 +1,7 @@
 /// Why a peer connection was closed. Never fatal to the node: the connection goes, the node
 /// stays, and the error is logged.
 public struct TransportError: Error, Sendable, Hashable, CustomStringConvertible {
-    public enum Code: String, Sendable, Hashable {
+    public enum Code: String, Sendable, Hashable, CaseIterable {
         case badMagic = "bad_magic"
         case unsupportedVersion = "unsupported_version"
         case frameTooLarge = "frame_too_large"

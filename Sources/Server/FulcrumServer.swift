@@ -48,6 +48,8 @@ public struct FulcrumServer: Sendable {
         self.logger = logger
         metrics = ServerMetrics()
         client = HTTPClient.makeServingClient(settings: serving)
+        let observed = metrics
+        node.events.observe { observed.record($0) }
         proposer = CommandProposer(node: node, clock: clock, metrics: metrics)
         let schedules = ScheduleBook()
         prober = HTTPWorkerProber(client: client, clock: clock, keys: engineKeys)
@@ -65,6 +67,7 @@ public struct FulcrumServer: Sendable {
         let router = Hummingbird.Router(context: FulcrumRequestContext.self)
         let node = node
         router.add(middleware: MetricsMiddleware(metrics: metrics))
+        router.add(middleware: ErrorShapeMiddleware())
         router.add(middleware: AccessMiddleware(settings: security, metrics: metrics) { address in
             let members = await node.status().members
             return members.contains { splitHostPort($0.address).0 == address }
@@ -77,7 +80,7 @@ public struct FulcrumServer: Sendable {
             router.group().add(middleware: RequireScope(scope: scope, metrics: serverMetrics))
         }
         let admin = scoped(.admin)
-        let admitted = AdminAPI(proposer: proposer, workerNetworks: security.workerNetworks)
+        let admitted = AdminAPI(proposer: proposer, workerNetworks: security.workerNetworks, failOpen: serving.failOpen)
         admitted.addProbes(to: router)
         admitted.addRoutes(to: admin)
         ConfigAPI(proposer: proposer).addRoutes(to: admin)
@@ -95,14 +98,20 @@ public struct FulcrumServer: Sendable {
             let leadership = await node.leadership()
             metrics.term.set(to: Double(leadership.term))
             metrics.isLeader.set(to: leadership.isLeader ? 1 : 0)
-            metrics.leaderID.set(to: Double(leadership.leader ?? 0))
+            metrics.leader(leadership.leader)
             metrics.commitIndex.set(to: Double(leadership.commitIndex))
             metrics.appliedIndex.set(to: Double(leadership.appliedIndex))
             metrics.raftMessagesDropped(node.droppedMessages.snapshot)
             metrics.peerConnectionsRefused(node.peerRefusals)
+            let learner = await node.status().members.contains { $0.id == node.id && !$0.voter }
+            metrics.isLearner.set(to: learner ? 1 : 0)
             let workers = await node.withMachine { machine, _ in
                 machine.state.workers.map {
-                    (id: $0.id, model: $0.model, role: $0.role.name, healthy: $0.health != .unhealthy, circuitOpen: $0.circuit == .open, running: $0.load.runningRequests)
+                    ServerMetrics.WorkerRow(
+                        id: $0.id, model: $0.model, role: $0.role.name, healthy: $0.health != .unhealthy, circuitOpen: $0.circuit == .open,
+                        running: $0.load.runningRequests, waiting: $0.load.waitingRequests,
+                        kvUsage: $0.load.kvBlocksTotal > 0 ? min(1, Double($0.load.kvBlocksUsed) / Double($0.load.kvBlocksTotal)) : 0
+                    )
                 }
             }
             metrics.workers(workers)

@@ -17,7 +17,14 @@ public struct CommandProposer: Sendable {
 
     public func propose(_ command: BalancerCommand) async throws -> BalancerState.Outcome {
         metrics.proposals.increment()
-        return try await node.propose(CommandEnvelope(issuedAt: clock.now(), command: command).encoded())
+        metrics.proposalsPending.increment()
+        defer { metrics.proposalsPending.decrement() }
+        do {
+            return try await node.propose(CommandEnvelope(issuedAt: clock.now(), command: command).encoded())
+        } catch {
+            metrics.proposalsFailed.increment()
+            throw error
+        }
     }
 }
 

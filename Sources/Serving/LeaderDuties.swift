@@ -35,7 +35,7 @@ public actor LeaderDuties {
     let requestsFinished: @Sendable ([String]) -> Void
 
     private var isLeader = false
-    private var term: UInt64 = 0
+    private var knownLeader: UInt64?
     /// The term of the leadership the trackers belong to.
     private var leaderTerm: UInt64 = 0
     private var health: [String: HealthTracker] = [:]
@@ -96,10 +96,8 @@ public actor LeaderDuties {
     // MARK: Leadership
 
     private func follow(_ leadership: Leadership) async {
-        if leadership.term > term {
-            if term > 0 { metrics.elections.increment(by: Int64(leadership.term - term)) }
-            term = leadership.term
-        }
+        if let leader = leadership.leader, leader != knownLeader { metrics.leaderChanges.increment() }
+        if leadership.leader != nil { knownLeader = leadership.leader }
         if leadership.isLeader && (!isLeader || leaderTerm != leadership.term) {
             await becomeLeader(term: leadership.term)
             announceEndpoint(term: leadership.term)

@@ -211,3 +211,31 @@ public struct RoutingService: Sendable {
         }
     }
 }
+
+/// A model (or an alias of one) that a request can be routed to now.
+public struct ServedModel: Sendable, Hashable {
+    /// What clients ask for.
+    public var id: String
+    /// The model it routes to (itself, unless `id` is an alias).
+    public var model: String
+}
+
+extension RoutingService {
+    /// The models a request can be routed to now, as this node's replicated state has them: a
+    /// model with an available PDFUSION worker, or an available PREFILL and DECODE worker (not
+    /// draining, not unhealthy, circuit not open), and every alias naming one. Sorted by id.
+    public func servedModels() async -> [ServedModel] {
+        await node.withMachine { machine, _ in
+            var roles: [String: Set<WorkerRole>] = [:]
+            for worker in machine.state.workers where worker.exclusion == nil {
+                roles[worker.model, default: []].insert(worker.role)
+            }
+            let served = Set(roles.filter { $0.value.contains(.pdfusion) || $0.value.isSuperset(of: [.prefill, .decode]) }.keys)
+            var models = served.map { ServedModel(id: $0, model: $0) }
+            for (alias, model) in machine.state.config.aliases where served.contains(model) && !served.contains(alias) {
+                models.append(ServedModel(id: alias, model: model))
+            }
+            return models.sorted { $0.id < $1.id }
+        }
+    }
+}

@@ -1,3 +1,4 @@
+public import Cluster
 import Foundation
 public import Prometheus
 import Synchronization
@@ -13,8 +14,44 @@ public final class ServerMetrics: Sendable {
         .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
     ]
 
+    /// vLLM's TTFT buckets (1 ms … 2,560 s): a queue that grows for minutes still lands in a
+    /// bucket.
+    public static let ttftBuckets: [Duration] = [
+        .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(20), .milliseconds(40), .milliseconds(60),
+        .milliseconds(80), .milliseconds(100), .milliseconds(250), .milliseconds(500), .milliseconds(750), .seconds(1),
+        .seconds(2.5), .seconds(5), .seconds(7.5), .seconds(10), .seconds(20), .seconds(40), .seconds(80), .seconds(160),
+        .seconds(640), .seconds(2_560),
+    ]
+
+    /// etcd's disk buckets (1 ms doubling to 8.192 s), for fsyncs and snapshots.
+    public static let diskBuckets: [Duration] = (0..<14).map { .microseconds(1_000 << $0) }
+
+    /// An apply slower than this is counted as slow (etcd's warning threshold).
+    public static let slowApply = Duration.milliseconds(100)
+
+    static let pdHelp = "Prefill to decode hand-offs, by protocol and outcome."
+    static let prefixHelp = "Prompt blocks of proxied requests, by whether the worker was expected to hold them."
+    static let leaderHelp = "1 for the leader this node knows, by id."
+    static let kvEventsHelp = "Engine KV-cache events applied to the index, unmapped blocks and resets."
+    static let tokenizerHelp = "Prompts tokenised for routing, by outcome."
+
+    /// The version `fulcrum_build_info` reports.
+    public static let version = "0.1.0"
+
     public let proposals: Counter
+    public let proposalsFailed: Counter
+    public let proposalsPending: Gauge
     public let elections: Counter
+    public let leaderChanges: Counter
+    public let hasLeader: Gauge
+    public let isLearner: Gauge
+    public let slowApplies: Counter
+    public let snapshots: Counter
+    public let snapshotBytes: Gauge
+    public let upstreamRetries: Counter
+    let fsyncDuration: DurationHistogram
+    let applyDuration: DurationHistogram
+    let snapshotDuration: DurationHistogram
     public let forwarded: Counter
     public let forwardFailures: Counter
     public let degradedRoutes: Counter
@@ -23,7 +60,7 @@ public final class ServerMetrics: Sendable {
     public let connectionsRefused: Counter
     public let term: Gauge
     public let isLeader: Gauge
-    public let leaderID: Gauge
+    private let leaderSeries = Mutex<UInt64?>(nil)
     public let commitIndex: Gauge
     public let appliedIndex: Gauge
     private let workerSeries = Mutex<Set<[String]>>([])
@@ -32,7 +69,44 @@ public final class ServerMetrics: Sendable {
 
     public init() {
         proposals = registry.makeCounter(descriptor: .fulcrum("fulcrum_raft_proposals_total", help: "Entries this node proposed to the log."))
-        elections = registry.makeCounter(descriptor: .fulcrum("fulcrum_raft_elections_total", help: "Terms this node has seen begin."))
+        proposalsFailed = registry.makeCounter(descriptor: .fulcrum("fulcrum_raft_proposals_failed_total", help: "Proposals that failed (not the leader, a timeout, a dropped entry, a stopped node)."))
+        proposalsPending = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_proposals_pending", help: "Proposals waiting to be committed and applied."))
+        elections = registry.makeCounter(descriptor: .fulcrum("fulcrum_raft_elections_total", help: "Elections this node started (it became a candidate)."))
+        leaderChanges = registry.makeCounter(descriptor: .fulcrum("fulcrum_raft_leader_changes_seen_total", help: "Times this node saw a new leader."))
+        hasLeader = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_has_leader", help: "1 when this node knows a leader."))
+        isLearner = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_is_learner", help: "1 when this node is a learner (not a voter)."))
+        slowApplies = registry.makeCounter(descriptor: .fulcrum("fulcrum_raft_slow_applies_total", help: "Applies of committed entries that took over 100 ms."))
+        snapshots = registry.makeCounter(descriptor: .fulcrum("fulcrum_raft_snapshots_total", help: "Snapshots this node took (the log compacted)."))
+        snapshotBytes = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_snapshot_size_bytes", help: "Size of the last snapshot this node took."))
+        upstreamRetries = registry.makeCounter(descriptor: .fulcrum("fulcrum_upstream_retries_total", help: "Proxied requests sent to another worker after a connection failure."))
+        registry.makeGauge(
+            descriptor: .fulcrum("fulcrum_build_info", help: "Always 1; the labels say which Fulcrum this is."),
+            labels: [("version", Self.version), ("swift_version", Self.swiftVersion)]
+        ).set(to: 1)
+        // Series with known labels exist from the start (a rate over a missing series is nothing).
+        for outcome in ["applied", "unmapped_blocks", "reset"] {
+            _ = registry.makeCounter(descriptor: .fulcrum("fulcrum_kv_events_total", help: Self.kvEventsHelp), labels: [("outcome", outcome)])
+        }
+        for outcome in ["ok", "cached", "prefix", "error"] {
+            _ = registry.makeCounter(descriptor: .fulcrum("fulcrum_tokenizer_requests_total", help: Self.tokenizerHelp), labels: [("outcome", outcome)])
+        }
+        for outcome in ["ok", "error"] {
+            _ = registry.makeCounter(descriptor: .fulcrum("fulcrum_status_polls_total"), labels: [("outcome", outcome)])
+        }
+        for outcome in ["ok", "prefill_failed", "decode_failed"] {
+            for protocolName in ["fulcrum", "vllm", "sglang"] {
+                _ = registry.makeCounter(descriptor: .fulcrum("fulcrum_pd_handoffs_total", help: Self.pdHelp), labels: [("protocol", protocolName), ("outcome", outcome)])
+            }
+        }
+        fsyncDuration = registry.makeDurationHistogram(
+            descriptor: .fulcrum("fulcrum_disk_wal_fsync_duration_seconds", help: "One fsynced write of the Raft log (entries, hard state)."), buckets: Self.diskBuckets
+        )
+        applyDuration = registry.makeDurationHistogram(
+            descriptor: .fulcrum("fulcrum_raft_apply_duration_seconds", help: "Applying committed entries to the state machine."), buckets: Self.latencyBuckets
+        )
+        snapshotDuration = registry.makeDurationHistogram(
+            descriptor: .fulcrum("fulcrum_raft_snapshot_duration_seconds", help: "Taking a snapshot and compacting the log."), buckets: Self.diskBuckets
+        )
         forwarded = registry.makeCounter(descriptor: .fulcrum("fulcrum_forwarded_requests_total", help: "Requests a follower forwarded to the leader."))
         forwardFailures = registry.makeCounter(descriptor: .fulcrum("fulcrum_forward_failures_total", help: "Forwards that found no reachable leader."))
         degradedRoutes = registry.makeCounter(descriptor: .fulcrum("fulcrum_degraded_routes_total", help: "Requests a follower routed itself, with no leader (fail_open)."))
@@ -41,9 +115,71 @@ public final class ServerMetrics: Sendable {
         connectionsRefused = registry.makeCounter(descriptor: .fulcrum("fulcrum_http_connections_refused_total", help: "HTTP connections closed as they opened because max_connections were open."))
         term = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_term", help: "Current Raft term."))
         isLeader = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_is_leader", help: "1 when this node leads."))
-        leaderID = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_leader_id", help: "Id of the known leader, 0 when none."))
         commitIndex = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_commit_index", help: "Highest log index known committed."))
         appliedIndex = registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_applied_index", help: "Highest log index applied here."))
+    }
+
+    public static var swiftVersion: String {
+        #if swift(>=6.2)
+        "6.2"
+        #elseif swift(>=6.1)
+        "6.1"
+        #else
+        "6.0"
+        #endif
+    }
+
+    /// What the node's Ready loop reports (``NodeEvents``).
+    public func record(_ event: NodeEvent) {
+        switch event {
+        case .persisted(let duration):
+            fsyncDuration.recordNanoseconds(duration.nanoseconds)
+        case .applied(_, let duration):
+            applyDuration.recordNanoseconds(duration.nanoseconds)
+            if duration > Self.slowApply { slowApplies.increment() }
+        case .snapshot(let bytes, let duration):
+            snapshotDuration.recordNanoseconds(duration.nanoseconds)
+            snapshots.increment()
+            snapshotBytes.set(to: Double(bytes))
+        case .campaign:
+            elections.increment()
+        }
+    }
+
+    /// `fulcrum_raft_leader{leader_id}` = 1 for the known leader (an id is a label, not a
+    /// value); no series while there is none.
+    public func leader(_ id: UInt64?) {
+        hasLeader.set(to: id == nil ? 0 : 1)
+        let previous = leaderSeries.withLock { series in
+            defer { series = id }
+            return series
+        }
+        guard previous != id else { return }
+        if let previous {
+            registry.unregisterGauge(registry.makeGauge(descriptor: .fulcrum("fulcrum_raft_leader", help: Self.leaderHelp), labels: [("leader_id", String(previous))]))
+        }
+        if let id {
+            registry.makeGauge(
+                descriptor: .fulcrum("fulcrum_raft_leader", help: Self.leaderHelp), labels: [("leader_id", String(id))]
+            ).set(to: 1)
+        }
+    }
+
+    /// Prompt blocks a worker was expected to hold (`hit`) or not (`miss`) when a request was
+    /// sent to it.
+    public func prefixBlocks(worker: String, matched: Int, total: Int) {
+        let matched = max(0, min(matched, total))
+        registry.makeCounter(descriptor: .fulcrum("fulcrum_worker_prefix_blocks_total", help: Self.prefixHelp), labels: [("worker", worker), ("result", "hit")])
+            .increment(by: Int64(matched))
+        registry.makeCounter(descriptor: .fulcrum("fulcrum_worker_prefix_blocks_total", help: Self.prefixHelp), labels: [("worker", worker), ("result", "miss")])
+            .increment(by: Int64(total - matched))
+    }
+
+    /// One prefill → decode hand-off, by the engines' protocol (`fulcrum`, `vllm`, `sglang`) and
+    /// how it ended (`ok`, `prefill_failed`, `decode_failed`).
+    public func pdHandoff(protocol protocolName: String, outcome: String) {
+        registry.makeCounter(descriptor: .fulcrum("fulcrum_pd_handoffs_total", help: Self.pdHelp),
+            labels: [("protocol", protocolName), ("outcome", outcome)]).increment()
     }
 
     public func httpRequest(route: String, method: String, status: Int, duration: Duration) {
@@ -74,7 +210,7 @@ public final class ServerMetrics: Sendable {
     }
 
     public func upstreamTTFT(model: String, _ duration: Duration) {
-        registry.makeDurationHistogram(descriptor: .fulcrum("fulcrum_upstream_ttft_seconds"), labels: [("model", model)], buckets: Self.latencyBuckets
+        registry.makeDurationHistogram(descriptor: .fulcrum("fulcrum_upstream_ttft_seconds"), labels: [("model", model)], buckets: Self.ttftBuckets
         ).recordNanoseconds(duration.nanoseconds)
     }
 
@@ -95,14 +231,14 @@ public final class ServerMetrics: Sendable {
     /// `fulcrum_kv_events_total{outcome}`: engine KV events applied, blocks whose chain was
     /// unknown, resets.
     public func kvEvents(outcome: String, count: Int) {
-        registry.makeCounter(descriptor: .fulcrum("fulcrum_kv_events_total", help: "Engine KV-cache events applied to the index, unmapped blocks and resets."),
+        registry.makeCounter(descriptor: .fulcrum("fulcrum_kv_events_total", help: Self.kvEventsHelp),
             labels: [("outcome", outcome)]).increment(by: Int64(count))
     }
 
     /// `fulcrum_tokenizer_requests_total{outcome}`: ok, cached, prefix (a follow-up turn routed
     /// on its cached earlier messages), error (routed on the history index).
     public func tokenizer(outcome: String) {
-        registry.makeCounter(descriptor: .fulcrum("fulcrum_tokenizer_requests_total", help: "Prompts tokenised for routing, by outcome."),
+        registry.makeCounter(descriptor: .fulcrum("fulcrum_tokenizer_requests_total", help: Self.tokenizerHelp),
             labels: [("outcome", outcome)]).increment()
     }
 
@@ -114,20 +250,50 @@ public final class ServerMetrics: Sendable {
     /// Brings a counter whose counts are kept elsewhere (by reason) up to them.
     private func catchUp(_ name: String, help: String, to counts: [String: Int]) {
         let deltas = externalSeen.withLock { all in
-            counts.compactMap { reason, count -> (String, Int)? in
+            counts.map { reason, count -> (String, Int) in
                 let delta = count - all[name, default: [:]][reason, default: 0]
                 all[name, default: [:]][reason] = count
-                return delta > 0 ? (reason, delta) : nil
+                return (reason, max(0, delta))
             }
         }
+        // Every reason's series exists, at 0 until it happens.
         for (reason, delta) in deltas {
             registry.makeCounter(descriptor: .fulcrum(name, help: help), labels: [("reason", reason)]).increment(by: Int64(delta))
         }
     }
 
+    /// One worker's row of the per-worker gauges.
+    public struct WorkerRow: Sendable {
+        public var id: String
+        public var model: String
+        public var role: String
+        public var healthy: Bool
+        public var circuitOpen: Bool
+        public var running: Int
+        public var waiting: Int
+        /// KV blocks used over the total, 0 when the engine reports no total.
+        public var kvUsage: Double
+
+        public init(id: String, model: String, role: String, healthy: Bool, circuitOpen: Bool, running: Int, waiting: Int = 0, kvUsage: Double = 0) {
+            self.id = id
+            self.model = model
+            self.role = role
+            self.healthy = healthy
+            self.circuitOpen = circuitOpen
+            self.running = running
+            self.waiting = waiting
+            self.kvUsage = kvUsage
+        }
+    }
+
+    static let workerGauges = [
+        "fulcrum_worker_healthy", "fulcrum_worker_circuit_open", "fulcrum_worker_running_requests", "fulcrum_worker_waiting_requests",
+        "fulcrum_worker_kv_cache_usage_ratio",
+    ]
+
     /// Sets the per-worker gauges to the registry's current workers, dropping series of workers
     /// that are gone.
-    public func workers(_ rows: [(id: String, model: String, role: String, healthy: Bool, circuitOpen: Bool, running: Int)]) {
+    public func workers(_ rows: [WorkerRow]) {
         var current = Set<[String]>()
         for row in rows {
             let labels = [("worker", row.id), ("model", row.model), ("role", row.role)]
@@ -135,6 +301,8 @@ public final class ServerMetrics: Sendable {
             registry.makeGauge(descriptor: .fulcrum("fulcrum_worker_healthy"), labels: labels).set(to: row.healthy ? 1 : 0)
             registry.makeGauge(descriptor: .fulcrum("fulcrum_worker_circuit_open"), labels: labels).set(to: row.circuitOpen ? 1 : 0)
             registry.makeGauge(descriptor: .fulcrum("fulcrum_worker_running_requests"), labels: labels).set(to: Double(row.running))
+            registry.makeGauge(descriptor: .fulcrum("fulcrum_worker_waiting_requests"), labels: labels).set(to: Double(row.waiting))
+            registry.makeGauge(descriptor: .fulcrum("fulcrum_worker_kv_cache_usage_ratio"), labels: labels).set(to: row.kvUsage)
         }
         let gone = workerSeries.withLock { series in
             let gone = series.subtracting(current)
@@ -143,7 +311,7 @@ public final class ServerMetrics: Sendable {
         }
         for key in gone {
             let labels = [("worker", key[0]), ("model", key[1]), ("role", key[2])]
-            for name in ["fulcrum_worker_healthy", "fulcrum_worker_circuit_open", "fulcrum_worker_running_requests"] {
+            for name in Self.workerGauges {
                 registry.unregisterGauge(registry.makeGauge(descriptor: .fulcrum(name), labels: labels))
             }
         }

@@ -215,7 +215,7 @@ public final class SimulatedEngine: Sendable {
         for path in ["tokenize", "v1/tokenize"] {
             router.post(RouterPath(stringLiteral: path)) { request, _ -> Response in
                 var request = request
-                let body = try await request.collectBody(upTo: 16 << 20)
+                let body = try await request.collectBody(upTo: Self.maxBodyBytes)
                 guard let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any] else {
                     return Response(status: .badRequest, body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"bad JSON"}}"#)))
                 }
@@ -231,7 +231,80 @@ public final class SimulatedEngine: Sendable {
         router.post("v1/completions") { request, _ in try await self.complete(request, chat: false) }
         router.post("v1/chat/completions") { request, _ in try await self.complete(request, chat: true) }
         router.post("generate") { request, _ in try await self.complete(request, chat: false) }
+        router.post("v1/embeddings") { request, _ in try await self.embed(request) }
+        router.post("v1/responses") { request, _ in try await self.respond(request) }
         return router
+    }
+
+    /// The largest body an engine reads (a chat request with base64 images).
+    static let maxBodyBytes = 64 << 20
+
+    private func readObject(_ request: Request) async throws -> (object: [String: Any]?, served: Served) {
+        var request = request
+        let body = try await request.collectBody(upTo: Self.maxBodyBytes)
+        let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any]
+        let served = Served(
+            path: request.uri.path, role: request.headers[HTTPField.Name("X-Fulcrum-Role")!], prefillWorker: nil, decodeWorker: nil,
+            maxTokens: (object?["max_output_tokens"] as? Int) ?? (object?["max_tokens"] as? Int), stream: object?["stream"] as? Bool ?? false,
+            authorization: request.headers[.authorization]
+        )
+        state.withLock { $0.served.append(served) }
+        return (object, served)
+    }
+
+    private static func badRequest(_ message: String) -> Response {
+        Response(
+            status: .badRequest, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"\#(message)","type":"BadRequestError","param":null,"code":400}}"#))
+        )
+    }
+
+    /// vLLM's `POST /v1/embeddings` answer (OpenAI's shape): one vector per input, 8 numbers
+    /// derived from its tokens, answered at once (no timing model).
+    private func embed(_ request: Request) async throws -> Response {
+        guard let object = try await readObject(request).object, let input = object["input"] else { return Self.badRequest("input is required") }
+        let inputs: [[UInt32]] = switch input {
+        case let texts as [String]: texts.map { PromptBlocks.tokens(text: $0) }
+        case let batches as [[NSNumber]]: batches.map { $0.map { UInt32(truncatingIfNeeded: $0.int64Value) } }
+        default: [Self.promptTokens(input)]
+        }
+        let data = inputs.enumerated().map { index, tokens in
+            let vector = (0..<8).map { dimension in
+                let hash = PromptBlocks.blocks(tokens: tokens + [UInt32(dimension)], tokensPerBlock: tokens.count + 1).last ?? 0
+                return Double(hash % 2_001) / 1_000 - 1
+            }
+            return #"{"index":\#(index),"object":"embedding","embedding":[\#(vector.map { String(format: "%.6f", $0) }.joined(separator: ","))]}"#
+        }
+        let tokens = inputs.reduce(0) { $0 + $1.count }
+        return json(
+            #"{"id":"embd-\#(UUID().uuidString.lowercased())","object":"list","created":\#(Int(Date().timeIntervalSince1970)),"model":"\#(options.model)","data":[\#(data.joined(separator: ","))],"#
+                + #""usage":{"prompt_tokens":\#(tokens),"total_tokens":\#(tokens),"completion_tokens":0,"prompt_tokens_details":null}}"#
+        )
+    }
+
+    /// OpenAI's Responses API as vLLM serves it (`POST /v1/responses`): a completed `response`
+    /// object, or with `stream` its events (`response.created`, one `response.output_text.delta`
+    /// per token, `response.completed`); answered at once (no timing model).
+    private func respond(_ request: Request) async throws -> Response {
+        let (object, served) = try await readObject(request)
+        guard let object, object["input"] != nil else { return Self.badRequest("input is required") }
+        let count = max(1, min(served.maxTokens ?? options.defaultOutputTokens, 4_096))
+        let words = (0..<count).map { "tok\($0) " }
+        let id = "resp_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        let created = Int(Date().timeIntervalSince1970)
+        func response(status: String, text: String) -> String {
+            #"{"id":"\#(id)","object":"response","created_at":\#(created),"model":"\#(options.model)","status":"\#(status)","output":["#
+                + (text.isEmpty ? "" : #"{"type":"message","id":"msg_\#(id.dropFirst(5))","status":"completed","role":"assistant","content":[{"type":"output_text","text":"\#(text)","annotations":[]}]}"#)
+                + #"],"usage":\#(status == "completed" ? #"{"input_tokens":1,"output_tokens":\#(count),"total_tokens":\#(count + 1)}"# : "null")}"#
+        }
+        guard served.stream else { return json(response(status: "completed", text: words.joined())) }
+        var events = [("response.created", #"{"type":"response.created","sequence_number":0,"response":\#(response(status: "in_progress", text: ""))}"#)]
+        for (index, word) in words.enumerated() {
+            events.append(("response.output_text.delta", #"{"type":"response.output_text.delta","sequence_number":\#(index + 1),"item_id":"msg_\#(id.dropFirst(5))","output_index":0,"content_index":0,"delta":"\#(word)"}"#))
+        }
+        events.append(("response.completed", #"{"type":"response.completed","sequence_number":\#(count + 1),"response":\#(response(status: "completed", text: words.joined()))}"#))
+        let text = events.map { "event: \($0.0)\ndata: \($0.1)\n\n" }.joined()
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
     /// SGLang's `GET /v1/loads?include=core` body for one rank, as sgl-project/sglang's
@@ -294,7 +367,7 @@ public final class SimulatedEngine: Sendable {
 
     private func complete(_ request: Request, chat: Bool) async throws -> Response {
         var request = request
-        let body = try await request.collectBody(upTo: 16 << 20)
+        let body = try await request.collectBody(upTo: Self.maxBodyBytes)
         guard let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any] else {
             return Response(status: .badRequest, body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"bad JSON"}}"#)))
         }

@@ -81,4 +81,105 @@ import Testing
         result = try cluster.ctl(["snapshot"])
         #expect(result.status == 0, "\(result.output)")
     }
+
+    /// Every fulcrumctl command against three real nodes: etcdctl's endpoint commands, members,
+    /// snapshots (save and status), workers, configuration, version, output formats, and the
+    /// connection's flags and their environment variables.
+    @Test(.timeLimit(.minutes(3)))
+    func everyFulcrumctlCommandAgainstAThreeNodeCluster() async throws {
+        let cluster = try ProcessCluster(founders: 3)
+        defer { cluster.stopAll() }
+        let leader = try await cluster.leader()
+        try await cluster.waitUntilReady()
+        for worker in ["w0", "w1"] { #expect(try await cluster.register(worker, via: leader)) }
+        func json(_ output: String) -> Any? { try? JSONSerialization.jsonObject(with: Data(output.utf8)) }
+
+        // endpoint status: one row per endpoint, one leader.
+        var result = try cluster.ctl(["endpoint", "status", "-o", "json"])
+        #expect(result.status == 0, "\(result.output)")
+        let rows = json(result.output) as? [[String: Any]] ?? []
+        #expect(rows.count == 3 && rows.filter { $0["is_leader"] as? Bool == true }.count == 1 && rows.allSatisfy { $0["version"] as? String == "0.1.0" })
+        result = try cluster.ctl(["endpoint", "status", "--cluster"])
+        #expect(result.status == 0 && result.output.contains("RAFT TERM") && result.output.contains(cluster.endpoint(leader)), "\(result.output)")
+        // endpoint health: every node ready; a dead endpoint makes it exit 1.
+        result = try cluster.ctl(["endpoint", "health", "-o", "simple"])
+        #expect(result.status == 0 && result.output.components(separatedBy: "is healthy").count == 4, "\(result.output)")
+        result = try cluster.ctl(["endpoint", "health", "--endpoints", "http://127.0.0.1:1," + cluster.endpoint(leader), "--dial-timeout", "300ms"])
+        #expect(result.status == 1 && result.output.contains("false") && result.output.contains("true"), "\(result.output)")
+        // endpoint hashkv: replicas at the same applied index agree.
+        var agreed = false
+        for _ in 0..<50 where !agreed {
+            result = try cluster.ctl(["endpoint", "hashkv", "-o", "json"])
+            let hashes = json(result.output) as? [[String: Any]] ?? []
+            agreed = result.status == 0 && hashes.count == 3 && Set(hashes.compactMap { $0["hash"] as? String }).count == 1
+                && Set(hashes.compactMap { $0["applied_index"] as? Int }).count == 1
+            if !agreed { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(agreed, "\(result.output)")
+        // version, locally and of each node.
+        result = try cluster.ctl(["version"])
+        #expect(result.status == 0 && result.output.contains("fulcrumctl version: 0.1.0") && result.output.contains("fulcrum 0.1.0"), "\(result.output)")
+        // Workers: list, drain, undrain, remove.
+        result = try cluster.ctl(["worker", "drain", "w0"])
+        #expect(result.status == 0 && result.output.contains("applied"), "\(result.output)")
+        result = try cluster.ctl(["worker", "list", "--consistent", "-o", "json"])
+        let workers = (json(result.output) as? [String: Any])?["workers"] as? [[String: Any]] ?? []
+        #expect(workers.count == 2 && workers.first { $0["id"] as? String == "w0" }?["draining"] as? Bool == true, "\(result.output)")
+        result = try cluster.ctl(["worker", "undrain", "w0"])
+        #expect(result.status == 0, "\(result.output)")
+        result = try cluster.ctl(["worker", "remove", "w1"])
+        #expect(result.status == 0, "\(result.output)")
+        result = try cluster.ctl(["worker", "list", "--consistent", "-o", "simple"])
+        #expect(result.output.contains("w0, m, PDFUSION") && !result.output.contains("w1") && !result.output.contains("ID"), "\(result.output)")
+        result = try cluster.ctl(["worker", "drain", "nobody"])
+        #expect(result.status != 0, "\(result.output)")
+        // Configuration: set through the leader, read back; an unknown setting is refused here.
+        result = try cluster.ctl(["config", "set", "prefix_blocks_per_worker", "1234"])
+        #expect(result.status == 0 && result.output.contains("applied"), "\(result.output)")
+        var read = ""
+        for _ in 0..<50 where read != "1234" {
+            read = try cluster.ctl(["config", "get", "prefix_blocks_per_worker"]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+            if read != "1234" { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(read == "1234")
+        result = try cluster.ctl(["config", "get"])
+        #expect(result.status == 0 && result.output.contains("prefix_blocks_per_worker") && result.output.contains("SETTING"), "\(result.output)")
+        result = try cluster.ctl(["config", "set", "no_such_setting", "1"])
+        #expect(result.status != 0 && result.output.contains("unknown setting"), "\(result.output)")
+        result = try cluster.ctl(["config", "set", "cache_hit_threshold", "7"])
+        #expect(result.status != 0, "the leader refuses an out-of-range value: \(result.output)")
+        // Members: update a follower's peer address (to the same one: it stays reachable).
+        let follower = try #require(cluster.founders.first { $0 != leader })
+        result = try cluster.ctl(["member", "update", String(follower), "--address", "127.0.0.1:\(cluster.peerPorts[follower]!)"])
+        #expect(result.status == 0 && result.output.contains("HTTP ENDPOINT"), "\(result.output)")
+        result = try cluster.ctl(["member", "update", "99", "--address", "127.0.0.1:1"])
+        #expect(result.status != 0 && result.output.contains("not a member"), "\(result.output)")
+        // Snapshots: save, then describe the file; a damaged file is refused.
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("fulcrumctl-\(UUID().uuidString).snapshot").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        result = try cluster.ctl(["snapshot", "save", "--endpoints", cluster.endpoint(leader), file])
+        #expect(result.status == 0, "\(result.output)")
+        result = try cluster.ctl(["snapshot", "status", file, "-o", "json"])
+        let described = json(result.output) as? [String: Any] ?? [:]
+        #expect(result.status == 0 && described["cluster_id"] as? String == "it" && (described["index"] as? Int ?? 0) > 0, "\(result.output)")
+        var bytes = try #require(FileManager.default.contents(atPath: file))
+        bytes[bytes.count / 2] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: file))
+        result = try cluster.ctl(["snapshot", "status", file])
+        #expect(result.status != 0 && result.output.contains("damaged"), "\(result.output)")
+        // The connection's flags and their variables: bad values are clear errors.
+        result = try cluster.ctl(["endpoint", "health", "--command-timeout", "soon"])
+        #expect(result.status != 0 && result.output.contains("--command-timeout"), "\(result.output)")
+        result = try cluster.ctl(["endpoint", "health", "--cacert", "/nonexistent/ca.pem"])
+        #expect(result.status != 0 && result.output.contains("cannot read"), "\(result.output)")
+        var environment = ProcessInfo.processInfo.environment
+        environment["FULCRUM_ENDPOINTS"] = cluster.endpoint(leader)
+        environment["FULCRUM_OUTPUT"] = "json"
+        environment["FULCRUM_COMMAND_TIMEOUT"] = "5s"
+        result = try cluster.run("fulcrumctl", ["member", "list"], environment: environment)
+        #expect(result.status == 0 && (json(result.output) as? [String: Any])?["members"] != nil, "\(result.output)")
+        environment["FULCRUM_DIAL_TIMEOUT"] = "never"
+        result = try cluster.run("fulcrumctl", ["member", "list"], environment: environment)
+        #expect(result.status != 0 && result.output.contains("--dial-timeout"), "\(result.output)")
+    }
 }

@@ -231,6 +231,64 @@ final class EngineFleet: Sendable {
             #expect(unavailable)
         }
     }
+
+    /// What the `openai` SDK meets through a follower: `/v1/models` from the registry, every
+    /// error in OpenAI's shape, embeddings and the Responses API proxied, and a chat request
+    /// carrying a 20 MB base64 image (under the 64 MiB default; 70 MB is refused up front).
+    @Test(.timeLimit(.minutes(2)))
+    func openAISurfaceThroughAFollower() async throws {
+        try await Self.with(engines: 2, environment: [:]) { cluster, fleet in
+            let leader = try await cluster.leader()
+            try await cluster.waitUntilReady()
+            let follower = try #require(cluster.founders.first { $0 != leader })
+            let base = cluster.endpoint(follower)
+            func object(_ answer: HTTPAnswer) -> [String: Any] { (try? JSONSerialization.jsonObject(with: answer.data) as? [String: Any]) ?? [:] }
+            func errorDetail(_ answer: HTTPAnswer) -> [String: Any] { object(answer)["error"] as? [String: Any] ?? [:] }
+            // Before any worker: an empty list, and a model that is not there is OpenAI's 404.
+            let empty = try await cluster.request(.GET, base + "/v1/models")
+            #expect(empty.status == 200 && object(empty)["object"] as? String == "list" && (object(empty)["data"] as? [Any])?.isEmpty == true, "\(empty)")
+            try await Self.register(cluster, fleet, via: follower)
+            _ = try await cluster.request(.PUT, cluster.endpoint(leader) + "/admin/config/aliases/latest", json: #"{"model":"m"}"#)
+            var ids: [String] = []
+            for _ in 0..<100 where ids != ["latest", "m"] {
+                let answer = try await cluster.request(.GET, base + "/v1/models")
+                ids = (object(answer)["data"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+                if ids != ["latest", "m"] { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(ids == ["latest", "m"], "the follower lists the model and its alias")
+            let card = try await cluster.request(.GET, base + "/v1/models/latest")
+            #expect(object(card)["object"] as? String == "model" && object(card)["root"] as? String == "m" && object(card)["owned_by"] as? String == "fulcrum" && object(card)["created"] is Int)
+            let missing = try await cluster.request(.GET, base + "/v1/models/nope")
+            #expect(missing.status == 404 && errorDetail(missing)["type"] as? String == "not_found_error" && errorDetail(missing)["param"] as? String == "model")
+            // Errors: message, type, param (null when none), code — from the API, from the router, from Hummingbird.
+            let bad = try await cluster.request(.POST, base + "/v1/chat/completions", json: #"{"model":"m","messages":[]}"#)
+            let detail = errorDetail(bad)
+            #expect(bad.status == 400 && detail["type"] as? String == "invalid_request_error" && detail["param"] as? String == "messages"
+                && detail["code"] is String && (detail["message"] as? String)?.isEmpty == false, "\(bad)")
+            let unknownModel = try await cluster.request(.POST, base + "/v1/completions", json: #"{"model":"other","prompt":"x"}"#)
+            #expect(unknownModel.status == 404 && errorDetail(unknownModel)["type"] as? String == "not_found_error", "\(unknownModel)")
+            let nowhere = try await cluster.request(.GET, base + "/v1/nothing")
+            #expect(nowhere.status == 404 && errorDetail(nowhere)["code"] as? String == "not_found" && errorDetail(nowhere).keys.contains("param"), "\(nowhere)")
+            // Embeddings and the Responses API reach an engine.
+            let embedded = try await cluster.request(.POST, base + "/v1/embeddings", json: #"{"model":"m","input":["first text","second text"]}"#)
+            #expect(embedded.status == 200 && (object(embedded)["data"] as? [Any])?.count == 2, "\(embedded)")
+            let responded = try await cluster.request(.POST, base + "/v1/responses", json: #"{"model":"latest","input":[{"role":"user","content":"hello"}],"max_output_tokens":3}"#)
+            #expect(responded.status == 200 && object(responded)["object"] as? String == "response" && object(responded)["status"] as? String == "completed", "\(responded)")
+            let streamed = try await cluster.request(.POST, base + "/v1/responses", json: #"{"model":"m","input":"hello","stream":true,"max_output_tokens":2}"#)
+            #expect(streamed.status == 200 && String(decoding: streamed.data, as: UTF8.self).contains("event: response.completed"))
+            let paths = fleet.engines.flatMap { $0.served.map(\.path) }
+            #expect(paths.contains("/v1/embeddings") && paths.contains("/v1/responses"))
+            // A 20 MB base64 image through the follower, to an engine, whole.
+            let image = String(repeating: "iVBORw0KGgo", count: (20 << 20) / 11)
+            let chat = #"{"model":"m","max_tokens":2,"messages":[{"role":"user","content":[{"type":"text","text":"what is this?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,"# + image + #""}}]}]}"#
+            let before = fleet.engines.reduce(0) { $0 + $1.served.count }
+            let answered = try await cluster.request(.POST, base + "/v1/chat/completions", json: chat, timeout: .seconds(30))
+            #expect(answered.status == 200, "\(answered)")
+            #expect(fleet.engines.reduce(0) { $0 + $1.served.count } == before + 1)
+            let tooLarge = try await cluster.request(.POST, base + "/v1/chat/completions", json: String(repeating: " ", count: 70 << 20), timeout: .seconds(30))
+            #expect(tooLarge.status == 413 && errorDetail(tooLarge)["code"] as? String == "body_too_large", "\(tooLarge)")
+        }
+    }
 }
 
 /// A counter shared between a traffic task and the test.

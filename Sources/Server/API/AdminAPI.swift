@@ -23,12 +23,15 @@ extension ClusterStatus {
 public struct AdminAPI: Sendable {
     let proposer: CommandProposer
     let workerNetworks: [CIDR]
+    /// With `fail_open`, a node without a leader still serves (degraded), so it stays ready.
+    let failOpen: Bool
 
     var node: ClusterNode<BalancerMachine> { proposer.node }
 
-    public init(proposer: CommandProposer, workerNetworks: [CIDR] = []) {
+    public init(proposer: CommandProposer, workerNetworks: [CIDR] = [], failOpen: Bool = false) {
         self.proposer = proposer
         self.workerNetworks = workerNetworks
+        self.failOpen = failOpen
     }
 
     /// A node is ready when it knows a leader and has applied all but this many committed entries.
@@ -38,12 +41,17 @@ public struct AdminAPI: Sendable {
     public func addProbes(to router: Hummingbird.Router<FulcrumRequestContext>) {
         let node = node
         router.get("healthz") { _, _ in HealthAnswer() }
+        router.get("version") { _, _ in VersionAnswer(version: ServerMetrics.version, swiftVersion: ServerMetrics.swiftVersion) }
+        let failOpen = failOpen
         router.get("readyz") { _, _ -> HealthAnswer in
-            let (leadership, leaderEndpoint) = await node.withMachine { machine, leadership in
-                (leadership, leadership.leader.flatMap { machine.state.nodeEndpoints[$0] })
+            let (leadership, leaderEndpoint, workers) = await node.withMachine { machine, leadership in
+                (leadership, leadership.leader.flatMap { machine.state.nodeEndpoints[$0] }, machine.state.workers.count)
             }
-            if let reason = Self.unreadiness(leadership, leaderEndpoint: leaderEndpoint) { throw reason }
-            return HealthAnswer()
+            guard let reason = Self.unreadiness(leadership, leaderEndpoint: leaderEndpoint) else { return HealthAnswer() }
+            // Without a leader a fail-open node still routes on its replicated state: it stays
+            // in the Service (degraded) as long as that state holds workers to route to.
+            if failOpen, reason.code == "no_leader", workers > 0 { return HealthAnswer(status: "degraded") }
+            throw reason
         }
     }
 
@@ -64,7 +72,7 @@ public struct AdminAPI: Sendable {
     /// `/admin/*`, on the admin-scoped group.
     public func addRoutes(to router: RouterGroup<FulcrumRequestContext>) {
         let admin = router.group("admin")
-        admin.get("cluster") { _, _ in ClusterStatus(await node.status()) }
+        admin.get("cluster") { _, _ -> ClusterStatus in await clusterStatus() }
         admin.get("state") { _, _ -> StateDigest in
             await node.withMachine { machine, leadership in
                 StateDigest(
@@ -73,7 +81,16 @@ public struct AdminAPI: Sendable {
                 )
             }
         }
-        admin.get("members") { _, _ in ClusterStatus(await node.status()) }
+        admin.get("members") { _, _ -> ClusterStatus in await clusterStatus() }
+        admin.put("members/:id") { request, context -> ClusterStatus in
+            let id = try memberID(context)
+            let body = try await request.decode(as: UpdateMember.self, context: context)
+            guard let text = body.address, isPeerAddress(text) else {
+                throw APIError.badRequest(field: "address", "host:port of the member's peer listener is required")
+            }
+            try await cluster { try await node.updateAddress(id, peerAddress: text) }
+            return await clusterStatus()
+        }
         admin.post("members") { request, context -> ClusterStatus in
             let body = try await request.decode(as: AddMember.self, context: context)
             guard let id = body.id, id > 0 else { throw APIError.badRequest(field: "id", "a positive node id is required") }
@@ -81,17 +98,17 @@ public struct AdminAPI: Sendable {
                 throw APIError.badRequest(field: "address", "host:port of the new node's peer listener is required")
             }
             try await cluster { try await node.addLearner(id, peerAddress: text) }
-            return ClusterStatus(await node.status())
+            return await clusterStatus()
         }
         admin.post("members/:id/promote") { _, context -> ClusterStatus in
             let id = try memberID(context)
             try await cluster { try await node.promote(id) }
-            return ClusterStatus(await node.status())
+            return await clusterStatus()
         }
         admin.delete("members/:id") { _, context -> ClusterStatus in
             let id = try memberID(context)
             try await cluster { try await node.remove(id) }
-            return ClusterStatus(await node.status())
+            return await clusterStatus()
         }
         admin.post("leader/transfer") { request, context -> LeaderAnswer in
             let body = try await decodeOptional(LeaderTransfer.self, request, context) ?? LeaderTransfer()
@@ -143,6 +160,15 @@ public struct AdminAPI: Sendable {
             guard let id = context.parameters.get("id"), !id.isEmpty else { throw APIError.badRequest(field: "id", "missing") }
             return CommandResult(result: try await propose(.deregisterWorker(id: id)))
         }
+    }
+
+    /// The node's view of the cluster, with each member's HTTP endpoint from the replicated state.
+    private func clusterStatus() async -> ClusterStatus {
+        let status = await node.status()
+        let endpoints = await node.withMachine { machine, _ in machine.state.nodeEndpoints }
+        var answer = ClusterStatus(status)
+        for index in answer.members.indices { answer.members[index].endpoint = endpoints[answer.members[index].id] }
+        return answer
     }
 
     private func propose(_ command: BalancerCommand) async throws -> String {

@@ -34,6 +34,15 @@ enum Handoff {
         case fulcrum
         case vllm
         case sglang
+
+        /// The protocol's name in metrics.
+        var name: String {
+            switch self {
+            case .fulcrum: "fulcrum"
+            case .vllm: "vllm"
+            case .sglang: "sglang"
+            }
+        }
     }
 
     /// A prefill answer is one token: anything bigger than this is not one.

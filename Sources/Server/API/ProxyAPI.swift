@@ -10,11 +10,11 @@ import NIOPosix
 import Serving
 import FulcrumAPI
 
-/// OpenAI-compatible `/v1/chat/completions` and `/v1/completions`: route, then proxy to the
-/// chosen worker, streaming the answer chunk by chunk as it arrives. PREFILL → DECODE pools get
+/// OpenAI-compatible `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings` and
+/// `/v1/responses`: route, then proxy to the chosen worker, streaming the answer chunk by chunk as it arrives. PREFILL → DECODE pools get
 /// the hand-off protocol of their engine (`Handoff`, `Docs/engines.md`). A failed connection is retried on another
 /// worker before the first byte; never after. Reservations are released, with the outcome,
-/// when the stream ends or the client goes away.
+/// when the stream ends or the client goes away. `/v1/models` lists what can be routed to.
 struct ProxyAPI: Sendable {
     let link: LeaderLink
     let client: HTTPClient
@@ -27,8 +27,48 @@ struct ProxyAPI: Sendable {
     static let maxMessages = 4_096
 
     func addRoutes(to router: RouterGroup<FulcrumRequestContext>) {
-        router.post("v1/chat/completions") { request, context in try await proxy(request, context: context, path: "/v1/chat/completions") }
-        router.post("v1/completions") { request, context in try await proxy(request, context: context, path: "/v1/completions") }
+        for endpoint in Endpoint.allCases {
+            router.post(RouterPath(String(endpoint.rawValue.dropFirst()))) { request, context in try await proxy(request, context: context, endpoint: endpoint) }
+        }
+        router.get("v1/models") { _, _ -> ModelList in ModelList(data: await servedModels()) }
+        router.get("v1/models/:id") { _, context -> ModelCard in
+            let id = try context.parameters.require("id")
+            guard let model = await servedModels().first(where: { $0.id == id }) else {
+                throw APIError(.notFound, code: "model_not_found", "the model \(id) does not exist or has no available worker", field: "model")
+            }
+            return model
+        }
+    }
+
+    /// The OpenAI endpoints proxied to engines.
+    enum Endpoint: String, CaseIterable, Sendable {
+        case chat = "/v1/chat/completions"
+        case completions = "/v1/completions"
+        case embeddings = "/v1/embeddings"
+        case responses = "/v1/responses"
+
+        /// Whether an engine's PD hand-off (a prefill then a decode) applies: generation only.
+        var handsOff: Bool { self == .chat || self == .completions }
+    }
+
+    /// OpenAI's model list: the models a request can be routed to now, as this node's
+    /// replicated state has them, and the aliases naming them (`root` says which).
+    struct ModelList: ResponseEncodable {
+        var object = "list"
+        var data: [ModelCard]
+    }
+
+    struct ModelCard: ResponseEncodable {
+        var id: String
+        var object = "model"
+        var created: Int
+        var ownedBy = "fulcrum"
+        var root: String
+    }
+
+    private func servedModels() async -> [ModelCard] {
+        let created = Int(Date().timeIntervalSince1970)
+        return await link.routing.servedModels().map { ModelCard(id: $0.id, created: created, root: $0.model) }
     }
 
     /// What the proxy reads of a completion request; the body itself is forwarded untouched.
@@ -58,7 +98,15 @@ struct ProxyAPI: Sendable {
         }
     }
 
-    static func parse(_ data: Data, chat: Bool) throws -> Completion {
+    /// Parses the body where it lies: a 64 MiB body is not copied to be read.
+    static func parse(_ buffer: ByteBuffer, endpoint: Endpoint) throws -> Completion {
+        try buffer.withUnsafeReadableBytes { bytes in
+            guard let base = bytes.baseAddress, !bytes.isEmpty else { return try parse(Data(), endpoint: endpoint) }
+            return try parse(Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: base), count: bytes.count, deallocator: .none), endpoint: endpoint)
+        }
+    }
+
+    static func parse(_ data: Data, endpoint: Endpoint) throws -> Completion {
         let json: Any
         do {
             json = try JSONSerialization.jsonObject(with: data)
@@ -74,7 +122,7 @@ struct ProxyAPI: Sendable {
             stream = flag
         }
         var maxTokens: Int?
-        for key in ["max_tokens", "max_completion_tokens"] {
+        for key in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
             guard let value = object[key], !(value is NSNull) else { continue }
             guard let number = value as? NSNumber, !isJSONBoolean(value), number.doubleValue == number.doubleValue.rounded() else {
                 throw APIError.badRequest(field: key, "expected an integer")
@@ -102,10 +150,13 @@ struct ProxyAPI: Sendable {
                 throw APIError.badRequest(field: "input_ids", "expected token ids (integers in 0...4294967295)")
             }
             prompt = .tokens(list.map(\.uint32Value))
-        } else if chat {
-            prompt = .text(try chatText(object["messages"]))
         } else {
-            prompt = try completionPrompt(object["prompt"])
+            switch endpoint {
+            case .chat: prompt = .text(try chatText(object["messages"]))
+            case .completions: prompt = try completionPrompt(object["prompt"], field: "prompt")
+            case .embeddings: prompt = try completionPrompt(object["input"], field: "input")
+            case .responses: prompt = .text(try responsesText(object))
+            }
         }
         var tokensPerBlock: Int?
         var inputTokens: Int?
@@ -153,19 +204,57 @@ struct ProxyAPI: Sendable {
         return text
     }
 
-    static func completionPrompt(_ value: Any?) throws -> Prompt {
+    /// A completions `prompt` or an embeddings `input`: text, texts (the first is routed on), or
+    /// token ids (a list, or a list of lists).
+    static func completionPrompt(_ value: Any?, field: String) throws -> Prompt {
+        func tokenIDs(_ value: Any) -> [UInt32]? {
+            guard let numbers = value as? [NSNumber],
+                  numbers.allSatisfy({ !isJSONBoolean($0) && $0.doubleValue == $0.doubleValue.rounded() && $0.int64Value >= 0 && $0.int64Value <= Int64(UInt32.max) })
+            else { return nil }
+            return numbers.map(\.uint32Value)
+        }
         switch value {
-        case nil: throw APIError.badRequest(field: "prompt", "is required")
+        case nil: throw APIError.badRequest(field: field, "is required")
         case let text as String: return .text(text)
         case let list as [Any]:
             if let texts = list as? [String] { return .text(texts.first ?? "") }
-            if let numbers = list as? [NSNumber], numbers.allSatisfy({ !isJSONBoolean($0) && $0.int64Value >= 0 && $0.int64Value <= Int64(UInt32.max) }) {
-                return .tokens(numbers.map(\.uint32Value))
-            }
-            if let nested = list.first as? [NSNumber] { return .tokens(nested.map(\.uint32Value)) }
-            throw APIError.badRequest(field: "prompt", "expected a string, strings, or token ids")
+            if let ids = tokenIDs(list) { return .tokens(ids) }
+            if let first = list.first, let ids = tokenIDs(first), list.allSatisfy({ tokenIDs($0) != nil }) { return .tokens(ids) }
+            throw APIError.badRequest(field: field, "expected a string, strings, or token ids (integers in 0...4294967295)")
         default:
-            throw APIError.badRequest(field: "prompt", "expected a string, strings, or token ids")
+            throw APIError.badRequest(field: field, "expected a string, strings, or token ids")
+        }
+    }
+
+    /// A Responses API request as text: its `instructions`, then its `input` (a string, or items
+    /// whose `content` is a string or parts with `text`), in order, as a conversation.
+    static func responsesText(_ object: [String: Any]) throws -> String {
+        var text = ""
+        switch object["instructions"] {
+        case let instructions as String: text += "system: " + instructions + "\n"
+        case nil, is NSNull: break
+        default: throw APIError.badRequest(field: "instructions", "expected a string")
+        }
+        switch object["input"] {
+        case nil: throw APIError.badRequest(field: "input", "is required")
+        case let input as String: return text + "user: " + input + "\n"
+        case let items as [Any]:
+            guard items.count <= maxMessages else { throw APIError.badRequest(field: "input", "at most \(maxMessages) items") }
+            for (index, item) in items.enumerated() {
+                guard let item = item as? [String: Any] else { throw APIError.badRequest(field: "input[\(index)]", "expected an object") }
+                if let role = item["role"] as? String { text += role + ": " }
+                switch item["content"] {
+                case let content as String: text += content
+                case let parts as [Any]:
+                    for part in parts { if let part = part as? [String: Any], let partText = part["text"] as? String { text += partText } }
+                case nil, is NSNull: if let output = item["output"] as? String { text += output }
+                default: throw APIError.badRequest(field: "input[\(index)].content", "expected a string or an array of parts")
+                }
+                text += "\n"
+            }
+            return text
+        default:
+            throw APIError.badRequest(field: "input", "expected a string or an array of items")
         }
     }
 
@@ -174,14 +263,15 @@ struct ProxyAPI: Sendable {
         var underlying: any Error
     }
 
-    private func proxy(_ request: Request, context: FulcrumRequestContext, path: String) async throws -> Response {
+    private func proxy(_ request: Request, context: FulcrumRequestContext, endpoint: Endpoint) async throws -> Response {
         var request = request
+        // The body is held once: parsed in place, then this same buffer goes upstream.
         let bodyBuffer = try await request.collectBody(upTo: context.maxUploadSize)
-        let data = Data(bodyBuffer.readableBytesView)
-        let completion = try Self.parse(data, chat: path.contains("chat"))
+        let completion = try Self.parse(bodyBuffer, endpoint: endpoint)
         let started = ContinuousClock.now
         var prompt = completion.prompt.routing
-        if case .text = completion.prompt, let tokens = await tokenizer.tokens(model: completion.model, object: completion.object, chat: path.contains("chat")) {
+        if case .text = completion.prompt, endpoint.handsOff,
+           let tokens = await tokenizer.tokens(model: completion.model, object: completion.object, chat: endpoint == .chat) {
             prompt = .tokens(tokens)
         }
         var route = RoutingRequest(
@@ -200,12 +290,13 @@ struct ProxyAPI: Sendable {
                 answer = try FulcrumJSON.decoder.decode(RouteResponse.self, from: Data(relayed.body.readableBytesView))
             }
             do {
-                return try await send(answer, body: bodyBuffer, completion: completion, path: path, headers: request.headers, started: started)
+                return try await send(answer, body: bodyBuffer, completion: completion, endpoint: endpoint, headers: request.headers, started: started)
             } catch let failure as ConnectFailure {
                 logger.warning("worker \(failure.workerID) refused the connection; retrying elsewhere", metadata: ["error": "\(failure.underlying)"])
                 metrics.upstream(model: completion.model, role: "any", outcome: UpstreamOutcome.connectError.rawValue)
                 await release(answer, outcome: .connectError, workerID: failure.workerID, headers: request.headers)
                 route.excludedWorkers.insert(failure.workerID)
+                metrics.upstreamRetries.increment()
                 lastFailure = failure.underlying
             }
         }
@@ -213,8 +304,9 @@ struct ProxyAPI: Sendable {
     }
 
     private func send(
-        _ answer: RouteResponse, body: ByteBuffer, completion: Completion, path: String, headers: HTTPFields, started: ContinuousClock.Instant
+        _ answer: RouteResponse, body: ByteBuffer, completion: Completion, endpoint: Endpoint, headers: HTTPFields, started: ContinuousClock.Instant
     ) async throws -> Response {
+        let path = endpoint.rawValue
         let byRole = Dictionary(answer.targets.map { ($0.role, $0) }, uniquingKeysWith: { first, _ in first })
         guard let final = byRole["DECODE"] ?? byRole["PDFUSION"] ?? byRole["PREFILL"] ?? answer.targets.last else {
             throw APIError(.badGateway, code: "no_target", "the decision named no worker")
@@ -227,19 +319,40 @@ struct ProxyAPI: Sendable {
         if let vit = byRole["VIT"] { common.append(("X-Fulcrum-Vit-Worker", vit.address)) }
         var finalBody = body
         var prefillLeg: ConcurrentLeg?
+        var handoff: Handoff.Kind?
         if let prefill = byRole["PREFILL"], final.role == "DECODE" {
+            guard endpoint.handsOff else {
+                await release(answer, outcome: .clientError, workerID: final.workerId, headers: headers)
+                throw APIError(
+                    .badRequest, code: "unsupported_for_pd",
+                    "\(path) is not served by a prefill/decode pair; give model \(completion.model) PDFUSION workers for it", field: "model"
+                )
+            }
             let step = PrefillStep(
                 prefill: prefill, path: path, headers: common, answer: answer,
                 requestHeaders: headers, deadline: deadline
             )
-            switch engines.handoff(prefill: prefill, decode: final) {
+            let kind = engines.handoff(prefill: prefill, decode: final)
+            handoff = kind
+            switch kind {
             case .fulcrum:
                 var object = completion.object
                 Handoff.makeOneToken(&object)
-                _ = try await prefillStep(step, body: object, extraHeaders: [("X-Fulcrum-Decode-Worker", final.address)], engines: engines)
+                do {
+                    _ = try await prefillStep(step, body: object, extraHeaders: [("X-Fulcrum-Decode-Worker", final.address)], engines: engines)
+                } catch {
+                    metrics.pdHandoff(protocol: kind.name, outcome: "prefill_failed")
+                    throw error
+                }
                 common.append(("X-Fulcrum-Prefill-Worker", prefill.address))
             case .vllm:
-                let answered = try await prefillStep(step, body: Handoff.vllmPrefillBody(completion.object), extraHeaders: [], engines: engines)
+                let answered: ByteBuffer
+                do {
+                    answered = try await prefillStep(step, body: Handoff.vllmPrefillBody(completion.object), extraHeaders: [], engines: engines)
+                } catch {
+                    metrics.pdHandoff(protocol: kind.name, outcome: "prefill_failed")
+                    throw error
+                }
                 finalBody = try Handoff.vllmDecodeBody(completion.object, prefillAnswer: answered)
             case .sglang:
                 let shared = Handoff.sglangBody(completion.object, prefillAddress: prefill.address, bootstrapPort: engines.bootstrapPort(prefill))
@@ -263,12 +376,15 @@ struct ProxyAPI: Sendable {
             }
         } catch let failure as ConcurrentLeg.Failure {
             // The prefill leg failed first: the decode leg (waiting for its KV) is abandoned.
+            if let handoff { metrics.pdHandoff(protocol: handoff.name, outcome: "prefill_failed") }
             throw await prefillFailed(failure, answer: answer, headers: headers)
         } catch where Self.isConnectFailure(error) {
             prefillLeg?.cancel()
+            if let handoff { metrics.pdHandoff(protocol: handoff.name, outcome: "decode_failed") }
             throw ConnectFailure(workerID: final.workerId, underlying: error)
         } catch {
             prefillLeg?.cancel()
+            if let handoff { metrics.pdHandoff(protocol: handoff.name, outcome: "decode_failed") }
             metrics.upstream(model: answer.model, role: final.role, outcome: UpstreamOutcome.timeout.rawValue)
             await release(answer, outcome: .timeout, workerID: final.workerId, headers: headers)
             throw APIError(.gatewayTimeout, code: "upstream_failed", "worker \(final.workerId) failed before answering: \(error)")
@@ -280,9 +396,11 @@ struct ProxyAPI: Sendable {
         fields[.fulcrumWorker] = final.workerId
         let prefilling = byRole["PREFILL"] ?? byRole["PDFUSION"] ?? final
         fields[.fulcrumMatchedBlocks] = String(prefilling.matchedBlocks)
+        metrics.prefixBlocks(worker: prefilling.workerId, matched: prefilling.matchedBlocks, total: answer.promptBlocks)
         fields[.fulcrumPromptBlocks] = String(answer.promptBlocks)
         if answer.degraded { fields[.fulcrumDegraded] = "1" }
         let status = Int(response.status.code)
+        if let handoff { metrics.pdHandoff(protocol: handoff.name, outcome: (200..<300).contains(status) ? "ok" : "decode_failed") }
         let metrics = metrics
         let proxy = self
         let model = answer.model

@@ -11,3 +11,4 @@ extension LeaderAnswer: ResponseEncodable {}
 extension SnapshotAnswer: ResponseEncodable {}
 extension HealthAnswer: ResponseEncodable {}
 extension ScheduleResponse: ResponseEncodable {}
+extension VersionAnswer: ResponseEncodable {}

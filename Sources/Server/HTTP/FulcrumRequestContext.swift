@@ -23,8 +23,11 @@ public struct FulcrumRequestContext: RequestContext, RemoteAddressRequestContext
 
     public var responseEncoder: JSONEncoder { FulcrumJSON.encoder }
 
-    /// A hard ceiling; the configured `max_body_bytes` (``AccessMiddleware``) is usually lower.
-    public var maxUploadSize: Int { 64 << 20 }
+    /// A hard ceiling (the highest `max_body_bytes` accepts); ``AccessMiddleware`` enforces the
+    /// configured limit.
+    public var maxUploadSize: Int { Self.maxBodyBytesCeiling }
+
+    public static let maxBodyBytesCeiling = 1 << 30
 
     /// Who is calling, for rate limits: the API key when one was presented, else the address.
     var clientIdentity: String {

@@ -33,7 +33,8 @@ struct AccessMiddleware: RouterMiddleware {
         do {
             response = try await admit(request, context: context, next: next)
         } catch let error as any HTTPResponseError {
-            response = try error.response(from: request, context: context)
+            // Rendered here so the security headers go on error answers too: in OpenAI's shape.
+            response = try ErrorShapeMiddleware<Context>.shaped(error).response(from: request, context: context)
         }
         decorate(&response, request: request)
         return response

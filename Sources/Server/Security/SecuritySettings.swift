@@ -37,7 +37,9 @@ public struct SecuritySettings: Sendable, Equatable {
     /// Requests per second per client (API key, else source address); 0 turns limiting off.
     public var rateLimitPerSecond: Double = 0
     public var rateLimitBurst = 0
-    public var maxBodyBytes = 1 << 20
+    /// Larger bodies get 413. 64 MiB: a chat request with a few base64 images fits (SGLang's
+    /// gateway allows 256 MB); the proxy holds a body once and forwards that same buffer.
+    public var maxBodyBytes = 64 << 20
     /// A client must send a complete request head within this time of connecting or of its
     /// previous response; slow-header clients are cut off.
     public var headerTimeoutMilliseconds = 10_000
