@@ -14,7 +14,9 @@ size="${FULCRUM_INITIAL_CLUSTER_SIZE:-3}"
 peers="${FULCRUM_PEER_SERVICE:-fulcrum-peers}"
 namespace="${POD_NAMESPACE:-default}"
 base="${name%-*}"
-domain="$peers.$namespace.svc.cluster.local"
+# FULCRUM_PEER_DOMAIN replaces Kubernetes' naming where pods are named otherwise (a podman
+# network: fulcrum-0.fulcrum-peer).
+domain="${FULCRUM_PEER_DOMAIN:-$peers.$namespace.svc.cluster.local}"
 export FULCRUM_PEER_ADVERTISE="$name.$domain:7100"
 export FULCRUM_HTTP_ADVERTISE="http://$name.$domain:8100"
 
@@ -36,7 +38,7 @@ fi
 "$fulcrum" serve "$@" &
 server=$!
 trap 'kill -TERM "$server" 2>/dev/null' TERM INT
-cluster="http://${FULCRUM_CLIENT_SERVICE:-fulcrum}.$namespace.svc.cluster.local:8100"
+cluster="${FULCRUM_CLIENT_URL:-http://${FULCRUM_CLIENT_SERVICE:-fulcrum}.$namespace.svc.cluster.local:8100}"
 # The node's own id is the first "id" of its status (keys are sorted; members come later).
 until id=$(curl -sf http://127.0.0.1:8100/admin/cluster | grep -o '"id":[0-9]*' | head -n 1 | cut -d: -f2) && [ -n "$id" ]; do
     kill -0 "$server" 2>/dev/null || wait "$server"

@@ -2,6 +2,7 @@ import ArgumentParser
 import Cluster
 import Foundation
 import FulcrumAPI
+import NIOHTTP1
 import WireCoding
 
 struct Status: AsyncParsableCommand {
@@ -170,6 +171,15 @@ struct Member: AsyncParsableCommand {
         subcommands: [List.self, Add.self, Promote.self, Update.self, Remove.self]
     )
 
+    /// One membership change through the leader; prints the cluster as it answered.
+    static func change(
+        _ connection: Connection, _ method: HTTPMethod, _ path: String, body: (some Encodable & Sendable)? = AdminClient.NoBody?.none
+    ) async throws {
+        let format = try connection.format
+        let status = try await connection.withClient { try await $0.call(method, path, body: body, needsLeader: true, as: ClusterStatus.self) }
+        try printStatus(status, format: format)
+    }
+
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Every member: id, peer address, HTTP endpoint, voter or learner.")
         @OptionGroup var connection: Connection
@@ -191,13 +201,7 @@ struct Member: AsyncParsableCommand {
             guard address.contains(":") else { throw ValidationError("--address must be host:port") }
         }
 
-        func run() async throws {
-            let format = try connection.format
-            let status = try await connection.withClient {
-                try await $0.call(.POST, "/admin/members", body: AddMember(id: id, address: address), needsLeader: true, as: ClusterStatus.self)
-            }
-            try printStatus(status, format: format)
-        }
+        func run() async throws { try await Member.change(connection, .POST, "/admin/members", body: AddMember(id: id, address: address)) }
     }
 
     struct Promote: AsyncParsableCommand {
@@ -205,11 +209,7 @@ struct Member: AsyncParsableCommand {
         @OptionGroup var connection: Connection
         @Argument(help: "The learner's id.") var id: UInt64
 
-        func run() async throws {
-            let format = try connection.format
-            let status = try await connection.withClient { try await $0.call(.POST, "/admin/members/\(id)/promote", needsLeader: true, as: ClusterStatus.self) }
-            try printStatus(status, format: format)
-        }
+        func run() async throws { try await Member.change(connection, .POST, "/admin/members/\(id)/promote") }
     }
 
     struct Update: AsyncParsableCommand {
@@ -222,13 +222,7 @@ struct Member: AsyncParsableCommand {
             guard address.contains(":") else { throw ValidationError("--address must be host:port") }
         }
 
-        func run() async throws {
-            let format = try connection.format
-            let status = try await connection.withClient {
-                try await $0.call(.PUT, "/admin/members/\(id)", body: UpdateMember(address: address), needsLeader: true, as: ClusterStatus.self)
-            }
-            try printStatus(status, format: format)
-        }
+        func run() async throws { try await Member.change(connection, .PUT, "/admin/members/\(id)", body: UpdateMember(address: address)) }
     }
 
     struct Remove: AsyncParsableCommand {
@@ -236,11 +230,7 @@ struct Member: AsyncParsableCommand {
         @OptionGroup var connection: Connection
         @Argument(help: "The member's id.") var id: UInt64
 
-        func run() async throws {
-            let format = try connection.format
-            let status = try await connection.withClient { try await $0.call(.DELETE, "/admin/members/\(id)", needsLeader: true, as: ClusterStatus.self) }
-            try printStatus(status, format: format)
-        }
+        func run() async throws { try await Member.change(connection, .DELETE, "/admin/members/\(id)") }
     }
 }
 

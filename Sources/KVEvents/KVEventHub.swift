@@ -165,6 +165,17 @@ public final class KVEventHub: Sendable {
         }
     }
 
+    /// One answer of an engine's replay socket: `["", seq, payload]` as a DEALER receives what
+    /// the ROUTER sends (its empty delimiter kept), or `[seq, payload]` (a peer that strips
+    /// it); `seq` is 8 bytes big-endian, −1 (with an empty payload) ending the replay. Nil
+    /// for anything else.
+    static func replayAnswer(_ frames: [[UInt8]]) -> (sequence: Int64, payload: [UInt8])? {
+        var frames = frames
+        if frames.count == 3, frames[0].isEmpty { frames.removeFirst() }
+        guard frames.count == 2, frames[0].count == 8, let sequence = Int64(bigEndianBytes: frames[0]), sequence >= -1 else { return nil }
+        return (sequence, frames[1])
+    }
+
     private func drainReplay(_ subscription: Subscription, id: String) {
         guard let socket = subscription.replay else { return }
         for _ in 0..<1_024 {
@@ -174,10 +185,8 @@ public final class KVEventHub: Sendable {
             } catch {
                 return
             }
-            guard var frames else { return }
-            // A DEALER keeps the ROUTER's empty delimiter; a REQ-style peer does not.
-            if frames.count == 3, frames[0].isEmpty { frames.removeFirst() }
-            guard frames.count == 2, let sequence = Int64(bigEndianBytes: frames[0]) else {
+            guard let frames else { return }
+            guard let (sequence, payload) = Self.replayAnswer(frames) else {
                 count { $0.malformed += 1 }
                 continue
             }
@@ -186,7 +195,7 @@ public final class KVEventHub: Sendable {
                 perform(subscription.sequencer.replayEnded(), id: id, subscription)
             } else {
                 count { $0.replayed += 1 }
-                perform(subscription.sequencer.replayed(sequence, frames[1]), id: id, subscription)
+                perform(subscription.sequencer.replayed(sequence, payload), id: id, subscription)
             }
         }
     }

@@ -173,6 +173,24 @@ extension BlockMapper.Change {
 }
 
 @Suite struct EventSequencerTests {
+    /// Both layouts of a replay answer, as vLLM's `ZmqEventPublisher._service_replay`
+    /// (vllm/distributed/kv_events.py, 0181ea3) sends them from its ROUTER —
+    /// `[identity, "", seq, payload]`, which a DEALER receives as `["", seq, payload]` — and as a
+    /// peer that strips the delimiter hands them on (`[seq, payload]`); `seq` −1 with an empty
+    /// payload ends the replay. Anything else is malformed.
+    @Test func replayAnswersInBothLayouts() {
+        let payload: [UInt8] = [0x93, 0x01, 0x02, 0x03]
+        let seven: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 7]
+        let end: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]
+        #expect(KVEventHub.replayAnswer([[], seven, payload]).map { [$0.sequence] + $0.payload.map(Int64.init) } == [7, 0x93, 1, 2, 3])
+        #expect(KVEventHub.replayAnswer([seven, payload]).map { [$0.sequence] + $0.payload.map(Int64.init) } == [7, 0x93, 1, 2, 3])
+        #expect(KVEventHub.replayAnswer([[], end, []])?.sequence == -1)
+        #expect(KVEventHub.replayAnswer([end, []])?.sequence == -1)
+        for malformed: [[UInt8]] in [[seven], [[1], seven, payload], [[0, 7], payload], [[0x80, 0, 0, 0, 0, 0, 0, 0], payload], [], [[], [], seven, payload]] {
+            #expect(KVEventHub.replayAnswer(malformed) == nil, "\(malformed)")
+        }
+    }
+
     @Test func gapsAreReplayedInOrder() {
         var sequencer = EventSequencer(hasReplay: true)
         #expect(sequencer.start() == [.requestReplay(from: 0)])

@@ -136,6 +136,37 @@ import Testing
         }
     }
 
+    /// The client goes away mid-stream: the decode leg is cut at the engine (it sees its caller
+    /// leave), the prefill leg is not left running, and the reservations are handed back.
+    @Test(.timeLimit(.minutes(1)))
+    func aClientThatGoesAwayCancelsTheLegs() async throws {
+        try await ServingHarness.with(engines: [
+            .init(id: "p", model: "m", role: "PREFILL", dialect: .sglang),
+            .init(id: "d", model: "m", role: "DECODE", tokenIntervalMilliseconds: 100, dialect: .sglang),
+        ]) { harness in
+            let bootstrapPort = String(harness.engineAddresses[0].split(separator: ":").last!)
+            try await harness.register(0, id: "prefill", role: "PREFILL", labels: ["engine": "sglang", "bootstrap_port": bootstrapPort])
+            try await harness.register(1, id: "decode", role: "DECODE", labels: ["engine": "sglang"])
+            var request = HTTPClientRequest(url: harness.url + "/v1/completions")
+            request.method = .POST
+            request.body = .bytes(ByteBuffer(string: #"{"model":"m","max_tokens":200,"stream":true,"prompt":"hello"}"#))
+            // A client of its own, shut down after the first chunk: its connection closes.
+            let client = HTTPClient(eventLoopGroupProvider: .singleton)
+            let response = try await client.execute(request, timeout: .seconds(10))
+            #expect(response.status.code == 200)
+            var iterator = response.body.makeAsyncIterator()
+            _ = try await iterator.next()
+            try await client.shutdown()
+            let deadline = ContinuousClock.now + .seconds(5)
+            while harness.engines[1].served.first?.outcome != "cancelled", ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(harness.engines[1].served.first?.outcome == "cancelled", "the decode engine saw its caller leave: \(harness.engines[1].served)")
+            #expect(harness.engines[0].served.count == 1 && ["ok", "cancelled"].contains(harness.engines[0].served[0].outcome))
+            try await harness.waitForState("reservations released") { $0.router.ledger.requestCount == 0 }
+        }
+    }
+
     /// An engine started with an API key: the status poll and every proxied leg carry the
     /// key named by the worker (never the client's own credentials); a key sent in clear at
     /// registration is refused.
