@@ -19,7 +19,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
 [ "$(id -u)" = 0 ] || { echo "error: run as root (rootful podman with runc)" >&2; exit 1; }
-install_system_dependencies podman buildah runc debootstrap netavark aardvark-dns
+install_system_dependencies podman buildah runc debootstrap netavark aardvark-dns iptables
 swift build -c release --static-swift-stdlib --product fulcrum
 swift build -c release --static-swift-stdlib --product fulcrumctl
 
@@ -41,13 +41,28 @@ mkdir -p "$scratch/networks"
 export CONTAINERS_CONF="$scratch/containers.conf"
 pod() { podman --root "$scratch/storage" --runroot "$scratch/run" --storage-driver vfs "$@"; }
 network="$run_id"
+# netavark leaves its base firewall chains behind: removed at the end when they were not there before.
+had_netavark_chains=0
+iptables -S NETAVARK_FORWARD >/dev/null 2>&1 && had_netavark_chains=1
+remove_netavark_chains() {
+    iptables -D FORWARD -m comment --comment "netavark firewall plugin rules" -j NETAVARK_FORWARD 2>/dev/null
+    iptables -F NETAVARK_FORWARD 2>/dev/null; iptables -X NETAVARK_FORWARD 2>/dev/null
+    iptables -t nat -D PREROUTING -m addrtype --dst-type LOCAL -j NETAVARK-HOSTPORT-DNAT 2>/dev/null
+    iptables -t nat -D OUTPUT -m addrtype --dst-type LOCAL -j NETAVARK-HOSTPORT-DNAT 2>/dev/null
+    iptables -t nat -D POSTROUTING -j NETAVARK-HOSTPORT-MASQ 2>/dev/null
+    for chain in NETAVARK-HOSTPORT-DNAT NETAVARK-HOSTPORT-MASQ NETAVARK-HOSTPORT-SETMARK; do
+        iptables -t nat -F "$chain" 2>/dev/null; iptables -t nat -X "$chain" 2>/dev/null
+    done
+}
 cleanup() {
     set +e
+    [ -n "${KEEP:-}" ] && return
     pod rm -af -t 0 >/dev/null 2>&1
     pod network rm -f "$network" >/dev/null 2>&1
     pod volume prune -f >/dev/null 2>&1
     pod rmi -af >/dev/null 2>&1
     rm -rf "$scratch"
+    [ "$had_netavark_chains" = 0 ] && remove_netavark_chains
 }
 trap cleanup EXIT
 
@@ -68,7 +83,7 @@ pod import "$rootfs_tar" "localhost/$run_id-base:bookworm" >/dev/null
 echo "== runtime image from the release build (the Dockerfile's runtime stage)"
 mkdir -p "$scratch/context/out"
 cp .build/release/fulcrum .build/release/fulcrumctl "$scratch/context/out/"
-pod build --quiet --format docker -f Deploy/docker/Dockerfile --target runtime \
+pod build --quiet --network none --format docker -f Deploy/docker/Dockerfile --target runtime \
     --build-context build="$scratch/context" --build-arg RUNTIME_BASE="localhost/$run_id-base:bookworm" \
     -t "localhost/$run_id:test" . >/dev/null
 image="localhost/$run_id:test"
@@ -100,7 +115,7 @@ start_node() {
         -v "$scratch/fulcrum.yaml:/etc/fulcrum/fulcrum.yaml:ro" -v "$scratch/peer-secret:/etc/fulcrum/peer-secret:ro" \
         "$image" >/dev/null
 }
-ctl() { pod exec "fulcrum-$1" fulcrumctl --endpoints http://127.0.0.1:8100 "${@:2}"; }
+ctl() { pod exec -e FULCRUM_ENDPOINTS=http://127.0.0.1:8100 "fulcrum-$1" fulcrumctl "${@:2}"; }
 status_of() { pod exec "fulcrum-$1" curl -sf http://127.0.0.1:8100/admin/cluster 2>/dev/null || true; }
 field() { python3 -c "import json,sys; d=json.loads(sys.stdin.read() or '{}'); print(d.get('$1') if d.get('$1') is not None else '')"; }
 wait_for() {  # wait_for DESCRIPTION SECONDS COMMAND...
@@ -150,5 +165,5 @@ for ordinal in 0 1 2 3; do
     pod healthcheck run "fulcrum-$ordinal" >/dev/null && echo "ok: HEALTHCHECK of fulcrum-$ordinal" \
         || { echo "error: HEALTHCHECK of fulcrum-$ordinal failed" >&2; exit 1; }
 done
-ctl "$survivor" endpoint health --endpoints "http://127.0.0.1:8100" >/dev/null
+ctl "$survivor" endpoint health >/dev/null
 echo "container test passed"
