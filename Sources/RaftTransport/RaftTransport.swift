@@ -269,7 +269,7 @@ public final class RaftTransport: Sendable {
         let tls = self.tls?.server
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .bind(host: listenAddress.host, port: listenAddress.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
@@ -542,7 +542,7 @@ public final class RaftTransport: Sendable {
         return try await ClientBootstrap(group: group)
             .connectTimeout(.milliseconds(Int64(settings.connectTimeout.components.seconds * 1000)
                 + settings.connectTimeout.components.attoseconds / 1_000_000_000_000_000))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .connect(host: address.host, port: address.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     var tlsDone: EventLoopFuture<Void>?

@@ -182,4 +182,18 @@ import Testing
         result = try cluster.run("fulcrumctl", ["member", "list"], environment: environment)
         #expect(result.status != 0 && result.output.contains("--dial-timeout"), "\(result.output)")
     }
+
+    /// Nodes without CAP_NET_ADMIN (a container's default, even as root) form a cluster: the
+    /// peer transport sets only options any process may set. It used to ask for TCP_NODELAY at
+    /// the socket level, which is SO_DEBUG there: EACCES without the capability, so no peer
+    /// connection ever opened in a container.
+    @Test(.timeLimit(.minutes(1)), .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")))
+    func nodesWithoutNetworkAdminCapabilityFormACluster() async throws {
+        let cluster = try ProcessCluster(
+            founders: 3, launcher: ["/usr/bin/setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", "--"]
+        )
+        defer { cluster.stopAll() }
+        let leader = try await cluster.leader()
+        #expect(try await cluster.register("w0", via: leader))
+    }
 }

@@ -35,12 +35,17 @@ final class ProcessCluster: @unchecked Sendable {
     /// Starts `count` founders, or with `startsLater` nothing until ``start(_:)`` is called (the
     /// caller may first put proxies in front of the peer ports: ``advertisedPeerPorts``).
     /// With `lab`, each node runs in its namespace and listens on its own address there.
+    /// A command that runs each node (its program and arguments follow), e.g. `setpriv` to run
+    /// it with fewer capabilities.
+    let launcher: [String]
+
     init(
         founders count: Int, snapshotEntries: Int = 10_000, environment extra: [String: String] = [:], startsLater: Bool = false,
-        lab: NetworkLab? = nil
+        lab: NetworkLab? = nil, launcher: [String] = []
     ) throws {
         founders = (1...UInt64(count)).map { $0 }
         self.lab = lab
+        self.launcher = launcher
         environment = extra
         environment["FULCRUM_SNAPSHOT_ENTRIES"] = String(snapshotEntries)
         environment["FULCRUM_DURABILITY"] = extra["FULCRUM_DURABILITY"] ?? "full"
@@ -87,6 +92,9 @@ final class ProcessCluster: @unchecked Sendable {
             // `ip netns exec` execs in place: the process is the node (signals reach it).
             process.executableURL = URL(fileURLWithPath: FileManager.default.fileExists(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip")
             process.arguments = ["netns", "exec", lab.namespace(id), executable.path] + arguments
+        } else if let program = launcher.first {
+            process.executableURL = URL(fileURLWithPath: program)
+            process.arguments = Array(launcher.dropFirst()) + [executable.path] + arguments
         } else {
             process.executableURL = executable
             process.arguments = arguments
