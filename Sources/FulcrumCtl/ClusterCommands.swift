@@ -247,11 +247,7 @@ struct Leader: AsyncParsableCommand {
             let answer = try await connection.withClient {
                 try await $0.call(.POST, "/admin/leader/transfer", body: LeaderTransfer(to: to), needsLeader: true, as: LeaderAnswer.self)
             }
-            switch format {
-            case .json: try printJSON(answer)
-            case .simple: print(answer.leader)
-            case .table: print("leader: node \(answer.leader)")
-            }
+            try printAnswer(answer, format: format, simple: "\(answer.leader)", table: "leader: node \(answer.leader)")
         }
     }
 }
@@ -269,11 +265,7 @@ struct SnapshotCommand: AsyncParsableCommand {
         func run() async throws {
             let format = try connection.format
             let answer = try await connection.withClient { try await $0.call(.POST, "/admin/snapshot", needsLeader: false, as: SnapshotAnswer.self) }
-            switch format {
-            case .json: try printJSON(answer)
-            case .simple: print(answer.index)
-            case .table: print("snapshot at index \(answer.index)")
-            }
+            try printAnswer(answer, format: format, simple: "\(answer.index)", table: "snapshot at index \(answer.index)")
         }
     }
 

@@ -304,6 +304,15 @@ func printJSON(_ value: some Encodable) throws {
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
 
+/// A one-line answer in the chosen format: JSON as the node answered, or the line.
+func printAnswer(_ answer: some Encodable, format: Connection.OutputFormat, simple: String, table: String) throws {
+    switch format {
+    case .json: try printJSON(answer)
+    case .simple: print(simple)
+    case .table: print(table)
+    }
+}
+
 /// Rows as a table (aligned columns under a header) or simple (comma-separated, no header).
 func printRows(_ header: [String], _ rows: [[String]], format: Connection.OutputFormat) {
     if format == .simple {
