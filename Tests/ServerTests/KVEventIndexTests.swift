@@ -73,7 +73,9 @@ import Testing
             var metrics = ""
             for _ in 0..<40 {
                 metrics = try await harness.get("/metrics").text
-                if metrics.contains(#"fulcrum_kv_event_frames_total{reason="gaps"} 1"#) { break }
+                // Every reason's series exists from the start: wait for the replay's answer too.
+                if metrics.contains(#"fulcrum_kv_event_frames_total{reason="gaps"} 1"#),
+                   !metrics.contains(#"fulcrum_kv_event_frames_total{reason="replayed"} 0"#) { break }
                 try await Task.sleep(for: .milliseconds(100))
             }
             #expect(metrics.contains(#"fulcrum_kv_event_frames_total{reason="gaps"} 1"#), "\(metrics.split(separator: "\n").filter { $0.contains("kv_event") })")
