@@ -18,13 +18,19 @@ public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Parses `host:port` (IPv6 hosts in brackets).
+    public static let maxHostBytes = 253
+
     public init?(_ text: String) {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
             (1...65535).contains(port)
         else { return nil }
         var host = String(text[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { return nil }
+        // A DNS name is at most 253 bytes; nothing a peer, an admin call or the log supplies
+        // may make every node dial a megabyte-long host or one with control characters.
+        guard !host.isEmpty, host.utf8.count <= Self.maxHostBytes,
+              host.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F })
+        else { return nil }
         self.init(host: host, port: port)
     }
 

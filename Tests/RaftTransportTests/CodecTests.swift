@@ -34,6 +34,18 @@ func sampleMessages() -> [Message] {
         return buffer
     }
 
+    /// Peer addresses are bounded where they enter (registration of members, updates, hellos):
+    /// a host of at most 253 bytes of printable ASCII, a port in 1...65535.
+    @Test func peerAddressesAreBounded() {
+        #expect(PeerAddress("node-1.fulcrum-peer:7100")?.host == "node-1.fulcrum-peer")
+        #expect(PeerAddress("[fd00::1]:7100")?.host == "fd00::1")
+        #expect(PeerAddress(String(repeating: "a", count: 253) + ":1") != nil)
+        for bad in [String(repeating: "a", count: 254) + ":1", String(repeating: "a", count: 1 << 20) + ":7100", "h o:1", "h\u{0}:1",
+                    "hé:1", ":1", "h:0", "h:65536", "h:-1", "h:\(Int.max)", "h"] {
+            #expect(PeerAddress(bad) == nil, "\(bad.prefix(20))")
+        }
+    }
+
     @Test func framesSurviveTheWireEvenByteByByte() throws {
         let channel = try channel()
         let frames = [
