@@ -235,6 +235,10 @@ final class EngineFleet: Sendable {
     /// What the `openai` SDK meets through a follower: `/v1/models` from the registry, every
     /// error in OpenAI's shape, embeddings and the Responses API proxied, and a chat request
     /// carrying a 20 MB base64 image (under the 64 MiB default; 70 MB is refused up front).
+    /// Shapes as vllm-project/vllm `vllm/entrypoints/openai/protocol.py` (ec3b890) defines them
+    /// for the same endpoints: `ErrorResponse{error: ErrorInfo{message, type, param, code}}`
+    /// (vLLM's `code` is the status number; OpenAI's, and Fulcrum's, a string) and the model
+    /// list (`object: "list"`, cards with `id`, `object: "model"`, `created`, `owned_by`, `root`).
     @Test(.timeLimit(.minutes(2)))
     func openAISurfaceThroughAFollower() async throws {
         try await Self.with(engines: 2, environment: [:]) { cluster, fleet in
