@@ -227,7 +227,8 @@ extension RoutingService {
     public func servedModels() async -> [ServedModel] {
         await node.withMachine { machine, _ in
             var roles: [String: Set<WorkerRole>] = [:]
-            for worker in machine.state.workers where worker.exclusion == nil {
+            // Under the machine's lock, which routing shares: no sorted copy of the registry.
+            for case let worker? in machine.state.workersBySlot where worker.exclusion == nil {
                 roles[worker.model, default: []].insert(worker.role)
             }
             let served = Set(roles.filter { $0.value.contains(.pdfusion) || $0.value.isSuperset(of: [.prefill, .decode]) }.keys)

@@ -45,7 +45,7 @@ public struct AdminAPI: Sendable {
         let failOpen = failOpen
         router.get("readyz") { _, _ -> HealthAnswer in
             let (leadership, leaderEndpoint, workers) = await node.withMachine { machine, leadership in
-                (leadership, leadership.leader.flatMap { machine.state.nodeEndpoints[$0] }, machine.state.workers.count)
+                (leadership, leadership.leader.flatMap { machine.state.nodeEndpoints[$0] }, machine.state.slotByID.count)
             }
             guard let reason = Self.unreadiness(leadership, leaderEndpoint: leaderEndpoint) else { return HealthAnswer() }
             // Without a leader a fail-open node still routes on its replicated state: it stays
