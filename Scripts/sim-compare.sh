@@ -21,6 +21,10 @@
 # same workers without either), each with every strategy in FULCRUM_STRATEGIES (cache_aware,
 # the default), and sglang-router cache_aware; each run's hit ratio set against the one Fulcrum
 # expected (its matched blocks). No rtp-llm or failover runs in this mode.
+# WORKLOAD=FAMILY:SEED (e.g. multi_turn:21): a generated workload (fulcrum-sim generate, 64-token
+# blocks, Docs/simulator.md) at load SPEED instead of the Mooncake trace, on engines with 64-token
+# KV blocks: Fulcrum with each strategy in FULCRUM_STRATEGIES (default: cache_aware, the default
+# strategy) and sglang-router cache_aware. No rtp-llm or failover runs in this mode.
 #   Scripts/sim-compare.sh [SPEED] [DURATION]     (DURATION 0 or empty: the whole trace)
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -44,11 +48,25 @@ fi
 sglang_version=$("$venv/bin/pip" show sglang-router | awk '/^Version/ {print $2}')
 
 sim=.build/release/fulcrum-sim
+trace_block_size=512
+if [ -n "${WORKLOAD:-}" ]; then
+    # The generated trace carries the load: replay it at speed 1.
+    trace="$out/workload-${WORKLOAD/:/-}-${speed}x.jsonl"
+    generated_seconds="$duration"
+    [ -z "$generated_seconds" ] || [ "$generated_seconds" = 0 ] && generated_seconds=300
+    "$sim" generate --family "${WORKLOAD%%:*}" --seed "${WORKLOAD##*:}" --load "$speed" --duration "$generated_seconds" \
+        --traces "$(cd .. && pwd)/shared/traces" --out "$trace"
+    speed=1
+    trace_block_size=64
+    FLEXLB=0 FAILOVER=0
+    FULCRUM_STRATEGIES="${FULCRUM_STRATEGIES:-cache_aware}"
+    SGLANG_POLICIES="${SGLANG_POLICIES:-cache_aware}"
+fi
 engine="${ENGINE:-fulcrum}"
 case "$engine" in
     fulcrum)
-        engine_flags=(--block-size 512)
-        capacity='"kv_blocks":781,"block_size":512'
+        engine_flags=(--block-size "$trace_block_size")
+        capacity="\"kv_blocks\":$((400000 / trace_block_size)),\"block_size\":$trace_block_size"
         indexes="history" ;;
     vllm)
         engine_flags=(--engine vllm --block-size 16 --kv-tokens 399872 --kv-events-base-port 19301)
@@ -127,7 +145,7 @@ for strategy in ${FULCRUM_STRATEGIES:-shortest_ttft cache_aware consistent_hash 
         rm -rf "$out/runs-$name"
         fresh_fulcrum "$index"
         "$sim" compare --trace "$trace" --engines "$engines" --speed "$speed" "${window[@]}" --out "$out/runs-$name" --profile "$profile" \
-            --target "$name=http://127.0.0.1:1850$follower#strategy=$strategy" | grep -v '^t=' | tail -1
+            --trace-block-size "$trace_block_size" --target "$name=http://127.0.0.1:1850$follower#strategy=$strategy" | grep -v '^t=' | tail -1
     done
 done
 if [ "${FLEXLB:-1}" != 0 ]; then
@@ -164,7 +182,7 @@ fi
 
 rm -rf "$out/runs-sglang" "$out/failover"
 "$sim" compare --trace "$trace" --engines "$engines" --speed "$speed" "${window[@]}" --out "$out/runs-sglang" --profile "$profile" \
-    "${sglang_targets[@]}" | grep -v '^t=' | tail -4
+    --trace-block-size "$trace_block_size" "${sglang_targets[@]}" | grep -v '^t=' | tail -4
 
 if [ "${FAILOVER:-1}" = 0 ]; then
     rm -f "$work/killed_at"

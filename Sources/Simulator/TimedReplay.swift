@@ -52,14 +52,32 @@ public struct TimedReplay: Sendable {
 
     private struct InFlight {
         var record: Int
-        var token: UInt64
+        var token: UInt64?
+        var blocks: [UInt64]
     }
 
     public func run(_ trace: [TraceRequest], strategy: StrategyKind, name: String? = nil) -> OfflineReplay.Result {
         run(trace, policy: ModelPolicy(strategies: [.pdfusion: strategy]), name: name ?? strategy.name)
     }
 
-    public func run(_ trace: [TraceRequest], policy: ModelPolicy, name: String) -> OfflineReplay.Result {
+    /// Placement with perfect information, for the oracle a router is read against: at each
+    /// arrival it reads every engine's real KV cache and queue (what no router sees), with no
+    /// poll or flush delay; a prefix counts as held from the moment a request carrying it was
+    /// sent to the engine (it is cached by the time the engine serves what is sent now).
+    public enum Oracle: String, Sendable, CaseIterable {
+        /// The engine with the lowest TTFT predicted from its real queue of prefill tokens and
+        /// the request's tokens it really holds; ties to the longer real prefix.
+        case shortestTTFT = "oracle_ttft"
+        /// The engine really holding the longest prefix, unless its queue is more than a
+        /// batch (8,192 tokens) longer than the shortest one; then the shortest TTFT.
+        case longestPrefix = "oracle_prefix"
+    }
+
+    public func run(_ trace: [TraceRequest], oracle: Oracle) -> OfflineReplay.Result {
+        run(trace, policy: ModelPolicy(strategies: [.pdfusion: .roundRobin]), name: oracle.rawValue, oracle: oracle)
+    }
+
+    public func run(_ trace: [TraceRequest], policy: ModelPolicy, name: String, oracle: Oracle? = nil) -> OfflineReplay.Result {
         let ids = (0..<workers).map { "engine-\($0 + 1)" }
         var state = BalancerState()
         var router = Router(seed: 42)
@@ -86,6 +104,15 @@ public struct TimedReplay: Sendable {
         var evicted: [PrefixRecord] = []
         var delivered = [[EngineModel.Event]](repeating: [], count: workers)
         var inFlight = [[UInt64: InFlight]](repeating: [:], count: workers)
+        /// Oracles only: the blocks of every request sent to an engine and not yet finished,
+        /// which its cache holds by the time a request sent now is served.
+        var queuedBlocks = [[UInt64: Int]](repeating: [:], count: workers)
+        func forget(_ flight: InFlight, on engine: Int) {
+            for block in flight.blocks {
+                let count = queuedBlocks[engine][block, default: 1] - 1
+                queuedBlocks[engine][block] = count > 0 ? count : nil
+            }
+        }
         var records = (0..<sent).map { RequestRecord(index: $0, sentAt: arrivals[$0], inputTokens: trace[$0].inputTokens) }
         var polled: [String: EngineLoad] = [:]
         var next = 0
@@ -127,16 +154,24 @@ public struct TimedReplay: Sendable {
                     tokensPerBlock: profile.blockSize, expectedOutputTokens: request.outputTokens, roles: [.pdfusion]
                 )
                 do {
-                    let decision = try router.route(routing, state: state, now: now)
-                    let workerID = decision.targets[0].workerID
-                    let index = Int(workerID.dropFirst("engine-".count))! - 1
+                    let index: Int
+                    let token: UInt64?
+                    if let oracle {
+                        index = Self.place(request, on: engines, queued: queuedBlocks, oracle: oracle, profile: profile)
+                        token = nil
+                    } else {
+                        let decision = try router.route(routing, state: state, now: now)
+                        index = Int(decision.targets[0].workerID.dropFirst("engine-".count))! - 1
+                        token = decision.releaseToken
+                    }
                     requestID += 1
                     engines[index].submit(EngineModel.Request(
                         id: requestID, blocks: request.blockIDs, inputTokens: request.inputTokens,
                         outputTokens: request.outputTokens, arrival: time
                     ))
-                    inFlight[index][requestID] = InFlight(record: next, token: decision.releaseToken)
-                    records[next].worker = workerID
+                    inFlight[index][requestID] = InFlight(record: next, token: token, blocks: oracle == nil ? [] : request.blockIDs)
+                    if oracle != nil { for block in request.blockIDs { queuedBlocks[index][block, default: 0] += 1 } }
+                    records[next].worker = ids[index]
                 } catch {
                     records[next].error = error.description
                 }
@@ -155,11 +190,13 @@ public struct TimedReplay: Sendable {
                     case .finished(let id, let at):
                         guard let flight = inFlight[engine].removeValue(forKey: id) else { continue }
                         records[flight.record].endToEnd = at - records[flight.record].sentAt
-                        _ = try? router.release(token: flight.token)
+                        if let token = flight.token { _ = try? router.release(token: token) }
+                        forget(flight, on: engine)
                     case .rejected(let id, let reason):
                         guard let flight = inFlight[engine].removeValue(forKey: id) else { continue }
                         records[flight.record].error = reason
-                        _ = try? router.release(token: flight.token)
+                        if let token = flight.token { _ = try? router.release(token: token) }
+                        forget(flight, on: engine)
                     case .token:
                         continue
                     }
@@ -197,5 +234,26 @@ public struct TimedReplay: Sendable {
             }
         }
         return OfflineReplay.Result(summary: ReplaySummary(name: name, records: records, workers: ids), records: records)
+    }
+
+    /// The engine an oracle picks for `request`.
+    static func place(_ request: TraceRequest, on engines: [EngineModel], queued: [[UInt64: Int]], oracle: Oracle, profile: EngineProfile) -> Int {
+        let candidates = engines.indices.map { index in
+            var matched = engines[index].cachedPrefix(request.blockIDs)
+            while matched < request.blockIDs.count, queued[index][request.blockIDs[matched]] != nil { matched += 1 }
+            let uncached = max(1, request.inputTokens - matched * profile.blockSize)
+            let queued = engines[index].queuedPrefillTokens
+            return (index: index, matched: matched, queued: queued, seconds: Double(queued + uncached) / profile.linearTokensPerSecond)
+        }
+        let fastest = candidates.min { ($0.seconds, -$0.matched) < ($1.seconds, -$1.matched) }!
+        switch oracle {
+        case .shortestTTFT:
+            return fastest.index
+        case .longestPrefix:
+            let least = candidates.map(\.queued).min()!
+            let affine = candidates.filter { $0.queued <= least + profile.maxBatchedTokens }
+                .max { ($0.matched, -$0.queued) < ($1.matched, -$1.queued) }!
+            return affine.matched > 0 ? affine.index : fastest.index
+        }
     }
 }

@@ -99,3 +99,13 @@ public enum Trace {
             .enumerated().sorted { ($0.element.timestampMilliseconds, $0.offset) < ($1.element.timestampMilliseconds, $1.offset) }.map(\.element)
     }
 }
+
+extension Trace {
+    /// Requests in the Mooncake JSONL format (what ``mooncake(_:source:)`` reads).
+    public static func mooncakeJSONL(_ requests: [TraceRequest]) -> String {
+        requests.map { request in
+            let ids = request.blockIDs.map(String.init).joined(separator: ", ")
+            return #"{"timestamp": \#(Int(request.timestampMilliseconds.rounded())), "input_length": \#(request.inputTokens), "output_length": \#(request.outputTokens), "hash_ids": [\#(ids)]}"#
+        }.joined(separator: "\n") + "\n"
+    }
+}

@@ -21,12 +21,14 @@ struct Replay: AsyncParsableCommand {
     @Option(help: "Model to ask for.") var model = "sim-model"
     @Option(help: "Engine profile, for the report.") var profile = EngineProfile.h100_8b.description
     @Flag(help: "Also send block ids as fulcrum_block_hashes.") var sendHashes = false
+    @Option(help: "Tokens per block id of the trace (Mooncake's: 512; fulcrum-sim generate's: 64).") var traceBlockSize = Trace.mooncakeTokensPerBlock
     @Flag(help: "Serve requests as rtp-llm frontends do: Schedule on the target node's FlexLB gRPC (HTTP port + 2), then GenerateStreamCall on the chosen rtp-llm engine (fulcrum-sim engines --engine rtp-llm).")
     var flexlb = false
 
     func validate() throws {
         guard speed > 0 else { throw ValidationError("--speed must be positive") }
         if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
+        guard (1...65_536).contains(traceBlockSize) else { throw ValidationError("--trace-block-size must be in 1...65536") }
         if flexlb, URL(string: target)?.port == nil { throw ValidationError("--flexlb needs a --target with a port (the node's HTTP port)") }
     }
 
@@ -34,7 +36,7 @@ struct Replay: AsyncParsableCommand {
         let requests: [TraceRequest]
         do { requests = try Trace.load(path: trace) } catch { throw ValidationError("\(error)") }
         let client = HTTPClient.replayClient()
-        var replay = LiveReplay(target: target, speed: speed, duration: duration, model: model, sendHashes: sendHashes)
+        var replay = LiveReplay(target: target, speed: speed, duration: duration, model: model, tokensPerBlock: traceBlockSize, sendHashes: sendHashes)
         replay.flexLB = flexlb
         say("replaying \(requests.count) requests of \(trace) against \(target) at \(speed)x")
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
@@ -159,6 +161,12 @@ struct Compare: AsyncParsableCommand {
     @Option(help: "Model to ask for.") var model = "sim-model"
     @Option(help: "Engine profile, for the report.") var profile = EngineProfile.h100_8b.description
     @Flag(help: "Also send block ids as fulcrum_block_hashes.") var sendHashes = false
+    @Option(help: "Tokens per block id of the trace (Mooncake's: 512; fulcrum-sim generate's: 64).") var traceBlockSize = Trace.mooncakeTokensPerBlock
+
+    func validate() throws {
+        guard speed > 0 else { throw ValidationError("--speed must be positive") }
+        guard (1...65_536).contains(traceBlockSize) else { throw ValidationError("--trace-block-size must be in 1...65536") }
+    }
 
     func run() async throws {
         let requests: [TraceRequest]
@@ -211,7 +219,7 @@ struct Compare: AsyncParsableCommand {
                 _ = try? await client.execute(reset, timeout: .seconds(5))
             }
             say("== \(name): \(url)")
-            let replay = LiveReplay(target: url, speed: speed, duration: duration, model: model, sendHashes: sendHashes)
+            let replay = LiveReplay(target: url, speed: speed, duration: duration, model: model, tokensPerBlock: traceBlockSize, sendHashes: sendHashes)
             let records = await replay.run(requests, client: client, progress: say)
             let summary = ReplaySummary(name: name, records: records)
             try ReportWriter.write(summary, records: records, profile: profile, to: "\(out)/\(name)")

@@ -13,7 +13,7 @@ struct SimulatorTool: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fulcrum-sim",
         abstract: "Simulated inference engines for Fulcrum.",
-        subcommands: [Engines.self, Traffic.self, Replay.self, Offline.self, Simulate.self, Compare.self, StatusEngines.self, FlexLBLoad.self]
+        subcommands: [Engines.self, Traffic.self, Replay.self, Offline.self, Simulate.self, Compare.self, Evaluate.self, Generate.self, StatusEngines.self, FlexLBLoad.self]
     )
 }
 
