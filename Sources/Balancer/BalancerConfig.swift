@@ -145,7 +145,7 @@ public struct RoutingSettings: Sendable, Hashable {
     public var balanceRelativeThreshold: Double = 1.5
     /// Cache-aware follows a prefix match only when it covers at least this share of the
     /// prompt's blocks; shorter matches go to the least loaded worker.
-    public var cacheHitThreshold: Double = 0.5
+    public var cacheHitThreshold: Double = 0.2
     /// A decode worker above this KV usage takes no new request ...
     public var kvHighWatermark: Double = 0.92
     /// ... until it is back below this one (hysteresis).
