@@ -12,6 +12,9 @@
 # Prints the side-by-side table and the ratios; reports land in sim-compare-report/ (OUT=…).
 # FULCRUM_STRATEGIES="cache_aware …" and SGLANG_POLICIES="cache_aware …" limit the runs;
 # PREFIX_CAP sets Fulcrum's prefix_blocks_per_worker (25000); FAILOVER=0 skips the failover run.
+# sglang-router gets Fulcrum's default thresholds: --cache-threshold 0.2 (SGLANG_CACHE_THRESHOLD;
+# runs before 2026-12-05 used 0.5, Fulcrum's default then), --balance-abs-threshold 32,
+# --balance-rel-threshold 1.5.
 # The rtp-llm path (FLEXLB=0 skips it): the same trace served as rtp-llm frontends serve it, with
 # Fulcrum (FLEXLB_STRATEGY, cache_aware) routing on the keys simulated rtp-llm engines report.
 # ENGINE=vllm: the same trace under eviction pressure on simulated vLLM engines (vLLM's dialect,
@@ -122,7 +125,7 @@ sglang_policies="${SGLANG_POLICIES:-cache_aware round_robin power_of_two}"
 for policy in $sglang_policies; do
     "$venv/bin/python" -m sglang_router.launch_router --host 127.0.0.1 --port "$port" \
         --worker-urls $(for p in $(seq 19101 19108); do printf 'http://127.0.0.1:%s ' "$p"; done) \
-        --policy "$policy" --cache-threshold 0.5 --balance-abs-threshold 32 --balance-rel-threshold 1.5 \
+        --policy "$policy" --cache-threshold "${SGLANG_CACHE_THRESHOLD:-0.2}" --balance-abs-threshold 32 --balance-rel-threshold 1.5 \
         --prometheus-host 127.0.0.1 --prometheus-port $((port + 100)) --log-level warn >"$work/sglang-$policy.log" 2>&1 &
     pids+=($!)
     sglang_targets+=(--target "sglang-$policy=http://127.0.0.1:$port")
