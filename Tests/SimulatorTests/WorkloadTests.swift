@@ -128,4 +128,18 @@ import Testing
             #expect(result.records[1].cachedTokens == 20 * 64, "\(oracle)")
         }
     }
+
+    /// The default strategy's floor of issue 21, as a regression guard on short runs: on every
+    /// generated family (seed 1, 2×, 30 s of arrivals) cache-aware with the default settings
+    /// reaches at least 90 % of the oracle's hit ratio. (The full evaluation is `fulcrum-sim
+    /// evaluate`; Docs/benchmarks.md.)
+    @Test func theDefaultStrategyReachesNinetyPercentOfTheOracleOnEveryFamily() async throws {
+        let families = Self.sessionFamilies + (Self.haveAzure ? [.azure, .azureCode] : [])
+        let evaluation = RoutingEvaluation(strategies: [ModelPolicy.defaultStrategy(for: .pdfusion)])
+        let workloads = families.map { Workload(family: $0, seed: 1, load: 2, durationSeconds: 30, tracesDirectory: Self.traces) }
+        for row in try await evaluation.evaluate(workloads, parallelism: 2) {
+            let fraction = row.fractionOfOracle(row.strategies[0])
+            #expect(fraction >= 0.9, "\(row.workload): \(row.strategies[0].name) at \(fraction) of the oracle (\(row.strategies[0].hitRatio) against \(row.oracle.hitRatio))")
+        }
+    }
 }
