@@ -53,6 +53,25 @@ done
 # Reservations of decisions nobody releases (wrk does not) expire after 2 s instead of 10 min.
 curl -sf -X PATCH "http://127.0.0.1:1830$leader/admin/config/settings" -d '{"reservation_ttl_ms":2000}' >/dev/null
 
+# The leader as node 1 sees it, and the cluster's term: a leader change between rows would
+# otherwise turn "leader" rows into forwarded ones (the machine is saturated at c=64).
+current_leader() {
+    curl -s http://127.0.0.1:18301/admin/cluster | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"])'
+}
+term() {
+    curl -s "http://127.0.0.1:1830$1/metrics" | awk '/^fulcrum_raft_term / {print int($2)}'
+}
+start_term=$(term "$leader")
+check_leader() {  # label
+    local now
+    now=$(current_leader)
+    if [ "$now" != "$leader" ]; then
+        echo "warning: the leader changed during $1 (node $leader -> node $now, term $start_term -> $(term "$now")); rows from here on follow the new leader"
+        leader=$now
+        follower=$(( leader % 3 + 1 ))
+    fi
+}
+
 result() {  # label, wrk output file
     local line
     line=$(grep '^RESULT ' "$2" | sed 's/^RESULT //')
@@ -64,13 +83,16 @@ echo "== /v1/route, c=64, ${duration} s each (3 nodes, 8 engines, leader $leader
 curl -s -o /dev/null -X POST "http://127.0.0.1:1830$follower/v1/route" -d '{"model":"sim-model"}'
 wrk -t2 -c64 -d"${duration}s" --latency -s Scripts/bench/route.lua "http://127.0.0.1:1830$leader" >"$work/route-leader.txt"
 result route_leader "$work/route-leader.txt"
+check_leader route_leader
 # Refusals by code and failed status polls, if any (both should be empty).
 curl -s "http://127.0.0.1:1830$leader/metrics" | grep -E '^fulcrum_(routing_errors_total|status_polls_total\{outcome="error")' || true
 wrk -t2 -c64 -d"${duration}s" --latency -s Scripts/bench/route.lua "http://127.0.0.1:1830$follower" >"$work/route-follower.txt"
 result route_follower "$work/route-follower.txt"
+check_leader route_follower
 echo "== /v1/route, c=1, 10 s each: what forwarding through a follower adds"
 wrk -t1 -c1 -d10s --latency -s Scripts/bench/route.lua "http://127.0.0.1:1830$leader" >"$work/route-leader-c1.txt"
 result route_leader_c1 "$work/route-leader-c1.txt"
+check_leader route_leader_c1
 wrk -t1 -c1 -d10s --latency -s Scripts/bench/route.lua "http://127.0.0.1:1830$follower" >"$work/route-follower-c1.txt"
 result route_follower_c1 "$work/route-follower-c1.txt"
 
@@ -122,6 +144,7 @@ if [ "$sglang_up" -ne 1 ]; then
     exit 1
 fi
 
+check_leader route_follower_c1
 echo "== streaming chat completion (16 tokens), c=32, ${proxy_duration} s each"
 for target in direct:http://127.0.0.1:19001 fulcrum:http://127.0.0.1:1830$leader sglang_router:http://127.0.0.1:18400 nginx:http://127.0.0.1:18500; do
     name=${target%%:*}
@@ -140,6 +163,8 @@ for target in direct:http://127.0.0.1:19001 fulcrum:http://127.0.0.1:1830$leader
     result "close_$name" "$work/close-$name.txt"
 done
 
+check_leader close_nginx
+echo "term at the start $start_term, at the end $(term "$leader") (leader node $leader)"
 python3 - "$work/results" "$sglang_version" <<'PY'
 import json, sys
 rows = {}
