@@ -84,7 +84,14 @@ public struct Router: Sendable {
             let strategy = role.prefillsPrompt && arm != nil ? arm!.strategy : policy.strategy(for: role)
             let pick: Pick
             do {
-                let candidates = try eligibleCandidates(role: role, context: context, group: firstGroup)
+                var candidates = try eligibleCandidates(role: role, context: context, group: firstGroup)
+                if role.prefillsPrompt, let ceiling = request.admissionCeiling {
+                    // Admitted under a class's ceiling: only the workers under it may take it
+                    // (the strategy's favourite may be saturated); all of them if none is.
+                    if !blocks.isEmpty { matchPrefixes(candidates: candidates, context: context) }
+                    let under = candidates.filter { prediction(for: $0.slot, context: context, policy: ceiling.policy).queueing <= ceiling.milliseconds }
+                    if !under.isEmpty { candidates = under }
+                }
                 pick = try choose(strategy: strategy, role: role, candidates: candidates, context: &context)
             } catch {
                 ledger.release(token: token)
@@ -128,6 +135,66 @@ public struct Router: Sendable {
             requestID: request.requestID, model: request.model, targets: targets, arm: arm?.name,
             estimatedTTFTMilliseconds: prefillTTFT ?? 0, releaseToken: token, promptBlocks: blocks.count
         )
+    }
+
+    /// The estimated time to first token on the best candidate of the request's prefilling
+    /// role, as shortest-TTFT estimates it (queued prefill, the uncached prompt at the worker's
+    /// speed, step time, running decodes), without deciding or reserving anything: what
+    /// admission control reads. A candidate saturated by `policy`'s measures (requests waiting
+    /// at its engine, its KV cache) counts as an infinite queue. nil when no role prefills the
+    /// prompt. Throws what ``route(_:state:now:)`` would for a request it cannot place.
+    public mutating func predictTTFT(
+        _ request: RoutingRequest, state: BalancerState, now: Milliseconds, policy: AdmissionPolicy = AdmissionPolicy()
+    ) throws(BalancerError) -> TTFTPrediction? {
+        var request = request
+        if !state.hasModel(request.model), let model = state.config.aliases[request.model] { request.model = model }
+        try validate(request, state: state)
+        synchronize(with: state, now: now)
+        guard state.hasModel(request.model) else { throw .unknownModel(request.model) }
+        guard let role = try resolveRoles(request, state: state).first(where: \.prefillsPrompt) else { return nil }
+        let blocks = promptBlocks(request)
+        let context = PickContext(
+            request: request, state: state, now: now, blocks: blocks,
+            promptTokens: promptLength(request, blockCount: blocks.count),
+            tier: request.tier.flatMap { state.config.tiers[$0] } ?? ResourceTier(), policy: state.config.policy(for: request.model)
+        )
+        let candidates = try eligibleCandidates(role: role, context: context, group: nil)
+        if !blocks.isEmpty { matchPrefixes(candidates: candidates, context: context) }
+        var best: TTFTPrediction?
+        for candidate in candidates {
+            let prediction = prediction(for: candidate.slot, context: context, policy: policy)
+            if best == nil || (prediction.queueing, prediction.ttft) < (best!.queueing, best!.ttft) { best = prediction }
+        }
+        return best
+    }
+
+    /// What ``predictTTFT(_:state:now:policy:)`` expects of one candidate (the prefixes matched
+    /// for `context` already).
+    func prediction(for slot: Int32, context: PickContext, policy: AdmissionPolicy) -> TTFTPrediction {
+        let matched = context.blocks.isEmpty ? 0 : Int(matcher.matched[Int(slot)])
+        let ttft = estimateTTFT(slot: slot, matchedBlocks: matched, context: context)
+        let worker = context.state.statusBySlot[Int(slot)]
+        let waiting = worker.load.waitingRequests + ledger.since(worker.load.reportedAt, slot: slot).requests
+        let total = worker.load.kvBlocksTotal > 0 ? worker.load.kvBlocksTotal : worker.capacity.kvBlocks
+        let kvFraction = total > 0 ? Double(worker.load.kvBlocksUsed) / Double(total) : 0
+        let uncached = max(0, context.promptTokens - matched * context.request.tokensPerBlock)
+        let speed = max(worker.capacity.prefillTokensPerSecond, 1)
+        let saturated = waiting >= policy.saturatedWaitingRequests || kvFraction >= policy.saturatedKVFraction
+        return TTFTPrediction(ttft: ttft, own: Double(uncached) / speed * 1_000, saturated: saturated)
+    }
+
+    /// How fast `model`'s prefilling pool works through prompt tokens, per millisecond (the sum
+    /// of its available workers' prefill speeds): what admission control estimates a queue's
+    /// wait with.
+    public func prefillTokensPerMillisecond(model: String, state: BalancerState) -> Double {
+        let model = state.hasModel(model) ? model : (state.config.aliases[model] ?? model)
+        let role: WorkerRole = state.pool(model: model, role: .pdfusion).isEmpty ? .prefill : .pdfusion
+        var total = 0.0
+        for slot in state.pool(model: model, role: role) {
+            let status = state.statusBySlot[Int(slot)]
+            if status.exclusion == nil || status.exclusion == .overCapacity { total += status.capacity.prefillTokensPerSecond }
+        }
+        return total / 1_000
     }
 
     /// Returns a request's reservations when it ends.

@@ -34,6 +34,9 @@ public struct RoutingRequest: Sendable, Hashable {
     /// How long the decision's reservation holds when nobody releases it; nil: the configured
     /// `reservation_ttl_ms`. For callers that never release (rtp-llm frontends).
     public var holdMilliseconds: Milliseconds?
+    /// Set by admission control when it dispatches the request under a class's ceiling: the
+    /// prefilling pick is made among workers whose predicted queueing is under it.
+    public var admissionCeiling: AdmissionCeiling?
 
     public init(
         model: String, requestID: String, sessionKey: String? = nil, prompt: Prompt = .none,
@@ -99,6 +102,18 @@ public struct RoutingRequest: Sendable, Hashable {
         if let location, !((-90...90).contains(location.latitude) && (-180...180).contains(location.longitude)) {
             throw .invalidRequest(field: "location", "latitude must be in [-90, 90] and longitude in [-180, 180]")
         }
+    }
+}
+
+/// The ceiling a request was admitted under (``AdmissionClass/dispatchBelowMilliseconds``, or
+/// the highest class's for an aged request), with the policy's measures of saturation.
+public struct AdmissionCeiling: Sendable, Hashable {
+    public var milliseconds: Double
+    public var policy: AdmissionPolicy
+
+    public init(milliseconds: Double, policy: AdmissionPolicy) {
+        self.milliseconds = milliseconds
+        self.policy = policy
     }
 }
 

@@ -66,7 +66,11 @@ public struct EngineModel: Sendable {
 
     public var runningRequests: Int { running.count }
     public var waitingRequests: Int { waiting.count - waitingHead }
-    public var kvBlocksUsed: Int { cache.used }
+    /// Blocks held by running requests (their prompt and output). Cached blocks of finished
+    /// requests are free to evict and do not count, as engines report it: vLLM's
+    /// `kv_cache_usage_perc` is 1 − free/total with evictable cached blocks in the free queue
+    /// (`vllm/v1/core/block_pool.py`), SGLang's token usage leaves out evictable tokens.
+    public var kvBlocksUsed: Int { cache.used - cache.cachedBlocks }
     public var kvBlocksTotal: Int { cache.capacity }
     public var cachedBlocks: Int { cache.cachedBlocks }
     public var queuedPrefillTokens: Int {

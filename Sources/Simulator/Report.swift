@@ -1,4 +1,5 @@
 import Foundation
+import Balancer
 
 /// What happened to one replayed request.
 public struct RequestRecord: Sendable, Codable, Hashable {
@@ -14,6 +15,12 @@ public struct RequestRecord: Sendable, Codable, Hashable {
     /// The prompt tokens the router expected the chosen worker to hold (its matched blocks, from
     /// `X-Fulcrum-Matched-Blocks`); nil where the router does not say.
     public var predictedCachedTokens: Int?
+    /// The request's priority, when the trace gave one.
+    public var priority: Int?
+    /// Admission control refused it (`queue_full`, `deadline`), and how long after it was sent
+    /// the refusal was answered.
+    public var shedReason: String?
+    public var shedAfter: Double?
 
     public init(index: Int, sentAt: Double, ttft: Double? = nil, endToEnd: Double? = nil, inputTokens: Int, cachedTokens: Int = 0, worker: String? = nil, error: String? = nil) {
         self.index = index
@@ -192,5 +199,60 @@ public enum ReportWriter {
         }
         bars += #"<text x="\#(margin - 4)" y="28" text-anchor="end">\#(Int(most))</text>"#
         return frame("requests per worker", x: "worker", y: "requests", body: bars)
+    }
+}
+
+/// Figures per priority, for runs with admission control: what each class was promised and got.
+public struct PriorityReport: Sendable {
+    public struct Row: Sendable {
+        public var priority: Int
+        public var sent: Int
+        public var completed: Int
+        public var shedQueueFull: Int
+        public var shedDeadline: Int
+        public var ttftP50: Double
+        public var ttftP99: Double
+        /// Completed requests whose TTFT was within the class's deadline, over completed.
+        public var metDeadline: Double?
+        /// The slowest refusal (p99 and max of the time from sending to the answer), seconds.
+        public var shedAnswerP99: Double
+        public var shedAnswerMax: Double
+    }
+
+    public var rows: [Row]
+
+    /// `deadline`: the class deadline in seconds for a priority (nil: none).
+    public init(records: [RequestRecord], deadline: (Int) -> Double?) {
+        let byPriority = Dictionary(grouping: records) { $0.priority ?? 0 }
+        rows = byPriority.keys.sorted(by: >).map { priority in
+            let group = byPriority[priority]!
+            let done = group.filter { $0.error == nil && $0.ttft != nil }
+            let ttfts = done.compactMap(\.ttft).sorted()
+            let shed = group.compactMap(\.shedAfter).sorted()
+            let limit = deadline(priority)
+            return Row(
+                priority: priority, sent: group.count, completed: done.count,
+                shedQueueFull: group.filter { $0.shedReason == ShedReason.queueFull.rawValue }.count,
+                shedDeadline: group.filter { $0.shedReason == ShedReason.deadline.rawValue }.count,
+                ttftP50: ReplaySummary.percentile(ttfts, 0.5), ttftP99: ReplaySummary.percentile(ttfts, 0.99),
+                metDeadline: limit.flatMap { limit in done.isEmpty ? nil : Double(ttfts.filter { $0 <= limit }.count) / Double(done.count) },
+                shedAnswerP99: ReplaySummary.percentile(shed, 0.99), shedAnswerMax: shed.last ?? 0
+            )
+        }
+    }
+
+    public var table: String {
+        var lines = [
+            "| priority | sent | completed | shed (queue full / deadline) | TTFT p50 s | p99 s | within deadline | shed answered p99 / max s |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in rows {
+            lines.append(String(
+                format: "| %d | %d | %d | %d / %d | %.3f | %.3f | %@ | %.3f / %.3f |",
+                row.priority, row.sent, row.completed, row.shedQueueFull, row.shedDeadline, row.ttftP50, row.ttftP99,
+                row.metDeadline.map { String(format: "%.1f %%", $0 * 100) } ?? "—", row.shedAnswerP99, row.shedAnswerMax
+            ))
+        }
+        return lines.joined(separator: "\n")
     }
 }

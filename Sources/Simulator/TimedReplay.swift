@@ -24,6 +24,13 @@ public struct TimedReplay: Sendable {
     public var duration: Double?
     /// Engines report the blocks they evict with their status, and the router forgets them.
     public var reportsEvictions = false
+    /// Admission control on the master (nil: every request is dispatched at once). Queued
+    /// requests are placed after every event that can free capacity (a finished request, a
+    /// flush of engine status) and shed at their class's deadline.
+    public var admission: AdmissionPolicy?
+    /// The prefill speed workers are registered with (what the router's TTFT estimates divide
+    /// by); nil: the profile's linear speed, which long contexts and running decodes never reach.
+    public var advertisedPrefillTokensPerSecond: Double?
 
     public init(
         workers: Int = 8, profile: EngineProfile, speed: Double = 1, statusIntervalMilliseconds: Double = 50,
@@ -91,7 +98,7 @@ public struct TimedReplay: Sendable {
                 id: id, model: "m", role: .pdfusion, address: "\(id):1",
                 capacity: WorkerCapacity(
                     kvBlocks: profile.kvCapacityBlocks, blockSize: profile.blockSize,
-                    prefillTokensPerSecond: profile.linearTokensPerSecond
+                    prefillTokensPerSecond: advertisedPrefillTokensPerSecond ?? profile.linearTokensPerSecond
                 )
             )), at: 0)
         }
@@ -122,6 +129,61 @@ public struct TimedReplay: Sendable {
         /// Virtual seconds as the router's milliseconds (never 0: 0 means "never" in its state).
         func milliseconds(_ seconds: Double) -> Milliseconds { Milliseconds(seconds * 1_000) + 1 }
 
+        func routingRequest(_ index: Int) -> RoutingRequest {
+            let request = trace[index]
+            return RoutingRequest(
+                model: "m", requestID: "r\(index)", prompt: .blocks(request.blockIDs), promptTokens: request.inputTokens,
+                tokensPerBlock: profile.blockSize, expectedOutputTokens: request.outputTokens, roles: [.pdfusion],
+                priority: request.priority
+            )
+        }
+        /// Sends trace request `index` to the engine its router (or oracle) picks.
+        func dispatch(_ index: Int, at time: Double, now: Milliseconds, ceiling: AdmissionCeiling? = nil) {
+            let request = trace[index]
+            do {
+                let engineIndex: Int
+                let token: UInt64?
+                if let oracle {
+                    engineIndex = Self.place(request, on: engines, queued: queuedBlocks, oracle: oracle, profile: profile)
+                    token = nil
+                } else {
+                    var routing = routingRequest(index)
+                    routing.admissionCeiling = ceiling
+                    let decision = try router.route(routing, state: state, now: now)
+                    engineIndex = Int(decision.targets[0].workerID.dropFirst("engine-".count))! - 1
+                    token = decision.releaseToken
+                }
+                requestID += 1
+                engines[engineIndex].submit(EngineModel.Request(
+                    id: requestID, blocks: request.blockIDs, inputTokens: request.inputTokens,
+                    outputTokens: request.outputTokens, arrival: time
+                ))
+                inFlight[engineIndex][requestID] = InFlight(record: index, token: token, blocks: oracle == nil ? [] : request.blockIDs)
+                if oracle != nil { for block in request.blockIDs { queuedBlocks[engineIndex][block, default: 0] += 1 } }
+                records[index].worker = ids[engineIndex]
+            } catch {
+                records[index].error = error.description
+            }
+        }
+        func shed(_ index: Int, _ reason: ShedReason, at time: Double) {
+            records[index].error = "shed: \(reason.rawValue)"
+            records[index].shedReason = reason.rawValue
+            records[index].shedAfter = time - records[index].sentAt
+        }
+        var queue: AdmissionQueue<Int>?
+        /// Places what the queue can place now (after anything that may have freed capacity).
+        func admit(at time: Double, now: Milliseconds) {
+            guard var pending = queue, pending.count > 0 else { return }
+            let policy = pending.policy
+            pending.drain(
+                model: "m", now: now,
+                predict: { entry in try? router.predictTTFT(routingRequest(entry.item), state: state, now: now, policy: policy) },
+                dispatch: { entry, ceiling in dispatch(entry.item, at: time, now: now, ceiling: ceiling) },
+                shed: { entry, reason in shed(entry.item, reason, at: time) }
+            )
+            queue = pending
+        }
+
         while true {
             var time = Double.infinity
             var step = Step.iterate
@@ -141,41 +203,33 @@ public struct TimedReplay: Sendable {
                     consider(start, .iterate, index)
                 }
             }
-            guard time.isFinite else { break }
+            guard time.isFinite || (queue?.count ?? 0) > 0 else { break }
             consider(nextPoll, .poll)
             consider(nextFlush, .flush)
             let now = milliseconds(time)
 
             switch step {
             case .arrival:
-                let request = trace[next]
-                let routing = RoutingRequest(
-                    model: "m", requestID: "r\(next)", prompt: .blocks(request.blockIDs), promptTokens: request.inputTokens,
-                    tokensPerBlock: profile.blockSize, expectedOutputTokens: request.outputTokens, roles: [.pdfusion]
-                )
-                do {
-                    let index: Int
-                    let token: UInt64?
-                    if let oracle {
-                        index = Self.place(request, on: engines, queued: queuedBlocks, oracle: oracle, profile: profile)
-                        token = nil
-                    } else {
-                        let decision = try router.route(routing, state: state, now: now)
-                        index = Int(decision.targets[0].workerID.dropFirst("engine-".count))! - 1
-                        token = decision.releaseToken
-                    }
-                    requestID += 1
-                    engines[index].submit(EngineModel.Request(
-                        id: requestID, blocks: request.blockIDs, inputTokens: request.inputTokens,
-                        outputTokens: request.outputTokens, arrival: time
-                    ))
-                    inFlight[index][requestID] = InFlight(record: next, token: token, blocks: oracle == nil ? [] : request.blockIDs)
-                    if oracle != nil { for block in request.blockIDs { queuedBlocks[index][block, default: 0] += 1 } }
-                    records[next].worker = ids[index]
-                } catch {
-                    records[next].error = error.description
-                }
+                let index = next
                 next += 1
+                records[index].priority = trace[index].priority
+                guard let admission else {
+                    dispatch(index, at: time, now: now)
+                    continue
+                }
+                if queue == nil { queue = AdmissionQueue(policy: admission) }
+                let predicted = try? router.predictTTFT(routingRequest(index), state: state, now: now, policy: admission)
+                let (verdict, displaced) = queue!.arrive(
+                    model: "m", priority: trace[index].priority, promptTokens: trace[index].inputTokens, now: now,
+                    predicted: predicted, drainTokensPerMillisecond: router.prefillTokensPerMillisecond(model: "m", state: state),
+                    item: index
+                )
+                for entry in displaced { shed(entry.item, .queueFull, at: time) }
+                switch verdict {
+                case .dispatch(let ceiling): dispatch(index, at: time, now: now, ceiling: ceiling)
+                case .queued: break
+                case .shed(let reason, _): shed(index, reason, at: time)
+                }
             case .iterate:
                 delivered[engine] = engines[engine].step()
                 // The model always either runs an iteration or waits for a later arrival.
@@ -202,6 +256,7 @@ public struct TimedReplay: Sendable {
                     }
                 }
                 delivered[engine] = []
+                admit(at: time, now: now)
             case .poll:
                 if reportsEvictions {
                     for index in 0..<workers {
@@ -231,6 +286,7 @@ public struct TimedReplay: Sendable {
                 if !commands.isEmpty { apply(.batch(commands), at: now) }
                 if let pending { router.commandApplied(generation: pending.generation) }
                 nextFlush += flushIntervalMilliseconds / 1_000
+                admit(at: time, now: now)
             }
         }
         return OfflineReplay.Result(summary: ReplaySummary(name: name, records: records, workers: ids), records: records)

@@ -1,4 +1,5 @@
 import Foundation
+import Balancer
 
 /// One request of a public trace.
 public struct TraceRequest: Sendable, Hashable {
@@ -9,12 +10,26 @@ public struct TraceRequest: Sendable, Hashable {
     /// Prefix-chained block ids (Mooncake: 512 tokens each). Traces without prefix information
     /// get ids of their own, so no two requests share a block.
     public var blockIDs: [UInt64]
+    /// Higher is more important (admission classes); 0 when the trace does not say.
+    public var priority: Int
 
-    public init(timestampMilliseconds: Double, inputTokens: Int, outputTokens: Int, blockIDs: [UInt64]) {
+    public init(timestampMilliseconds: Double, inputTokens: Int, outputTokens: Int, blockIDs: [UInt64], priority: Int = 0) {
         self.timestampMilliseconds = timestampMilliseconds
         self.inputTokens = inputTokens
         self.outputTokens = outputTokens
         self.blockIDs = blockIDs
+        self.priority = priority
+    }
+
+    /// `trace` with `fraction` of its requests, drawn with `seed`, at priority `high` and the
+    /// rest at `low`: the two-class workload of the admission benchmarks.
+    public static func withPriorities(_ trace: [TraceRequest], highFraction fraction: Double, seed: UInt64, high: Int = 90, low: Int = 0) -> [TraceRequest] {
+        var random = SeededGenerator(seed: seed)
+        return trace.map { request in
+            var request = request
+            request.priority = random.unit() < fraction ? high : low
+            return request
+        }
     }
 }
 

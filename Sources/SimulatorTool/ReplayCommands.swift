@@ -108,23 +108,36 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Blocks the router's prefix index keeps per engine (default: the engines' KV capacity in blocks).") var prefixBlocksPerWorker: Int?
     @Option(help: "Folder for one report per strategy (none when omitted).") var out: String?
     @Flag(help: "Engines report the blocks they evict, and the router's prefix index forgets them.") var reportEvictions = false
+    @Flag(help: "Admission control on the master: requests wait in a bounded queue while the engines are saturated, and are shed past their class's deadline.") var admission = false
+    @Option(help: "Admission classes, a JSON file: {\"queue_capacity\": N, \"classes\": [{\"name\", \"min_priority\", \"deadline_ms\", \"dispatch_below_ms\", \"aging_ms\"}, ...]} (default: Fulcrum's two classes).") var admissionClasses: String?
+    @Option(help: "Fraction of the trace's requests given a high priority (90; the rest 0), drawn with --priority-seed.") var highPriorityFraction: Double?
+    @Option(help: "Seed of the priority draw.") var prioritySeed: UInt64 = 1
+    @Option(help: "Prefill speed the workers are registered with, tokens/s (default: the profile's linear speed).") var advertisedPrefillTps: Double?
 
     func validate() throws {
         guard speed > 0 else { throw ValidationError("--speed must be positive") }
+        if let highPriorityFraction, !(0...1).contains(highPriorityFraction) { throw ValidationError("--high-priority-fraction must be in [0, 1]") }
         guard workers > 0 else { throw ValidationError("--workers must be positive") }
         if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
         guard statusIntervalMs > 0, flushIntervalMs > 0 else { throw ValidationError("--status-interval-ms and --flush-interval-ms must be positive") }
     }
 
     func run() async throws {
-        let requests: [TraceRequest]
+        var requests: [TraceRequest]
         do { requests = try Trace.load(path: trace) } catch { throw ValidationError("\(error)") }
+        if let highPriorityFraction { requests = TraceRequest.withPriorities(requests, highFraction: highPriorityFraction, seed: prioritySeed) }
         let timing = try Engines.profile(profile, blockSize: blockSize, kvTokens: kvTokens)
         var replay = TimedReplay(
             workers: workers, profile: timing, speed: speed, statusIntervalMilliseconds: statusIntervalMs,
             flushIntervalMilliseconds: flushIntervalMs, duration: duration
         )
         replay.reportsEvictions = reportEvictions
+        replay.advertisedPrefillTokensPerSecond = advertisedPrefillTps
+        if admission || admissionClasses != nil {
+            let policy = try admissionClasses.map(AdmissionFile.load) ?? AdmissionPolicy()
+            replay.admission = policy
+            say("admission: " + policy.classes.map { "\($0.name) (priority ≥ \($0.minimumPriority == Int.min ? "any" : String($0.minimumPriority)), deadline \($0.deadlineMilliseconds) ms, dispatch below \(Int($0.dispatchBelowMilliseconds)) ms)" }.joined(separator: ", ") + ", queue \(policy.queueCapacity)")
+        }
         if let prefixBlocksPerWorker {
             guard prefixBlocksPerWorker >= 0 else { throw ValidationError("--prefix-blocks-per-worker must not be negative") }
             replay.settings.prefixBlocksPerWorker = prefixBlocksPerWorker
@@ -136,6 +149,12 @@ struct Simulate: AsyncParsableCommand {
             guard let strategy = StrategyKind(name: String(name)) else { throw ValidationError("unknown strategy \(name)") }
             let result = replay.run(requests, strategy: strategy)
             say(result.summary.tableRow)
+            if let policy = replay.admission ?? (highPriorityFraction != nil ? AdmissionPolicy() : nil) {
+                let report = PriorityReport(records: result.records) { priority in
+                    Double(policy.classes[policy.classIndex(priority: priority)].deadlineMilliseconds) / 1_000
+                }
+                say("\n" + report.table + "\n")
+            }
             if let out { try ReportWriter.write(result.summary, records: result.records, profile: timing.description, to: "\(out)/\(name)") }
         }
     }
@@ -243,5 +262,44 @@ extension HTTPClient {
         configuration.connectionPool = .init(idleTimeout: .seconds(5), concurrentHTTP1ConnectionsPerHostSoftLimit: 8_192)
         configuration.decompression = .disabled
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+}
+
+/// An admission policy from a JSON file (the shape of the node configuration's `admission`).
+enum AdmissionFile {
+    struct Class: Decodable {
+        var name: String
+        var minPriority: Int?
+        var deadlineMs: UInt64
+        var dispatchBelowMs: Double
+        var agingMs: UInt64?
+    }
+    struct File: Decodable {
+        var queueCapacity: Int?
+        var saturatedWaitingRequests: Int?
+        var saturatedKvFraction: Double?
+        var classes: [Class]
+    }
+
+    static func load(_ path: String) throws -> AdmissionPolicy {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let file: File
+        do { file = try decoder.decode(File.self, from: Data(contentsOf: URL(fileURLWithPath: path))) } catch {
+            throw ValidationError("--admission-classes \(path): \(error)")
+        }
+        var policy = AdmissionPolicy(
+            classes: file.classes.map {
+                AdmissionClass(
+                    name: $0.name, minimumPriority: $0.minPriority ?? Int.min, deadlineMilliseconds: $0.deadlineMs,
+                    dispatchBelowMilliseconds: $0.dispatchBelowMs, agingMilliseconds: $0.agingMs ?? $0.deadlineMs / 2
+                )
+            },
+            queueCapacity: file.queueCapacity ?? AdmissionPolicy().queueCapacity
+        )
+        if let waiting = file.saturatedWaitingRequests { policy.saturatedWaitingRequests = waiting }
+        if let fraction = file.saturatedKvFraction { policy.saturatedKVFraction = fraction }
+        do { try policy.validate() } catch { throw ValidationError("--admission-classes \(path): \(error)") }
+        return policy
     }
 }

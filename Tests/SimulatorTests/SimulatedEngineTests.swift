@@ -74,11 +74,16 @@ import Testing
         try await Application(router: engine.makeRouter()).test(.router) { client in
             let body = #"{"model":"m","prompt":"x","max_tokens":1,"fulcrum_block_hashes":[1,2,3]}"#
             try await client.execute(uri: "/v1/completions", method: .post, body: ByteBuffer(string: body)) { #expect($0.status == .ok) }
-            try await client.execute(uri: "/fault", method: .post, body: ByteBuffer(string: #"{"crash_for_ms":300}"#)) { #expect($0.status == .ok) }
+            // Long enough for the two checks on a loaded machine (the suite runs in parallel).
+            try await client.execute(uri: "/fault", method: .post, body: ByteBuffer(string: #"{"crash_for_ms":2000}"#)) { #expect($0.status == .ok) }
             try await client.execute(uri: "/health", method: .get) { #expect($0.status == .serviceUnavailable) }
             try await client.execute(uri: "/v1/completions", method: .post, body: ByteBuffer(string: body)) { #expect($0.status == .serviceUnavailable) }
-            try await Task.sleep(for: .milliseconds(350))
-            try await client.execute(uri: "/health", method: .get) { #expect($0.status == .ok) }
+            var healthy = false
+            for _ in 0..<100 where !healthy {
+                try await Task.sleep(for: .milliseconds(50))
+                try await client.execute(uri: "/health", method: .get) { healthy = $0.status == .ok }
+            }
+            #expect(healthy, "the engine comes back after its crash")
             try await client.execute(uri: "/v1/completions", method: .post, body: ByteBuffer(string: body)) { response in
                 #expect(Self.usage(String(buffer: response.body))?.cached == 0, "a restarted engine has lost its cache")
             }
