@@ -18,7 +18,10 @@ struct RouteAPI: Sendable {
         router.post("v1/route") { request, context -> Response in
             var request = request
             let body = try await request.decodeJSON(RouteRequest.self, context: context)
-            switch try await link.route(try body.routingRequest(), headers: request.headers) {
+            // A follower forwards the client's bytes as they came (already buffered): the
+            // leader validates them again, and re-encoding cost every forwarded request.
+            let original = try await request.collectBody(upTo: context.maxUploadSize)
+            switch try await link.route(try body.routingRequest(), headers: request.headers, original: original) {
             case .decided(let answer):
                 var response = try context.responseEncoder.encode(answer, from: request, context: context)
                 if answer.degraded { response.headers[.fulcrumDegraded] = "1" }

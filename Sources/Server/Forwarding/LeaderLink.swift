@@ -37,7 +37,7 @@ struct LeaderLink: Sendable {
     /// Routes `request` here when this node leads (or fails open), else through the leader.
     /// A leader that stepped down before deciding answers `no_leader`, so asking the next one
     /// cannot route the request twice.
-    func route(_ request: RoutingRequest, headers: HTTPFields) async throws -> Routed {
+    func route(_ request: RoutingRequest, headers: HTTPFields, original: ByteBuffer? = nil) async throws -> Routed {
         do {
             try request.validate()
         } catch {
@@ -58,10 +58,8 @@ struct LeaderLink: Sendable {
                 return .decided(RouteResponse(decided.decision, token: decided.token, degraded: decided.degraded))
             case .forward(let endpoint, let leader):
                 do {
-                    let encoded = try FulcrumJSON.encoder.encode(RouteRequest(request))
-                    let answer = try await forward(
-                        to: endpoint, method: .post, path: "/v1/route", body: ByteBuffer(bytes: encoded), headers: headers
-                    )
+                    let body = try original ?? ByteBuffer(bytes: FulcrumJSON.encoder.encode(RouteRequest(request)))
+                    let answer = try await forward(to: endpoint, method: .post, path: "/v1/route", body: body, headers: headers)
                     guard answer.isNoLeader else { return .relayed(answer) }
                     routing.logger.debug("the leader at \(endpoint) stepped down; waiting for the next one")
                 } catch {
