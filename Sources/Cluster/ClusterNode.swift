@@ -39,6 +39,7 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     var waiters = Waiters<Machine.Outcome?>()
     private var appliedSinceSnapshot = 0
     private var flushScheduled = false
+    private var heartbeatsInFlight: [NodeID: ContinuousClock.Instant] = [:]
 
     typealias Tag = LogEntryTag
 
@@ -170,6 +171,7 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
     /// Steps a batch from the transport; what the core must not see is dropped, logged and
     /// counted first.
     private func step(_ messages: [Message]) throws {
+        noteHeartbeatResponses(messages)
         var dropped: [(Message, MessageDropReason)] = []
         try drive { raft in
             for message in messages {
@@ -205,6 +207,25 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
         return result
     }
 
+    /// When the oldest unanswered heartbeat to each peer left: a peer's answer to it is one
+    /// round trip (`NodeEvent.peerRoundTrip`). Only peers this node sent heartbeats to are
+    /// kept, so the map is bounded by the membership.
+    private func noteHeartbeats(_ messages: [Message]) {
+        let now = ContinuousClock.now
+        for message in messages where message.kind == .heartbeat && heartbeatsInFlight[message.to] == nil {
+            heartbeatsInFlight[message.to] = now
+        }
+    }
+
+    private func noteHeartbeatResponses(_ messages: [Message]) {
+        guard !heartbeatsInFlight.isEmpty else { return }
+        for message in messages where message.kind == .heartbeatResponse {
+            guard let sent = heartbeatsInFlight.removeValue(forKey: message.from) else { continue }
+            events.emit(.peerRoundTrip(peer: message.from, .now - sent))
+        }
+        if raft.role != .leader { heartbeatsInFlight = [:] }
+    }
+
     func fail(_ error: any Error) {
         waiters.fail(ClusterError(.stopped, "node \(id) stopped: \(error)"))
         leadershipFeed.finish()
@@ -217,6 +238,7 @@ public actor ClusterNode<Machine: ReplicatedStateMachine> {
             let ready = raft.ready()
             // A leader's appends leave while it writes them (its own entries count only once
             // durable); everything else is persisted first.
+            noteHeartbeats(ready.messages)
             if ready.mayGoBeforePersist { transport.send(ready.messages) }
             // A batch that only moves the commit index need not be durable (a restarted node
             // relearns it); skipping it saves an fsync per acknowledgement on the leader.

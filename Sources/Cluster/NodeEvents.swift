@@ -1,3 +1,4 @@
+public import Raft
 import Synchronization
 
 /// What a node's Ready loop did, as it happens: for metrics (fsync and apply durations,
@@ -12,6 +13,9 @@ public enum NodeEvent: Sendable {
     /// This node stood for election: it became a candidate in a new term (a pre-vote that
     /// failed is not one).
     case campaign
+    /// A leader's heartbeat to `peer` was answered this long after it left (the round trip
+    /// through both transports and the peer's loop; etcd's peer round-trip time).
+    case peerRoundTrip(peer: NodeID, Duration)
 }
 
 /// Where a node sends its ``NodeEvent``s: one observer, set by whoever serves the node.

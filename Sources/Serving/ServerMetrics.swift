@@ -26,6 +26,9 @@ public final class ServerMetrics: Sendable {
     /// etcd's disk buckets (1 ms doubling to 8.192 s), for fsyncs and snapshots.
     public static let diskBuckets: [Duration] = (0..<14).map { .microseconds(1_000 << $0) }
 
+    /// etcd's peer round-trip buckets (0.1 ms doubling to 0.8192 s).
+    public static let peerRoundTripBuckets: [Duration] = (0..<14).map { .microseconds(100 << $0) }
+
     /// An apply slower than this is counted as slow (etcd's warning threshold).
     public static let slowApply = Duration.milliseconds(100)
 
@@ -61,6 +64,8 @@ public final class ServerMetrics: Sendable {
     public let term: Gauge
     public let isLeader: Gauge
     private let leaderSeries = Mutex<UInt64?>(nil)
+    /// One round-trip histogram per peer, made on its first sample (peers are members: bounded).
+    private let peerRoundTrips = Mutex<[UInt64: DurationHistogram]>([:])
     public let commitIndex: Gauge
     public let appliedIndex: Gauge
     private let workerSeries = Mutex<Set<[String]>>([])
@@ -143,6 +148,18 @@ public final class ServerMetrics: Sendable {
             snapshotBytes.set(to: Double(bytes))
         case .campaign:
             elections.increment()
+        case .peerRoundTrip(let peer, let duration):
+            let registry = registry
+            let histogram = peerRoundTrips.withLock { histograms in
+                if let existing = histograms[peer] { return existing }
+                let made = registry.makeDurationHistogram(
+                    descriptor: .fulcrum("fulcrum_network_peer_round_trip_time_seconds", help: "A leader's heartbeat to a peer until its answer (etcd's etcd_network_peer_round_trip_time_seconds)."),
+                    labels: [("to", String(peer))], buckets: Self.peerRoundTripBuckets
+                )
+                histograms[peer] = made
+                return made
+            }
+            histogram.recordNanoseconds(duration.nanoseconds)
         }
     }
 

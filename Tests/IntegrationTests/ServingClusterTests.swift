@@ -291,6 +291,12 @@ final class EngineFleet: Sendable {
             #expect(fleet.engines.reduce(0) { $0 + $1.served.count } == before + 1)
             let tooLarge = try await cluster.request(.POST, base + "/v1/chat/completions", json: String(repeating: " ", count: 70 << 20), timeout: .seconds(30))
             #expect(tooLarge.status == 413 && errorDetail(tooLarge)["code"] as? String == "body_too_large", "\(tooLarge)")
+            // The leader measures the round trip of its heartbeats to each peer (etcd's
+            // etcd_network_peer_round_trip_time_seconds), labelled by the peer's id.
+            let metrics = String(decoding: try await cluster.request(.GET, cluster.endpoint(leader) + "/metrics").data, as: UTF8.self)
+            for peer in cluster.founders where peer != leader {
+                #expect(metrics.contains("fulcrum_network_peer_round_trip_time_seconds_count{to=\"\(peer)\"}"), "no round trips to node \(peer)")
+            }
         }
     }
 }
