@@ -85,10 +85,7 @@ enum ChunkPump {
             signal.yield()
             reader.cancel()
         }
-        let timer = Task {
-            guard (try? await Task.sleep(until: deadline, clock: .continuous)) != nil else { return }
-            halt(DeadlineExceeded(what: "the worker's answer"))
-        }
+        let timer = Alarm(at: deadline) { halt(DeadlineExceeded(what: "the worker's answer")) }
         let watcher = abortWhen.map { abortWhen in
             Task {
                 if let error = await abortWhen() { halt(error) }
