@@ -7,7 +7,7 @@ import Testing
 @Suite struct AdmissionReplayTests {
     static func run(load: Double, admission: AdmissionPolicy?) throws -> [RequestRecord] {
         let trace = TraceRequest.withPriorities(
-            try Workload(family: .azureCode, seed: 1, load: load, durationSeconds: 60).generate(), highFraction: 0.2, seed: 7
+            try Workload(family: .sharedPrefix, seed: 1, load: load, durationSeconds: 60).generate(), highFraction: 0.2, seed: 7
         )
         var replay = TimedReplay(workers: 4, profile: .h100_8b, duration: 60)
         replay.admission = admission
